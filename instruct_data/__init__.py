@@ -1,0 +1,1 @@
+"""instruct_data"""

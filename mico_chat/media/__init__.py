@@ -1,0 +1,1 @@
+"""mico_chat/media"""
