@@ -1,1 +1,62 @@
-"""mico_chat/presets"""
+"""Named model presets: a JSON file per preset in this folder.
+
+A preset names its LLM (a known fetchable name or a local folder), the encoder and connector
+configs, the media settings, and optionally a safetensors file (beside the JSON) with the
+weights the LLM does not provide: encoder, connectors and LLM deltas. Loading a preset builds the
+model with :func:`mico_chat.builder.build_model` and then loads those weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from mico_chat.errors import ConfigError
+
+HERE = Path(__file__).parent
+PRESETS: Mapping[str, Path] = MappingProxyType({p.stem: p for p in sorted(HERE.glob("*.json"))})
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    """The preset's JSON as a dict; an unknown name raises :class:`ConfigError`."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return json.loads(PRESETS[name].read_text())
+
+
+def load_preset(
+    name: str,
+    *,
+    llm: str | os.PathLike | None = None,
+    dtype: torch.dtype = torch.float32,
+    auto_fetch: bool = True,
+):
+    """Build the preset's model and processor (``llm`` replaces the preset's LLM)."""
+    from mico_chat.builder import build_model, load_extra_weights
+    from mico_chat.preprocess import MediaSettings
+    from mico_chat.weights import resolve_model_path
+
+    spec = read_preset(name)
+    llm_name = str(llm) if llm is not None else spec["llm"]
+    path = resolve_model_path(llm_name, auto_fetch=auto_fetch)
+    model, processor = build_model(
+        path,
+        encoder=spec["encoder"],
+        connectors=spec.get("connectors"),
+        chat_template=spec.get("chat_template", "llm"),
+        settings=MediaSettings.from_dict(spec.get("media_settings", {})),
+        dtype=dtype,
+        seed=int(spec.get("seed", 0)),
+        llm_name=llm_name,
+    )
+    if spec.get("weights"):
+        if llm is not None:
+            raise ValueError(f"preset {name!r} ships weights trained with {spec['llm']}; they do not fit {llm_name}")
+        load_extra_weights(model, HERE / spec["weights"])
+    return model, processor

@@ -1,0 +1,139 @@
+"""Connector base class, config and registry.
+
+A connector projects the encoder's features of one modality into the LLM's embedding space:
+``forward(features (N, L, D_enc), layout) -> (N, M, D_llm)``. ``num_tokens(config, layout)`` says
+how many tokens ``M`` it emits for a layout, so the processor can expand placeholders before any
+tensor exists. New connectors subclass :class:`Connector` and register with
+:func:`register_connector`; nothing else changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from types import MappingProxyType
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mico_chat.modality import MediaLayout
+
+TokenSelection = Literal["cls", "patches", "all"]
+
+
+@dataclass
+class ConnectorConfig:
+    """What a connector is and which encoder tokens it reads.
+
+    Args:
+        type: registered connector name (``linear``, ``mlp2x_gelu``, ...).
+        tokens: per segment, read the CLS token, the patch tokens, or both (``all``).
+        pool: average-pool each segment's patch grid down to at most ``pool x pool`` tokens
+            (``None`` keeps every patch).
+    """
+
+    type: str = "mlp2x_gelu"
+    tokens: TokenSelection = "all"
+    pool: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.tokens not in ("cls", "patches", "all"):
+            raise ValueError(f"connector tokens must be 'cls', 'patches' or 'all', got {self.tokens!r}")
+        if self.pool is not None and self.pool < 1:
+            raise ValueError(f"connector pool must be >= 1 or None, got {self.pool}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | ConnectorConfig) -> ConnectorConfig:
+        if isinstance(data, ConnectorConfig):
+            return data
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown connector config keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Connector(nn.Module):
+    """Base class: token selection/pooling shared by all connectors, projection left to subclasses."""
+
+    def __init__(self, config: ConnectorConfig, in_dim: int, out_dim: int):
+        super().__init__()
+        self.config = config
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+
+    @staticmethod
+    def pooled_grid(config: ConnectorConfig, layout: MediaLayout) -> tuple[int, int]:
+        if config.pool is None:
+            return (layout.grid_h, layout.grid_w)
+        return (min(layout.grid_h, config.pool), min(layout.grid_w, config.pool))
+
+    @classmethod
+    def num_tokens(cls, config: ConnectorConfig, layout: MediaLayout) -> int:
+        """Tokens emitted for one item with ``layout``."""
+        per_segment = 0
+        if config.tokens in ("cls", "all"):
+            per_segment += 1
+        if config.tokens in ("patches", "all"):
+            grid_h, grid_w = cls.pooled_grid(config, layout)
+            per_segment += grid_h * grid_w
+        return layout.num_segments * per_segment
+
+    def select(self, features: torch.Tensor, layout: MediaLayout) -> torch.Tensor:
+        """Pick (and pool) the tokens this connector reads: ``(N, L, D) -> (N, M, D)``."""
+        n, length, dim = features.shape
+        if length != layout.num_tokens:
+            raise ValueError(f"connector got {length} tokens per item, layout {layout} has {layout.num_tokens}")
+        segments = features.view(n, layout.num_segments, layout.tokens_per_segment, dim)  # (N, S, 1+P, D)
+        parts = []
+        if self.config.tokens in ("cls", "all"):
+            parts.append(segments[:, :, :1])  # (N, S, 1, D)
+        if self.config.tokens in ("patches", "all"):
+            patches = segments[:, :, 1:]  # (N, S, P, D)
+            grid = self.pooled_grid(self.config, layout)
+            if grid != (layout.grid_h, layout.grid_w):
+                maps = patches.reshape(n * layout.num_segments, layout.grid_h, layout.grid_w, dim).permute(0, 3, 1, 2)
+                maps = F.adaptive_avg_pool2d(maps, grid)  # (N*S, D, h, w)
+                patches = maps.permute(0, 2, 3, 1).reshape(n, layout.num_segments, grid[0] * grid[1], dim)
+            parts.append(patches)
+        return torch.cat(parts, dim=2).flatten(1, 2)  # (N, M, D)
+
+    def project(self, tokens: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, features: torch.Tensor, layout: MediaLayout) -> torch.Tensor:
+        """``(N, layout.num_tokens, in_dim) -> (N, num_tokens(config, layout), out_dim)``."""
+        return self.project(self.select(features, layout))
+
+
+_REGISTRY: dict[str, type[Connector]] = {}
+CONNECTORS: Mapping[str, type[Connector]] = MappingProxyType(_REGISTRY)
+
+
+def register_connector(name: str) -> Callable[[type[Connector]], type[Connector]]:
+    """Class decorator: make a :class:`Connector` subclass buildable by ``name``."""
+
+    def add(cls: type[Connector]) -> type[Connector]:
+        if name in _REGISTRY:
+            raise ValueError(f"connector {name!r} is already registered ({_REGISTRY[name].__name__})")
+        _REGISTRY[name] = cls
+        return cls
+
+    return add
+
+
+def connector_class(name: str) -> type[Connector]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown connector type {name!r}; registered: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def build_connector(config: ConnectorConfig | Mapping[str, Any], in_dim: int, out_dim: int) -> Connector:
+    config = ConnectorConfig.from_dict(config)
+    return connector_class(config.type)(config, in_dim, out_dim)

@@ -1,0 +1,121 @@
+"""Configuration of the MiCo omni-modal ViT encoder."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from transformers import PreTrainedConfig
+
+from mico_chat.modality import INPUT_KINDS, MediaLayout, Modality
+
+# Backbone shapes of the paper's presets (hidden, layers, heads, MLP). MiCo scales ViT-B to ViT-g.
+ENCODER_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": dict(hidden_size=192, num_hidden_layers=6, num_attention_heads=3, intermediate_size=768),
+    "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+    "giant": dict(hidden_size=1408, num_hidden_layers=40, num_attention_heads=16, intermediate_size=6144),
+}
+
+
+class MiCoEncoderConfig(PreTrainedConfig):
+    r"""One shared ViT backbone for every modality (MiCo section 3.2, design iv).
+
+    Each input kind (RGB frames, audio spectrograms, depth, normal maps) has its own patch
+    embedding; all tokens then get the *shared* position embedding of their patch index, the
+    embedding of their modality and the context embedding of their segment (MiCo eq. 1).
+
+    Args:
+        hidden_size / num_hidden_layers / num_attention_heads / intermediate_size: backbone shape
+            (see :data:`ENCODER_PRESETS`).
+        hidden_act: MLP activation, ``"gelu"`` or ``"quick_gelu"`` (CLIP checkpoints).
+        image_size, patch_size: square input side and patch side for RGB, depth and normal inputs.
+        audio_num_mel_bins, audio_target_length, audio_patch_size: log-mel spectrogram clips of
+            ``audio_target_length`` frames x ``audio_num_mel_bins`` bins, cut into square patches.
+        max_segments: size of the context-embedding table: the most frames/clips one item may have.
+        modalities: modalities with a modality embedding, in table order.
+        segment_attention: ``"joint"`` lets every token of an item (all its frames, and all
+            modalities encoded together) attend to every other, as MiCo's multimodal context does;
+            ``"segment"`` encodes each frame/clip on its own (cheaper for large backbones).
+        num_sampling_contexts: size of the sampling-context table (MiCo eq. 3); 0 disables it.
+        patch_bias, pre_layernorm: CLIP-style checkpoints use ``False`` / ``True``.
+    """
+
+    model_type = "mico_encoder"
+
+    hidden_size: int = 192
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 3
+    intermediate_size: int = 768
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-6
+    attention_dropout: float = 0.0
+    initializer_range: float = 0.02
+    image_size: int = 224
+    patch_size: int = 16
+    audio_num_mel_bins: int = 64
+    audio_target_length: int = 1024
+    audio_patch_size: int = 16
+    max_segments: int = 64
+    modalities: list[str] | None = None
+    segment_attention: Literal["joint", "segment"] = "joint"
+    num_sampling_contexts: int = 0
+    patch_bias: bool = True
+    pre_layernorm: bool = False
+
+    def __post_init__(self, **kwargs):
+        if self.modalities is None:
+            self.modalities = [m.value for m in Modality]
+        super().__post_init__(**kwargs)
+        for name in self.modalities:
+            Modality.parse(name)
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
+            )
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.audio_num_mel_bins % self.audio_patch_size or self.audio_target_length % self.audio_patch_size:
+            raise ValueError(
+                f"audio spectrogram {self.audio_target_length}x{self.audio_num_mel_bins} is not a multiple of "
+                f"audio_patch_size {self.audio_patch_size}"
+            )
+        if self.segment_attention not in ("joint", "segment"):
+            raise ValueError(f"segment_attention must be 'joint' or 'segment', got {self.segment_attention!r}")
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides) -> MiCoEncoderConfig:
+        """A config with the backbone shape of ``preset`` (tiny, small, base, large, giant)."""
+        if preset not in ENCODER_PRESETS:
+            raise ValueError(f"unknown encoder preset {preset!r}; known: {', '.join(ENCODER_PRESETS)}")
+        return cls(**{**ENCODER_PRESETS[preset], **overrides})
+
+    def grid(self, input_kind: str) -> tuple[int, int]:
+        """Patch grid (rows, cols) of one segment of ``input_kind``."""
+        if input_kind == "audio":
+            return (self.audio_target_length // self.audio_patch_size, self.audio_num_mel_bins // self.audio_patch_size)
+        side = self.image_size // self.patch_size
+        return (side, side)
+
+    def patch_size_of(self, input_kind: str) -> int:
+        return self.audio_patch_size if input_kind == "audio" else self.patch_size
+
+    @property
+    def input_kinds(self) -> list[str]:
+        """The input kinds the configured modalities need, in a stable order."""
+        kinds = {INPUT_KINDS[Modality.parse(m)] for m in self.modalities}
+        return sorted(kinds)
+
+    @property
+    def max_patches(self) -> int:
+        return max(h * w for h, w in (self.grid(kind) for kind in self.input_kinds))
+
+    def layout(self, modality: str | Modality, num_segments: int) -> MediaLayout:
+        """The token layout the encoder emits for one item of ``modality`` with ``num_segments``."""
+        modality = Modality.parse(modality)
+        if modality.value not in self.modalities:
+            raise ValueError(f"this encoder has no {modality} input; it reads {', '.join(self.modalities)}")
+        if not 1 <= num_segments <= self.max_segments:
+            raise ValueError(f"{modality} item has {num_segments} segments; this encoder allows 1..{self.max_segments}")
+        grid_h, grid_w = self.grid(modality.input_kind)
+        return MediaLayout(num_segments=num_segments, grid_h=grid_h, grid_w=grid_w)

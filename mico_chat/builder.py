@@ -1,0 +1,141 @@
+"""Assemble a MiCo-Chat model around an LLM: extend its tokenizer, add encoder and connectors.
+
+``build_model`` is the one place a model is put together from parts; presets, training recipes
+and tests all call it. Loading a *saved* MiCo-Chat folder is ``from_pretrained`` instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from tokenizers import AddedToken
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from mico_chat.encoders import MiCoEncoderConfig
+from mico_chat.modality import Modality
+
+from .configuration import MiCoChatConfig
+from .modeling import MiCoChatForConditionalGeneration
+from .preprocess import MediaSettings
+from .processing import MiCoChatProcessor
+
+
+def extend_tokenizer(tokenizer: Any, modalities: list[Modality]) -> dict[str, int]:
+    """Add each modality's placeholder as a special token; return ``{modality: token id}``.
+
+    A pad token is set to the EOS token when the tokenizer has none (left padding for batched
+    generation needs one; the attention mask hides it).
+    """
+    tokens = [AddedToken(m.placeholder, special=True, normalized=False, lstrip=False, rstrip=False) for m in modalities]
+    tokenizer.add_tokens(tokens, special_tokens=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return {m.value: tokenizer.convert_tokens_to_ids(m.placeholder) for m in modalities}
+
+
+def build_model(
+    llm: str | os.PathLike | PreTrainedModel,
+    *,
+    encoder: MiCoEncoderConfig | Mapping[str, Any] | None = None,
+    connectors: Mapping[str, Mapping[str, Any]] | None = None,
+    chat_template: str = "llm",
+    settings: MediaSettings | None = None,
+    tokenizer: Any = None,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    llm_name: str | None = None,
+) -> tuple[MiCoChatForConditionalGeneration, MiCoChatProcessor]:
+    """A MiCo-Chat model with the LLM's pretrained weights and freshly initialised encoder/connectors.
+
+    Args:
+        llm: a Hugging Face causal-LM folder (resolved with :func:`mico_chat.weights.resolve_model_path`
+            when it is a known name such as ``smollm2-135m-instruct``), or an LLM module already loaded
+            (then ``tokenizer`` is required).
+        encoder: encoder config or its dict (``{"preset": "tiny", ...}`` picks a preset shape).
+        connectors: ``{modality: connector config}``.
+        chat_template: prompt format name (``llm``, ``vicuna_v1``, ``plain``).
+        settings: media settings of the processor.
+        seed: seeds the initialisation of encoder and connectors, so an untrained model is reproducible.
+        llm_name: what to record as ``llm_name_or_path`` (defaults to ``llm``).
+
+    Returns:
+        ``(model, processor)``; the model is in eval mode.
+    """
+    if isinstance(llm, PreTrainedModel):
+        if tokenizer is None:
+            raise ValueError("build_model with an LLM module needs its tokenizer")
+        language_model = llm
+        llm_name = llm_name or getattr(llm.config, "_name_or_path", None)
+    else:
+        from .weights import resolve_model_path  # deferred: pulls in the fetch machinery
+
+        path = resolve_model_path(llm)
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+        language_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        llm_name = llm_name or str(llm)
+    encoder_config = _encoder_config(encoder)
+    token_ids = extend_tokenizer(tokenizer, [Modality.parse(m) for m in encoder_config.modalities])
+    config = MiCoChatConfig(
+        encoder_config=encoder_config,
+        text_config=language_model.config,
+        connectors=dict(connectors or {}),
+        media_token_ids=token_ids,
+        chat_template=chat_template,
+        llm_name_or_path=llm_name,
+    )
+    attn_implementation = language_model.config._attn_implementation or "sdpa"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MiCoChatForConditionalGeneration(config, language_model=language_model)
+    # Wrapping resets the LLM's attention backend; keep what it was loaded with (from_pretrained's choice).
+    model.language_model.set_attn_implementation(attn_implementation)
+    # New placeholder rows start at the mean embedding; they are replaced by media features anyway.
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    _init_new_rows(model, first_new=min(token_ids.values()))
+    model.language_model.config.vocab_size = model.get_input_embeddings().weight.shape[0]
+    model.to(dtype)
+    model.eval()
+    return model, MiCoChatProcessor(tokenizer, model.config, settings)
+
+
+def _encoder_config(encoder: MiCoEncoderConfig | Mapping[str, Any] | None) -> MiCoEncoderConfig:
+    if isinstance(encoder, MiCoEncoderConfig):
+        return encoder
+    spec = dict(encoder or {})
+    preset = spec.pop("preset", None)
+    return MiCoEncoderConfig.from_preset(preset, **spec) if preset else MiCoEncoderConfig(**spec)
+
+
+@torch.no_grad()
+def _init_new_rows(model: MiCoChatForConditionalGeneration, first_new: int) -> None:
+    """Set added vocabulary rows (input and untied output) to the mean of the existing rows."""
+    for matrix in {id(m): m for m in (model.get_input_embeddings().weight, model.get_output_embeddings().weight)}.values():
+        if matrix.shape[0] > first_new:
+            matrix[first_new:] = matrix[:first_new].mean(dim=0, keepdim=True)
+
+
+def load_extra_weights(model: MiCoChatForConditionalGeneration, path: str | os.PathLike) -> list[str]:
+    """Load a safetensors file of model parameters on top of a built model; returns the keys loaded.
+
+    Every key must name an existing parameter or buffer of the same shape: a file meant for
+    another architecture raises instead of half-loading.
+    """
+    from safetensors.torch import load_file
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: weights file missing")
+    tensors = load_file(path)
+    own = model.state_dict()
+    unknown = sorted(k for k in tensors if k not in own)
+    if unknown:
+        raise ValueError(f"{path}: {len(unknown)} tensors do not belong to this model, e.g. {unknown[:3]}")
+    wrong = [k for k, v in tensors.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise ValueError(f"{path}: {k} has shape {tuple(tensors[k].shape)}, the model has {tuple(own[k].shape)}")
+    model.load_state_dict(tensors, strict=False)
+    return sorted(tensors)

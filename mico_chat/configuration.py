@@ -1,0 +1,74 @@
+"""``MiCoChatConfig``: encoder + one connector per modality + LLM, with the prompt format."""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from mico_chat.connectors import ConnectorConfig, connector_class
+from mico_chat.encoders import MiCoEncoderConfig
+from mico_chat.modality import MediaLayout, Modality
+
+from .templates import TEMPLATES
+
+
+class MiCoChatConfig(PreTrainedConfig):
+    r"""Configuration of :class:`~mico_chat.modeling.MiCoChatForConditionalGeneration`.
+
+    Args:
+        encoder_config: the omni-modal encoder (:class:`MiCoEncoderConfig` or its dict).
+        text_config: the LLM's config (any causal LM ``AutoConfig`` knows; LLaMA by default).
+        connectors: ``{modality: ConnectorConfig dict}``; modalities without an entry get the
+            default ``mlp2x_gelu`` over all tokens.
+        media_token_ids: ``{modality: token id}`` of the placeholder tokens in the LLM's vocabulary
+            (filled when the tokenizer is extended, see :func:`mico_chat.builder.build_model`).
+        chat_template: name of the prompt format in :data:`mico_chat.templates.TEMPLATES`.
+        llm_name_or_path: where the LLM weights came from (a known name or a folder); recorded so a
+            checkpoint that stores only the non-LLM weights can be completed.
+    """
+
+    model_type = "mico_chat"
+    sub_configs_defaults = {
+        "encoder_config": SubConfigSpec(MiCoEncoderConfig),
+        "text_config": SubConfigSpec(AutoConfig, model_type="llama"),
+    }
+
+    encoder_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    connectors: dict | None = None
+    media_token_ids: dict | None = None
+    chat_template: str = "llm"
+    llm_name_or_path: str | None = None
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # Tied input/output embeddings are a property of the LLM (SmolLM2 ties them); mirror it.
+        if self.text_config.tie_word_embeddings:
+            self.tie_word_embeddings = True
+        connectors = dict(self.connectors or {})
+        for modality in self.encoder_config.modalities:
+            connectors.setdefault(modality, ConnectorConfig().to_dict())
+        unknown = set(connectors) - set(self.encoder_config.modalities)
+        if unknown:
+            raise ValueError(f"connectors for {sorted(unknown)} but the encoder reads {self.encoder_config.modalities}")
+        self.connectors = {m: ConnectorConfig.from_dict(c).to_dict() for m, c in connectors.items()}
+        self.media_token_ids = {str(Modality.parse(m)): int(i) for m, i in (self.media_token_ids or {}).items()}
+        if self.chat_template not in TEMPLATES:
+            raise ValueError(f"unknown chat_template {self.chat_template!r}; registered: {', '.join(TEMPLATES)}")
+
+    @property
+    def modalities(self) -> list[Modality]:
+        return [Modality.parse(m) for m in self.encoder_config.modalities]
+
+    def connector_config(self, modality: str | Modality) -> ConnectorConfig:
+        modality = Modality.parse(modality)
+        if modality.value not in self.connectors:
+            raise ValueError(f"this model has no connector for {modality}; it reads {', '.join(self.connectors)}")
+        return ConnectorConfig.from_dict(self.connectors[modality.value])
+
+    def num_media_tokens(self, modality: str | Modality, num_segments: int) -> int:
+        """How many LLM tokens one ``modality`` item with ``num_segments`` segments becomes."""
+        layout: MediaLayout = self.encoder_config.layout(modality, num_segments)
+        config = self.connector_config(modality)
+        return connector_class(config.type).num_tokens(config, layout)

@@ -1,0 +1,188 @@
+"""``MiCoChatForConditionalGeneration``: MiCo encoder -> per-modality connector -> causal LLM.
+
+Media features replace the embeddings of their placeholder tokens (``masked_scatter``); the
+processor has already expanded each placeholder to exactly as many tokens as the connector emits,
+and a count mismatch raises here rather than silently truncating.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers.modeling_outputs import ModelOutput
+
+from mico_chat.connectors import build_connector
+from mico_chat.encoders import MiCoEncoder
+from mico_chat.modality import Modality
+
+from .configuration import MiCoChatConfig
+
+
+class MediaTokenMismatchError(ValueError):
+    """The prompt's placeholder tokens do not match the media features."""
+
+
+@dataclass
+class MiCoChatOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    past_key_values: object | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class MiCoChatPreTrainedModel(PreTrainedModel):
+    config: MiCoChatConfig
+    config_class = MiCoChatConfig
+    base_model_prefix = ""
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["MiCoEncoderLayer", "LlamaDecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+
+
+class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
+    """The assembled chat model.
+
+    Submodules: ``encoder`` (:class:`MiCoEncoder`), ``connectors`` (``ModuleDict`` keyed by modality
+    name) and ``language_model`` (any ``AutoModelForCausalLM``).
+    """
+
+    def __init__(self, config: MiCoChatConfig, language_model: PreTrainedModel | None = None):
+        """``language_model``: an already-loaded LLM to use instead of a fresh one from ``config.text_config``."""
+        super().__init__(config)
+        self.encoder = MiCoEncoder(config.encoder_config)
+        llm_dim = config.text_config.hidden_size
+        enc_dim = config.encoder_config.hidden_size
+        self.connectors = nn.ModuleDict(
+            {m.value: build_connector(config.connector_config(m), enc_dim, llm_dim) for m in config.modalities}
+        )
+        if language_model is not None and language_model.config.hidden_size != llm_dim:
+            raise ValueError(
+                f"language_model hidden size {language_model.config.hidden_size} != text_config {llm_dim}"
+            )
+        if language_model is not None:
+            config.text_config = language_model.config  # one config object, so resizing updates both
+        self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
+        self.post_init()
+
+    # HF plumbing: embeddings live in the LLM.
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_output_embeddings(value)
+
+    # ------------------------------------------------------------------ media
+    def encode_media(self, media: Mapping[str | Modality, torch.Tensor]) -> dict[Modality, torch.Tensor]:
+        """Encoder + connector per modality: ``{modality: values} -> {modality: (N, M, d_llm)}``.
+
+        ``values`` are the processor's tensors for ``N`` items (shapes: see :class:`MiCoEncoder`).
+        """
+        inputs = {Modality.parse(m): v for m, v in media.items() if v is not None and v.numel() > 0}
+        if not inputs:
+            return {}
+        features = self.encoder(inputs)
+        projected = {}
+        for modality, feats in features.items():
+            num_segments = self.encoder.as_segments(modality, inputs[modality]).shape[1]
+            layout = self.encoder.layout(modality, num_segments)
+            projected[modality] = self.connectors[modality.value](feats, layout)  # (N, M, d_llm)
+        return projected
+
+    def embed_inputs(
+        self, input_ids: torch.LongTensor, media: Mapping[str | Modality, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """LLM input embeddings ``(B, L, d_llm)`` with each placeholder run replaced by its media features."""
+        embeds = self.get_input_embeddings()(input_ids)  # (B, L, d)
+        projected = self.encode_media(media or {})
+        token_ids = self.config.media_token_ids
+        for modality in self.config.modalities:
+            token_id = token_ids.get(modality.value)
+            if token_id is None:
+                if modality in projected:
+                    raise MediaTokenMismatchError(f"{modality} features given but the model has no {modality} token id")
+                continue
+            mask = input_ids == token_id  # (B, L)
+            num_slots = int(mask.sum())
+            feats = projected.get(modality)
+            num_feats = 0 if feats is None else feats.shape[0] * feats.shape[1]
+            if num_slots != num_feats:
+                raise MediaTokenMismatchError(
+                    f"{modality}: the prompt has {num_slots} {modality.placeholder} tokens but the media give "
+                    f"{num_feats} feature tokens; expand placeholders with MiCoChatProcessor"
+                )
+            if num_feats:
+                embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.to(embeds.dtype).reshape(-1, embeds.shape[-1]))
+        return embeds
+
+    # ------------------------------------------------------------------ forward / generate
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        media: Mapping[str, torch.Tensor] | None = None,
+        labels: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> MiCoChatOutput:
+        """Causal-LM forward. ``labels`` (``-100`` = ignored) give the shifted next-token loss."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_inputs(input_ids, media)
+        elif media:
+            raise ValueError("media must be merged before passing inputs_embeds (use embed_inputs)")
+        out = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+        return MiCoChatOutput(
+            loss=out.loss,
+            logits=out.logits,
+            past_key_values=out.past_key_values,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        media: Mapping[str, torch.Tensor] | None = None,
+        **generate_kwargs,
+    ) -> torch.LongTensor:
+        """Generate continuations; returns only the new tokens, ``(B, new)``.
+
+        The media are encoded once and merged into the prompt embeddings; the LLM's own
+        ``generate`` then decodes (greedy, sampling, streamers and stopping criteria all apply).
+        """
+        inputs_embeds = self.embed_inputs(input_ids, media)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        return self.language_model.generate(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
+        )
