@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ["encoders", "connectors", "instruct_data", "eval", "serve", "media", "presets", "commands"]
+SUBPACKAGES = ["encoders", "connectors", "instruct_data", "eval", "serve", "media", "presets", "commands", "weights"]
 PROBE = "import mico_chat, {mods}; print(mico_chat.__file__); print(mico_chat.encoders.__file__)"
 
 
