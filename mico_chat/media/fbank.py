@@ -78,6 +78,8 @@ def kaldi_fbank(
     )
 
     frames = _extract_frames(wave, frame_length, frame_shift, snip_edges)  # (F, L)
+    if frames.shape[0] == 0:  # shorter than one frame (with snip_edges) or empty
+        return torch.zeros((0, num_mel_bins + int(use_energy)), dtype=torch.float32, device=wave.device)
     if dither != 0.0:
         frames = frames + dither * torch.randn_like(frames)
     if remove_dc_offset:

@@ -213,6 +213,9 @@ def identify_image(src: ResolvedSource, limits: MediaLimits) -> tuple[int, int] 
 @contextlib.contextmanager
 def _open_pil(src: ResolvedSource, limits: MediaLimits) -> Iterator[Image.Image]:
     """Open with PIL, reading only the header, and check the pixel count before any decoding."""
+    png = png_header(src.read_head(64))
+    if png is not None:  # checked before PIL, whose own guard would answer first, less clearly
+        limits.check_pixels(src.name, png.width, png.height)
     file = src.open_binary()
     try:
         try:

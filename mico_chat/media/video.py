@@ -228,10 +228,10 @@ class _FrameSeeker:
         while self._next is not None and self._next.time_s <= target_s + _TIE_TOLERANCE_S:
             self._prev, self._next = self._next, self._read()
         if self._prev is None:
-            # Only possible right after a seek that reached the stream's start: the target
-            # precedes the first frame, which is what is on screen then.
+            # Right after a seek that reached the stream's start, the target precedes the first
+            # frame, which is what is on screen then. No frame at all: the data ends before.
             if self._next is None:
-                raise MediaError(self._name, "no video frame could be decoded")
+                raise self._ends_early(target_s)
             return self._next
         if self._next is None:
             self._check_not_truncated(target_s)
@@ -308,13 +308,18 @@ class _FrameSeeker:
 
     def _check_not_truncated(self, target_s: float) -> None:
         """At the end of the decodable data: refuse if it ends well before the header's duration."""
-        last_s = self._prev.time_s
-        if target_s - last_s > truncation_slack_s(self._header.end_s):
-            raise MediaError(
-                self._name,
-                f"decodable video ends at {last_s:.2f} s but the header says it lasts {self._header.end_s:.2f} s "
-                "(truncated or corrupt file)",
-            )
+        if target_s - self._prev.time_s > truncation_slack_s(self._header.end_s):
+            raise self._ends_early(target_s)
+
+    def _ends_early(self, target_s: float) -> MediaError:
+        ends = (
+            f"decodable video ends at {self._last_good_s:.2f} s"
+            if self._last_good_s is not None
+            else f"no video frame could be decoded up to {target_s:.2f} s"
+        )
+        return MediaError(
+            self._name, f"{ends} but the header says it lasts {self._header.end_s:.2f} s (truncated or corrupt file)"
+        )
 
     def _decode_failure(self, err: av.FFmpegError) -> MediaError:
         """Decoding failed midway: say how far it got and how long the header says the video is."""
