@@ -44,6 +44,10 @@ _TIE_TOLERANCE_S = 1e-6
 # ~1.7 ms per inter frame), so a seek must skip more frames than that to pay off.
 _SEEK_COST_IN_FRAMES = 3
 
+# A keyframe's presentation time follows its mp4 index (decode) time by the B-frame reorder delay,
+# a few frames; a larger gap means the seek landed on another keyframe and teaches nothing.
+_MAX_INDEX_LEAD_S = 0.5
+
 
 @dataclass
 class VideoClip:
@@ -205,6 +209,7 @@ class _FrameSeeker:
         self._last_keyframe_s: float | None = None  # the last keyframe decoded since the last seek
         self._keyframe_gap_s = 0.0  # longest stretch decoded forward without meeting a keyframe
         self._last_good_s: float | None = None  # the latest frame time decoded without error
+        self._index_lead_s = 0.0  # how far a keyframe's presentation follows its index time (B-frame delay)
         self.num_seeks = 0
         self.num_decoded = 0
 
@@ -246,38 +251,43 @@ class _FrameSeeker:
             # No index: the keyframe interval observed so far is the best guess of how far the
             # next keyframe can be; closer targets are reached by decoding forward.
             return target_s - position_s > max(self._keyframe_gap_s, self._min_skip_s)
-        return keyframe_s - position_s > self._min_skip_s
+        return keyframe_s + self._index_lead_s - position_s > self._min_skip_s
 
     def _indexed_keyframe_before(self, target_s: float) -> float | None:
-        """Time of the keyframe the demuxer would seek to for ``target_s``; ``None`` without an index.
+        """Index time of the last keyframe shown at or before ``target_s``; ``None`` without an index.
 
-        For mp4 the index holds decode timestamps, which precede presentation by the B-frame delay
-        (a frame or two): close enough to choose between seeking and decoding on.
+        Index times are presentation times in Matroska but decode times in mp4, which precede
+        presentation by the B-frame delay, while seeking goes by presentation time. That delay is
+        learned from seeks (``_index_lead_s``) and allowed for here.
         """
         entries = self._stream.index_entries
         if not self._use_index or len(entries) == 0:
             return None
-        i = entries.search_timestamp(self._to_stream_ts(target_s), backward=True)
+        i = entries.search_timestamp(self._to_stream_ts(target_s - self._index_lead_s), backward=True)
         if i < 0:
             return None
         return float(entries[i].timestamp * self._stream.time_base) - self._header.zero_s
 
     def _seek_before(self, target_s: float) -> None:
         """Seek so that the first decoded frame is at or before ``target_s`` (or the stream's first frame)."""
+        predicted_s = self._indexed_keyframe_before(target_s)
         seek_s = target_s
+        self._seek(seek_s)
+        if predicted_s is not None and self._next is not None and self._next.frame.key_frame:
+            lead_s = self._next.time_s - predicted_s
+            if 0 < lead_s < _MAX_INDEX_LEAD_S:
+                self._index_lead_s = max(self._index_lead_s, lead_s)
         step_s = 1.0
-        while True:
-            self._seek(seek_s)
-            if self._next is None or self._next.time_s <= target_s + _TIE_TOLERANCE_S:
-                return
+        while self._next is not None and self._next.time_s > target_s + _TIE_TOLERANCE_S:
             if seek_s <= self._header.start_s:
                 return  # the target precedes the stream's first frame
-            # Landed after the target: an imprecise index, or a keyframe whose decode time
-            # precedes the target while its presentation time follows it. Step back further.
+            # Landed after the target (an imprecise index): step back further.
             seek_s = max(self._header.start_s, target_s - step_s)
+            self._seek(seek_s)
             step_s *= 2
 
     def _seek(self, seek_s: float) -> None:
+        """Seek to the keyframe at or before ``seek_s`` and decode its first frame."""
         try:
             self._container.seek(self._to_stream_ts(seek_s), stream=self._stream, backward=True)
         except av.FFmpegError as err:
