@@ -164,7 +164,8 @@ def machine() -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    versions = f"Python {platform.python_version()}, PyAV {av.__version__}, FFmpeg libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))}"
+    libavcodec = ".".join(map(str, av.library_versions["libavcodec"]))
+    versions = f"Python {platform.python_version()}, PyAV {av.__version__}, FFmpeg libavcodec {libavcodec}"
     if HAS_DECORD:
         import decord
 
@@ -175,7 +176,9 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--markdown", type=Path, help="write the results as the '## Media loading' section of this file")
+    parser.add_argument(
+        "--markdown", type=Path, help="write the results as the '## Media loading' section of this file"
+    )
     args = parser.parse_args()
 
     long_clip, clips = make_clip(60), {seconds: make_clip(seconds) for seconds in (2, 10, 60)}
@@ -196,9 +199,9 @@ def main() -> None:
     rows.append("| task (60 s clip) | this project | decode-all (PyAV, sequential) | decord | decode-all / project |")
     rows.append("|---|---:|---:|---:|---:|")
     for num_frames in (8, 32):
-        ours = measure(lambda: project_frames(long_clip, num_frames), args.repeats)
-        base = measure(lambda: decode_all_frames(long_clip, num_frames), args.repeats)
-        dec = measure(lambda: decord_frames(long_clip, num_frames), args.repeats) if HAS_DECORD else None
+        ours = measure(lambda n=num_frames: project_frames(long_clip, n), args.repeats)
+        base = measure(lambda n=num_frames: decode_all_frames(long_clip, n), args.repeats)
+        dec = measure(lambda n=num_frames: decord_frames(long_clip, n), args.repeats) if HAS_DECORD else None
         rows.append(_row(f"{num_frames} frames", ours.median_ms, base.median_ms, dec.median_ms if dec else None))
         rows.append(_row(
             f"{num_frames} frames + audio track (16 kHz mono)",
@@ -206,14 +209,19 @@ def main() -> None:
             base.median_ms + audio["decode-all"].median_ms,
             dec.median_ms + audio["decord"].median_ms if dec else None,
         ))  # fmt: skip
-    rows.append(_row("audio track alone (60 s to 16 kHz mono)", audio["project"].median_ms, audio["decode-all"].median_ms,
-                     audio["decord"].median_ms if audio["decord"] else None))  # fmt: skip
+    decord_audio_ms = audio["decord"].median_ms if audio["decord"] else None
+    rows.append(_row("audio track alone (60 s to 16 kHz mono)", audio["project"].median_ms,
+                     audio["decode-all"].median_ms, decord_audio_ms))  # fmt: skip
 
-    rows += ["", "| clip length | project, 8 frames | project, 32 frames | decode-all, 8 frames | decode-all / project (8) |", "|---|---:|---:|---:|---:|"]
+    rows += [
+        "",
+        "| clip length | project, 8 frames | project, 32 frames | decode-all, 8 frames | decode-all / project (8) |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for seconds, path in clips.items():
-        eight = measure(lambda: project_frames(path, 8), args.repeats).median_ms
-        many = measure(lambda: project_frames(path, 32), args.repeats).median_ms
-        base = measure(lambda: decode_all_frames(path, 8), args.repeats).median_ms
+        eight = measure(lambda p=path: project_frames(p, 8), args.repeats).median_ms
+        many = measure(lambda p=path: project_frames(p, 32), args.repeats).median_ms
+        base = measure(lambda p=path: decode_all_frames(p, 8), args.repeats).median_ms
         rows.append(f"| {seconds} s | {eight:.0f} ms | {many:.0f} ms | {base:.0f} ms | {base / eight:.1f}x |")
 
     table = "\n".join(rows)
@@ -233,7 +241,8 @@ def _write_section(path: Path, table: str, repeats: int) -> None:
         "## Media loading",
         "",
         f"Measured {datetime.date.today().isoformat()} on {machine()}.",
-        f"Command: `.venv/bin/python bench/bench_media.py --markdown {path}` (median of {repeats} runs after a warm-up).",
+        f"Command: `.venv/bin/python bench/bench_media.py --markdown {path}` "
+        f"(median of {repeats} runs after a warm-up).",
         f"Clips: {WIDTH}x{HEIGHT} H.264 (x264 veryfast, CRF 23), {FPS} fps, keyframe every {GOP_FRAMES // FPS} s, "
         f"AAC stereo {AUDIO_RATE} Hz; frames sampled uniformly by timestamp, returned as RGB arrays.",
         "Baselines: decode-all decodes every frame in order with PyAV and converts only the frames kept;",

@@ -25,7 +25,6 @@ from mico_chat.media._pyav import (
 from mico_chat.media.errors import MediaError, MediaLimits
 from mico_chat.media.source import MediaSource, ResolvedSource, resolve_source
 
-
 # Seek this far before the window so the decoder has warmed up by its first sample (see
 # _AudioWindowDecoder._frames_from); decoding 0.5 s of audio costs about a millisecond.
 _SEEK_PREROLL_S = 0.5
@@ -96,6 +95,8 @@ def load_audio(
             found = "only video" if container.streams.video else "no video either"
             raise MediaError(src.name, f"has no audio track ({found})")
         stream = container.streams.audio[0]
+        if stream.codec_context is None:
+            raise MediaError(src.name, "FFmpeg has no decoder for its audio codec")
         zero_s = timeline_zero_s(container)
         end_s = audio_end_s(src, container, stream, zero_s)  # None for headerless streams (raw AAC)
         if end_s is not None:
@@ -117,7 +118,11 @@ def load_audio(
         samples, reached_end = window.decode(start_s, stop_s)
 
     if end_s is None and duration_s is None and not reached_end:
-        limits.check_audio_decode(src.name, math.inf)
+        raise MediaError(
+            src.name,
+            f"states no duration and runs past {limits.max_audio_decode_s:.0f} s of audio, the limit per call "
+            "(MediaLimits.max_audio_decode_s); load a window with start_s/duration_s",
+        )
     if reached_end and end_s is not None:
         decoded_end_s = start_s + len(samples) / sample_rate
         if min(stop_s, end_s) - decoded_end_s > truncation_slack_s(end_s):
@@ -133,7 +138,9 @@ def load_audio(
     return Waveform(samples=samples, sample_rate=sample_rate, duration_s=len(samples) / sample_rate)
 
 
-def audio_end_s(src: ResolvedSource, container: av.container.InputContainer, stream: av.stream.Stream, zero_s: float) -> float | None:
+def audio_end_s(
+    src: ResolvedSource, container: av.container.InputContainer, stream: av.stream.Stream, zero_s: float
+) -> float | None:
     """When the audio stream ends according to the file's header, in timeline seconds.
 
     For WAV, FFmpeg trims a data chunk that claims more bytes than the file holds to what is there,
@@ -185,13 +192,12 @@ class _AudioWindowDecoder:
         self._stream_start_s = stream_start_s(stream, zero_s)
         self._rate = sample_rate
         self._header_end_s = header_end_s
-        self._last_good_s: float | None = None  # end of the last frame decoded without error
+        self._last_good: av.AudioFrame | None = None  # the last frame decoded without error
 
     def decode(self, start_s: float, stop_s: float) -> tuple[np.ndarray, bool]:
         """Samples for ``[start_s, stop_s)`` (fewer if the stream ends first), and whether it ended."""
         frames = self._frames_from(start_s)
-        to_float = _FloatConverter()
-        chunks: list[np.ndarray] = []
+        collected = _MonoCollector()
         first_s: float | None = None
         source_rate = 0
         have = needed = 0
@@ -204,8 +210,10 @@ class _AudioWindowDecoder:
                 # A little past stop_s too, so the resampler's filter has context for the last samples.
                 needed = math.ceil((stop_s + _RESAMPLER_CONTEXT_S - first_s) * source_rate)
             if frame.sample_rate != source_rate:
-                raise MediaError(self._name, f"the audio's sample rate changes midway ({source_rate} -> {frame.sample_rate} Hz)")
-            chunks.append(to_float.mono(frame))
+                raise MediaError(
+                    self._name, f"the audio's sample rate changes midway ({source_rate} -> {frame.sample_rate} Hz)"
+                )
+            collected.add(frame)
             have += frame.samples
             if have >= needed:
                 reached_end = False
@@ -213,7 +221,7 @@ class _AudioWindowDecoder:
         if first_s is None:
             raise MediaError(self._name, f"no audio could be decoded at {start_s:.3f} s")
 
-        source = np.concatenate(chunks)
+        source = collected.samples()
         offset = round((start_s - first_s) * source_rate)
         if offset < 0:
             # The track starts after start_s: nothing plays before it, so pad with silence to keep
@@ -261,13 +269,14 @@ class _AudioWindowDecoder:
                 raise self._decode_failure(err) from err
             if frame is None:
                 return
-            time_s = frame_time_s(frame, self._zero_s)
-            if time_s is not None:
-                self._last_good_s = time_s + frame.samples / frame.sample_rate
+            self._last_good = frame
             yield frame
 
     def _decode_failure(self, err: av.FFmpegError) -> MediaError:
-        got = f"past {self._last_good_s:.2f} s" if self._last_good_s is not None else "any audio"
+        last_s = frame_time_s(self._last_good, self._zero_s) if self._last_good is not None else None
+        if last_s is not None:
+            last_s += self._last_good.samples / self._last_good.sample_rate
+        got = f"past {last_s:.2f} s" if last_s is not None else "any audio"
         header = f", though the header says it lasts {self._header_end_s:.2f} s" if self._header_end_s else ""
         return MediaError(
             self._name, f"cannot decode audio {got}{header} (truncated or corrupt file): {describe_ffmpeg_error(err)}"
@@ -277,26 +286,47 @@ class _AudioWindowDecoder:
         return math.floor((time_s + self._zero_s) / self._stream.time_base)
 
 
-class _FloatConverter:
-    """Decoded frames (any sample format, any channel layout) -> mono float32 at the same rate.
+class _MonoCollector:
+    """Collects decoded frames (any sample format, any channel layout) as mono float32 at their rate.
 
-    A new converter is set up whenever the input's format or layout changes midway (broadcast
-    streams switch between stereo and 5.1).
+    Channels are averaged with equal weights here rather than by FFmpeg's downmix matrices, so the
+    rule is explicit. Frames are averaged in batches (one numpy call per ``_BATCH`` frames, not per
+    frame: a minute of AAC is 2,600 frames), and a batch ends where the input's format or layout
+    changes midway (broadcast streams switch between stereo and 5.1).
     """
 
+    _BATCH = 256
+
     def __init__(self) -> None:
-        self._converter: av.AudioResampler | None = None
+        self._pending: list[np.ndarray] = []  # (C, n) float32 planes of the current batch
+        self._mono: list[np.ndarray] = []
+        self._converter: av.AudioResampler | None = None  # to planar float; None when already so
         self._input_kind: tuple[str, str] | None = None
 
-    def mono(self, frame: av.AudioFrame) -> np.ndarray:
+    def add(self, frame: av.AudioFrame) -> None:
         kind = (frame.format.name, frame.layout.name)
         if kind != self._input_kind:
-            # Only the sample format changes here (layout and rate kept): averaging channels
-            # ourselves is an explicit equal weighting, unlike FFmpeg's downmix matrices.
-            self._converter = av.AudioResampler(format="fltp", layout=None, rate=None)
+            self._average_pending()
             self._input_kind = kind
-        planes = np.concatenate([f.to_ndarray() for f in self._converter.resample(frame)], axis=1)  # (C, n)
-        return planes.mean(axis=0, dtype=np.float32) if planes.shape[0] > 1 else planes[0]
+            # Only the sample format changes (layout and rate kept), which needs no buffering.
+            self._converter = None if frame.format.name == "fltp" else av.AudioResampler(format="fltp")
+        if self._converter is None:
+            self._pending.append(frame.to_ndarray())
+        else:
+            self._pending.extend(f.to_ndarray() for f in self._converter.resample(frame))
+        if len(self._pending) >= self._BATCH:
+            self._average_pending()
+
+    def samples(self) -> np.ndarray:
+        """All samples collected so far, ``(n,)`` float32."""
+        self._average_pending()
+        return np.concatenate(self._mono) if self._mono else np.zeros(0, np.float32)
+
+    def _average_pending(self) -> None:
+        if self._pending:
+            planes = np.concatenate(self._pending, axis=1)  # (C, n)
+            self._mono.append(planes.mean(axis=0, dtype=np.float32) if planes.shape[0] > 1 else planes[0])
+            self._pending = []
 
 
 def _left_context(source_rate: int, rate: int, available: int) -> tuple[int, int]:

@@ -59,7 +59,8 @@ class MediaLimits:
         if num_bytes > self.max_bytes:
             raise MediaError(
                 name,
-                f"file is {_human_bytes(num_bytes)}, over the limit of {_human_bytes(self.max_bytes)} (MediaLimits.max_bytes)",
+                f"file is {_human_bytes(num_bytes)}, over the limit of {_human_bytes(self.max_bytes)} "
+                "(MediaLimits.max_bytes)",
             )
 
     def check_pixels(self, name: str, width: int, height: int) -> None:
@@ -74,7 +75,8 @@ class MediaLimits:
         if max(width, height) > self.max_video_side:
             raise MediaError(
                 name,
-                f"frame size {width}x{height} exceeds {self.max_video_side} pixels per side (MediaLimits.max_video_side)",
+                f"frame size {width}x{height} exceeds {self.max_video_side} pixels per side "
+                "(MediaLimits.max_video_side)",
             )
 
     def check_duration(self, name: str, duration_s: float) -> None:

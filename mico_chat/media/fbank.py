@@ -73,9 +73,7 @@ def kaldi_fbank(
     frame_length = int(sample_rate * 0.001 * frame_length_ms)
     frame_shift = int(sample_rate * 0.001 * frame_shift_ms)
     padded_length = _next_power_of_two(frame_length) if round_to_power_of_two else frame_length
-    _check_options(
-        sample_rate, num_mel_bins, frame_length, frame_shift, preemphasis, window_type, low_freq, high_freq
-    )
+    _check_options(sample_rate, num_mel_bins, frame_length, frame_shift, preemphasis, window_type, low_freq, high_freq)
 
     frames = _extract_frames(wave, frame_length, frame_shift, snip_edges)  # (F, L)
     if frames.shape[0] == 0:  # shorter than one frame (with snip_edges) or empty

@@ -7,7 +7,6 @@ any pixel is decoded, so a decompression bomb costs nothing.
 from __future__ import annotations
 
 import contextlib
-import io
 import struct
 import zlib
 from collections.abc import Iterator
@@ -115,7 +114,9 @@ def load_normal(source: MediaSource, *, name: str | None = None, limits: MediaLi
             raise MediaError(src.name, "the normal map holds non-finite values")
         low, high = float(array.min()), float(array.max())
         if low < -1 - _NORMAL_RANGE_SLACK or high > 1 + _NORMAL_RANGE_SLACK:
-            raise MediaError(src.name, f"a .npy normal map holds values in [-1, 1]; this one spans [{low:.3g}, {high:.3g}]")
+            raise MediaError(
+                src.name, f"a .npy normal map holds values in [-1, 1]; this one spans [{low:.3g}, {high:.3g}]"
+            )
         return np.clip(array, -1.0, 1.0).astype(np.float32)
 
     array = _load_integer_raster(src, head, limits)

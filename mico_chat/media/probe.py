@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 from mico_chat.media._pyav import (
     ffmpeg_errors,
     motion_video_streams,
@@ -74,7 +73,7 @@ def _probe_resolved(src: ResolvedSource, limits: MediaLimits) -> MediaInfo:
 
 
 def media_kind_of(source: MediaSource, name: str | None = None, *, limits: MediaLimits = MediaLimits()) -> str:
-    """Guess the modality of an input of unknown kind: ``"video"``, ``"audio"``, ``"image"``, ``"depth"`` or ``"normal"``.
+    """Guess an input's modality: ``"video"``, ``"audio"``, ``"image"``, ``"depth"`` or ``"normal"``.
 
     A guess for inputs that arrive without one (uploads, mixed folders); code that knows the
     modality should say so. The rules, from the header, not the extension alone:
@@ -91,7 +90,9 @@ def media_kind_of(source: MediaSource, name: str | None = None, *, limits: Media
             return "depth"
         if len(shape) == 3 and shape[2] == 3:
             return "normal"
-        raise MediaError(src.name, f"holds an array of shape {shape}: neither a depth (H, W) nor a normal (H, W, 3) map")
+        raise MediaError(
+            src.name, f"holds an array of shape {shape}: neither a depth (H, W) nor a normal (H, W, 3) map"
+        )
     png = png_header(head)
     if png is not None and png.bit_depth == 16 and png.is_grey:
         return "depth"
@@ -116,8 +117,9 @@ def _probe_container(src: ResolvedSource, limits: MediaLimits) -> MediaInfo:
         width = height = fps = num_frames = None
         if videos:
             video = videos[0]
-            width, height = video.codec_context.width, video.codec_context.height
-            limits.check_video_side(src.name, width, height)
+            if video.codec_context is not None:  # None when FFmpeg has no decoder for the codec
+                width, height = video.codec_context.width, video.codec_context.height
+                limits.check_video_side(src.name, width, height)
             rate = video.average_rate or video.guessed_rate
             fps = float(rate) if rate else None
             num_frames = video.frames or None
@@ -141,6 +143,6 @@ def _probe_container(src: ResolvedSource, limits: MediaLimits) -> MediaInfo:
             height=height,
             has_video=bool(videos),
             has_audio=bool(audios),
-            audio_sample_rate=audios[0].codec_context.sample_rate if audios else None,
+            audio_sample_rate=audios[0].codec_context.sample_rate if audios and audios[0].codec_context else None,
             num_frames=num_frames,
         )

@@ -6,11 +6,11 @@ import io
 import os
 import stat
 from dataclasses import dataclass
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 from mico_chat.media.errors import MediaError, MediaLimits
 
-MediaSource = Union[str, os.PathLike, bytes]
+MediaSource = str | os.PathLike | bytes
 """A file path, or the bytes of a whole file (an upload). Errors about bytes name them ``"<bytes>"``
 unless the caller passes ``name=``, which also supplies the extension used to guess the kind."""
 

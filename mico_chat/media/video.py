@@ -40,8 +40,8 @@ BACKENDS = ("pyav", "decord")
 _TIE_TOLERANCE_S = 1e-6
 
 # A seek (flush the decoder, reposition the demuxer, decode an intra frame) costs about as much as
-# decoding 3 ordinary frames (measured with PyAV on 720p H.264 on a 2-core CPU: ~6 ms per seek,
-# ~1.7 ms per inter frame), so a seek must skip more frames than that to pay off.
+# decoding 3 ordinary frames (measured with PyAV on 720p H.264 on a 2-core CPU: ~6 ms per seek
+# and its keyframe, ~2 ms per inter frame), so a seek must skip more frames than that to pay off.
 _SEEK_COST_IN_FRAMES = 3
 
 # A keyframe's presentation time follows its mp4 index (decode) time by the B-frame reorder delay,
@@ -71,7 +71,7 @@ class VideoClip:
 class _VideoHeader:
     stream: av.video.stream.VideoStream
     zero_s: float
-    """The container's start time: the timeline's 0, in the stream's clock."""
+    """The container's start time in seconds: the 0 of the timeline callers see."""
     start_s: float
     end_s: float
     fps: float
@@ -110,17 +110,20 @@ def load_video(
             of the video, and an ``end_s`` past the end is cut to it.
         name: what errors call in-memory data (default ``"<bytes>"``).
         limits: size, duration and frame-size bounds, checked from the header before decoding.
-        backend: ``"pyav"`` (default) or ``"decord"`` (optional dependency; same frames and
-            timestamps, but no display rotation).
+        backend: ``"pyav"`` (default) or ``"decord"`` (optional dependency, ImportError without
+            it; same frames by the same rule, timestamps as decord reports them in float32, no
+            display rotation).
 
     Returns:
         A :class:`VideoClip` with ``frames`` ``(T, H, W, 3)`` uint8 RGB and ``timestamps`` ``(T,)``.
         Target i is the centre of segment i (:func:`sample_frame_times`); its frame is the last one
         whose pts is at or before the target (the first frame for a target before it).
 
-    Cost: for a fixed T it does not grow with the clip's length. PyAV decodes forward from the
-    previous target when no keyframe lies between, and otherwise seeks to the keyframe before the
-    target; so short or keyframe-sparse clips are decoded sequentially and long ones by seeking.
+    Cost: for a fixed T it does not grow with the clip's length. Per target, PyAV seeks only if
+    the keyframe before the target lies more than 3 frames past the current decode position (a
+    seek costs about 3 frames' decoding); otherwise it decodes forward. So dense targets, short
+    clips and clips with sparse keyframes are decoded sequentially (as cheap as decoding all, not
+    dearer), and long clips by one seek and at most one keyframe interval per target.
 
     Raises:
         MediaError: missing/empty/corrupt/unsupported file, no video stream, over a limit, or
@@ -157,6 +160,8 @@ def _read_video_header(container: av.container.InputContainer, name: str, limits
         found = "only audio" if container.streams.audio else "no audio either"
         raise MediaError(name, f"has no video stream ({found})")
     stream = streams[0]
+    if stream.codec_context is None:
+        raise MediaError(name, "FFmpeg has no decoder for its video codec")
     width, height = stream.codec_context.width, stream.codec_context.height
     if width <= 0 or height <= 0:
         raise MediaError(name, "the video stream's header states no frame size")
@@ -196,7 +201,9 @@ class _FrameSeeker:
     forward when the target is within that interval of the decode position.
     """
 
-    def __init__(self, container: av.container.InputContainer, header: _VideoHeader, name: str, *, use_index: bool = True):
+    def __init__(
+        self, container: av.container.InputContainer, header: _VideoHeader, name: str, *, use_index: bool = True
+    ):
         self._container = container
         self._stream = header.stream
         self._header = header
@@ -215,17 +222,21 @@ class _FrameSeeker:
 
     def frames_at(self, targets: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
         """``(T,)`` ascending target seconds -> (frames ``(T, H, W, 3)`` uint8 RGB, pts seconds ``(T,)``)."""
-        arrays: list[np.ndarray] = []
+        frames: np.ndarray | None = None  # allocated once the first frame's size is known
         times = np.empty(len(targets), dtype=np.float64)
         last_picked: _Decoded | None = None
         for i, target in enumerate(targets):
             picked = self._frame_at(float(target))
-            if picked is not last_picked:  # T > frames in the window picks a frame repeatedly; convert once
-                array = _to_rgb(picked.frame, like=arrays[0] if arrays else None)
+            if picked is last_picked:  # T > frames in the window picks a frame repeatedly
+                frames[i] = frames[i - 1]
+            else:
+                array = _to_rgb(picked.frame, like=None if frames is None else frames[0])
+                if frames is None:
+                    frames = np.empty((len(targets), *array.shape), dtype=np.uint8)
+                frames[i] = array
                 last_picked = picked
-            arrays.append(array)
             times[i] = picked.time_s
-        return np.stack(arrays), times
+        return frames, times
 
     def _frame_at(self, target_s: float) -> _Decoded:
         if self._decoder is None or self._should_seek(target_s):
@@ -370,9 +381,11 @@ def _decord_frames_at(src: ResolvedSource, targets: np.ndarray) -> tuple[np.ndar
     try:
         import decord
     except ImportError as err:
-        raise ValueError("backend='decord' needs the decord package: pip install 'mico-chat[decord]'") from err
+        raise ImportError("backend='decord' needs the decord package: pip install 'mico-chat[decord]'") from err
     try:
-        reader = decord.VideoReader(src.path if src.path is not None else io.BytesIO(src.data), num_threads=1)
+        reader = decord.VideoReader(src.path if src.path is not None else io.BytesIO(src.data))
+        if len(reader) == 0:
+            raise MediaError(src.name, "decord finds no video frames")
         # decord reports times as float32: compare with a tolerance relative to their size.
         starts = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0].astype(np.float64)
         tolerance = np.maximum(_TIE_TOLERANCE_S, 1e-6 * np.abs(targets))

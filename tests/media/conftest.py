@@ -5,13 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from media_samples import write_indexed_video, write_tone
-
-# (container suffix, video codec): H.264 in mp4/mkv/mov, VP9 in WebM, MPEG-4 Part 2 in AVI.
-VIDEO_FORMATS = [("mp4", "libx264"), ("mkv", "libx264"), ("webm", "libvpx-vp9"), ("avi", "mpeg4"), ("mov", "libx264")]
-
-CLIP_FRAMES = 30
-CLIP_FPS = 10
+from media_samples import CLIP_FPS, CLIP_FRAMES, VIDEO_FORMATS, write_indexed_video, write_tone
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,12 @@ from pathlib import Path
 import av
 import numpy as np
 
+# (container suffix, video codec): H.264 in mp4/mkv/mov, VP9 in WebM, MPEG-4 Part 2 in AVI.
+VIDEO_FORMATS = [("mp4", "libx264"), ("mkv", "libx264"), ("webm", "libvpx-vp9"), ("avi", "mpeg4"), ("mov", "libx264")]
+# The shared test clip (conftest's `clips`): 30 indexed frames at 10 fps.
+CLIP_FRAMES = 30
+CLIP_FPS = 10
+
 
 def indexed_frame(index: int, width: int = 64, height: int = 48) -> np.ndarray:
     """``(height, width, 3)`` uint8 RGB frame that encodes ``index`` modulo 256."""
@@ -90,6 +96,7 @@ def write_tone(
     sample_rate: int = 44100,
     right: str | None = None,
     container_format: str | None = None,
+    container_options: dict[str, str] | None = None,
     amplitude: float = 0.5,
 ) -> Path:
     """A sine of ``freq_hz``. Mono, or stereo when ``right`` says what the right channel holds:
@@ -101,7 +108,7 @@ def write_tone(
     else:
         other = {"same": left, "inverted": -left, "silent": np.zeros_like(left)}[right]
         channels = np.stack([left, other])
-    with av.open(str(path), "w", format=container_format) as container:
+    with av.open(str(path), "w", format=container_format, options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=sample_rate)
         stream.layout = "mono" if right is None else "stereo"
         _encode_samples(container, stream, channels, sample_rate)
@@ -141,13 +148,23 @@ def png_bytes(array: np.ndarray, bit_depth: int) -> bytes:
     dtype = ">u2" if bit_depth == 16 else "u1"
     rows = b"".join(b"\x00" + array[y].astype(dtype).tobytes() for y in range(height))
     header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(rows)) + _png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(rows))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def png_bomb_bytes(width: int, height: int) -> bytes:
     """A valid-looking PNG header announcing ``width x height`` grey pixels, with almost no data."""
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + _png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

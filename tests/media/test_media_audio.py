@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
 from media_samples import dominant_frequency_hz, write_indexed_video, write_tone
 
-from mico_chat.media import MediaError, MediaLimits, load_audio
+from mico_chat.media import MediaError, MediaLimits, load_audio, probe
 
 
 @pytest.mark.parametrize("fmt", ["wav", "flac", "mp3", "ogg", "m4a", "mp4"])
@@ -59,6 +60,17 @@ def test_audio_decode_limit_refuses_long_requests_but_allows_windows(tones):
     with pytest.raises(MediaError, match=r"asks to decode 2.0 s of audio, over the limit of 1 s"):
         load_audio(tones["wav"], limits=limits)
     assert len(load_audio(tones["wav"], duration_s=0.5, start_s=1.0, limits=limits).samples) == 8000
+
+
+def test_audio_without_duration_in_its_header_is_bounded_by_the_decode_limit(media_dir):
+    # A browser's voice message: WebM written "live", no duration anywhere in the header.
+    path = write_tone(media_dir / "live_voice.webm", "libopus", sample_rate=48000, container_options={"live": "1"})
+    with av.open(str(path)) as container:
+        assert container.duration is None and container.streams.audio[0].duration is None
+    assert probe(path).duration_s == pytest.approx(2.0, abs=0.03)  # found by scanning packets
+    assert len(load_audio(path, limits=MediaLimits(max_audio_decode_s=3.0)).samples) == 32000
+    with pytest.raises(MediaError, match=r"states no duration and runs past 1 s of audio, the limit per call"):
+        load_audio(path, limits=MediaLimits(max_audio_decode_s=1.0))
 
 
 def test_video_without_audio_track_is_refused(clips):

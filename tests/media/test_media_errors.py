@@ -69,7 +69,19 @@ def bad_files(tmp_path_factory) -> dict[str, tuple[str, str]]:
 
 
 @pytest.mark.parametrize("loader", list(LOADERS))
-@pytest.mark.parametrize("case", ["missing", "directory", "empty", "text renamed .mp4", "unknown extension", "random bytes", "corrupt mp4", "over max_bytes"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing",
+        "directory",
+        "empty",
+        "text renamed .mp4",
+        "unknown extension",
+        "random bytes",
+        "corrupt mp4",
+        "over max_bytes",
+    ],
+)
 def test_bad_file_raises_media_error_naming_it(bad_files, loader, case):
     path, reason = bad_files[case]
     started = time.perf_counter()
@@ -184,7 +196,7 @@ def truncated(tmp_path_factory) -> dict[str, bytes]:
         "faststart.mp4": noisy_video(root / "moov_first.mp4", "libx264", {"movflags": "faststart"}),
         "mkv": noisy_video(root / "cut.mkv", "libx264"),
         "webm": noisy_video(root / "cut.webm", "libvpx-vp9"),
-        "wav": write_tone(root / "cut.wav", "pcm_s16le", seconds=10.0).read_bytes()[: 441_000],
+        "wav": write_tone(root / "cut.wav", "pcm_s16le", seconds=10.0).read_bytes()[:441_000],
         "flac": (lambda d: d[: len(d) // 2])(write_tone(root / "cut.flac", "flac", seconds=10.0).read_bytes()),
         "mp3": (lambda d: d[: len(d) // 2])(write_tone(root / "cut.mp3", "libmp3lame", seconds=10.0).read_bytes()),
     }

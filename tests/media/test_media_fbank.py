@@ -34,10 +34,14 @@ CONFIGS = {
     "80 bins, no snip": dict(num_mel_bins=80, snip_edges=False),
     "128 bins, 50 ms": dict(num_mel_bins=128, frame_length_ms=50.0),
     "128 bins, 50 ms, no snip": dict(num_mel_bins=128, frame_length_ms=50.0, snip_edges=False),
-    "23 bins, hanning, band": dict(num_mel_bins=23, window_type="hanning", snip_edges=False, low_freq=0.0, high_freq=-400.0),
+    "23 bins, hanning, band": dict(
+        num_mel_bins=23, window_type="hanning", snip_edges=False, low_freq=0.0, high_freq=-400.0
+    ),
     "40 bins, hamming, energy": dict(num_mel_bins=40, window_type="hamming", use_energy=True, energy_floor=1.0),
     "40 bins, blackman": dict(num_mel_bins=40, window_type="blackman"),
-    "40 bins, rectangular, raw": dict(num_mel_bins=40, window_type="rectangular", preemphasis=0.0, remove_dc_offset=False, round_to_power_of_two=False),
+    "40 bins, rectangular, raw": dict(
+        num_mel_bins=40, window_type="rectangular", preemphasis=0.0, remove_dc_offset=False, round_to_power_of_two=False
+    ),
     "40 bins, sine, energies": dict(num_mel_bins=40, window_type="sine", use_log_fbank=False),
 }  # fmt: skip
 
@@ -47,7 +51,12 @@ def reference(samples: np.ndarray, *, num_mel_bins=128, frame_length_ms=25.0, fr
               snip_edges=True, use_log_fbank=True, use_energy=False, energy_floor=0.0) -> np.ndarray:  # fmt: skip
     opts = knf.FbankOptions()
     frame = opts.frame_opts
-    frame.samp_freq, frame.dither, frame.frame_length_ms, frame.frame_shift_ms = SAMPLE_RATE, 0.0, frame_length_ms, frame_shift_ms
+    frame.samp_freq, frame.dither, frame.frame_length_ms, frame.frame_shift_ms = (
+        SAMPLE_RATE,
+        0.0,
+        frame_length_ms,
+        frame_shift_ms,
+    )
     frame.preemph_coeff, frame.remove_dc_offset, frame.window_type = preemphasis, remove_dc_offset, window_type
     frame.round_to_power_of_two, frame.snip_edges = round_to_power_of_two, snip_edges
     opts.mel_opts.num_bins, opts.mel_opts.low_freq, opts.mel_opts.high_freq = num_mel_bins, low_freq, high_freq
@@ -72,7 +81,11 @@ def signal(kind: str, seconds: float, noise_floor_db: float | None) -> np.ndarra
     elif kind == "speech-like":  # a voice: harmonics of a rising pitch under two formants, syllable rhythm
         f0 = 110 + 110 * t / seconds
         phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
-        x = sum((np.exp(-(((k * f0 - 700) / 400) ** 2) / 2) + 0.5 * np.exp(-(((k * f0 - 1800) / 500) ** 2) / 2)) * np.sin(k * phase) for k in range(1, 30))
+        x = sum(
+            (np.exp(-(((k * f0 - 700) / 400) ** 2) / 2) + 0.5 * np.exp(-(((k * f0 - 1800) / 500) ** 2) / 2))
+            * np.sin(k * phase)
+            for k in range(1, 30)
+        )
         x = 0.3 * x / np.abs(x).max() * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
     else:  # white noise
         x = 0.1 * rng.standard_normal(len(t))
@@ -116,7 +129,14 @@ def test_frame_count_and_edges_for_short_signals(num_samples, snip_edges):
     config = dict(num_mel_bins=64, snip_edges=snip_edges)
     want = reference(samples, **config)
     got = kaldi_fbank(torch.from_numpy(samples), **config).numpy()
-    assert got.shape == want.shape == ((1 + (num_samples - 400) // 160 if num_samples >= 400 else 0) if snip_edges else (num_samples + 80) // 160, 64)
+    assert (
+        got.shape
+        == want.shape
+        == (
+            (1 + (num_samples - 400) // 160 if num_samples >= 400 else 0) if snip_edges else (num_samples + 80) // 160,
+            64,
+        )
+    )
     if want.size:
         assert np.abs(got - want).max() <= TOLERANCE
 
@@ -140,7 +160,13 @@ def test_input_shapes_dtypes_and_options():
     assert kaldi_fbank(samples, num_mel_bins=64, use_energy=True).shape == (flat.shape[0], 65)
     dithered = kaldi_fbank(samples, num_mel_bins=64, dither=1.0)
     assert not torch.equal(dithered, flat) and (dithered - flat).abs().max() < 0.1
-    for bad in (dict(num_mel_bins=2), dict(window_type="kaiser"), dict(low_freq=9000.0), dict(preemphasis=1.5), dict(frame_length_ms=0.05)):
+    for bad in (
+        dict(num_mel_bins=2),
+        dict(window_type="kaiser"),
+        dict(low_freq=9000.0),
+        dict(preemphasis=1.5),
+        dict(frame_length_ms=0.05),
+    ):
         with pytest.raises(ValueError):
             kaldi_fbank(samples, **bad)
     with pytest.raises(ValueError):

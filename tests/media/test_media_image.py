@@ -25,7 +25,10 @@ def _save(image: Image.Image, fmt: str, **kwargs) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("fmt,kwargs,tolerance", [("PNG", {}, 0), ("WEBP", {"lossless": True}, 0), ("JPEG", {"quality": 95, "subsampling": 0}, 24), ("BMP", {}, 0)])
+@pytest.mark.parametrize(
+    "fmt,kwargs,tolerance",
+    [("PNG", {}, 0), ("WEBP", {"lossless": True}, 0), ("JPEG", {"quality": 95, "subsampling": 0}, 24), ("BMP", {}, 0)],
+)
 def test_rgb_formats(tmp_path, fmt, kwargs, tolerance):
     pattern = _pattern()
     path = tmp_path / f"pattern.{fmt.lower()}"
@@ -63,7 +66,10 @@ def test_sixteen_bit_grey_is_scaled_to_eight_bits():
     np.testing.assert_array_equal(load_image(png_bytes(grey, 16))[0, :, 0], [0, 1, 255])
 
 
-@pytest.mark.parametrize("orientation,turn", [(1, lambda a: a), (3, lambda a: np.rot90(a, 2)), (6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a, 1))])
+@pytest.mark.parametrize(
+    "orientation,turn",
+    [(1, lambda a: a), (3, lambda a: np.rot90(a, 2)), (6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a, 1))],
+)
 def test_exif_orientation_is_applied(orientation, turn):
     pattern = np.zeros((24, 40, 3), np.uint8)
     pattern[:8, :8] = 255  # a white corner, top left as stored
