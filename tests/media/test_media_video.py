@@ -96,26 +96,47 @@ def test_irregular_timestamps_pick_at_or_before_not_nearest(media_dir, suffix, c
     assert indices_of(one.frames) == [1] and one.timestamps[0] == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize("skip_nonref", [True, False], ids=["skip-nonref", "decode-all-frames"])
 @pytest.mark.parametrize("use_index", [True, False], ids=["demuxer-index", "observed-keyframes"])
 @pytest.mark.parametrize(
     "num_frames,start_s,end_s",
     [(3, 0.0, None), (8, 0.0, None), (16, 1.3, 6.9), (50, 0.0, None), (250, 0.0, None), (5, 7.9, None)],
 )
-def test_seeking_gives_the_frames_of_sequential_decoding(long_clip, use_index, num_frames, start_s, end_s):
-    """H.264 with B-frames: decode order differs from display order, and mp4 indexes keyframes by
-    decode time, so seeking must still land on the right frame for every target."""
+def test_seeking_gives_the_frames_of_sequential_decoding(long_clip, use_index, skip_nonref, num_frames, start_s, end_s):
+    """H.264 with B-frames: decode order differs from display order, mp4 indexes keyframes by
+    decode time, and non-reference frames far from a target are skipped; every target must still
+    get the right frame."""
     frame_times = np.arange(200) / 25
     window_end = 8.0 if end_s is None else end_s
     targets = sample_frame_times(window_end - start_s, num_frames, start_s)
     src = resolve_source(long_clip, None, MediaLimits())
     with open_container(src) as container:
-        seeker = _FrameSeeker(
-            container, _read_video_header(container, src.name, MediaLimits()), src.name, use_index=use_index
-        )
+        header = _read_video_header(container, src.name, MediaLimits())
+        seeker = _FrameSeeker(container, header, src.name, use_index=use_index, skip_nonref=skip_nonref)
         frames, times = seeker.frames_at(targets)
     want = expected_frames(targets, frame_times)
     assert indices_of(frames) == want.tolist()
     np.testing.assert_allclose(times, frame_times[want], atol=1e-9)
+
+
+@pytest.mark.parametrize("suffix", ["mp4", "mkv"])
+def test_skipped_non_reference_frame_that_is_the_answer_is_decoded_after_all(media_dir, suffix):
+    """Frames in bursts of three, 2 s apart: a burst's last frame can be a non-reference B-frame
+    shown long before the next target, which skipping would miss; the seeker must notice and
+    decode that stretch in full."""
+    pts = [burst * 20 + k for burst in range(8) for k in range(3)]
+    path = write_indexed_video(media_dir / f"bursts.{suffix}", "libx264", len(pts), fps=10, gop=100, pts=pts)
+    with av.open(str(path)) as container:
+        container.streams.video[0].codec_context.skip_frame = "NONREF"
+        reference_times = {round(frame.time, 3) for frame in container.decode(video=0)}
+    times = np.array(pts) / 10
+    last_of_burst = [i for i in range(len(pts) - 1) if times[i + 1] - times[i] > 1.0]
+    non_reference = [i for i in last_of_burst if round(times[i], 3) not in reference_times]
+    assert non_reference, "the clip must hold the case under test"
+    for i in last_of_burst:
+        target = times[i] + 0.9  # in the gap, long after the burst
+        clip = load_video(path, 1, start_s=target - 0.05, end_s=target + 0.05)
+        assert indices_of(clip.frames) == [i] and clip.timestamps[0] == pytest.approx(times[i])
 
 
 def _decode_cost(path, num_frames: int, use_index: bool) -> tuple[int, int]:
