@@ -19,7 +19,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -141,20 +140,18 @@ def decord_audio(path: Path) -> np.ndarray:
 # --- measurement --------------------------------------------------------------------------------------
 
 
-@dataclass
-class Timing:
-    median_ms: float
-    runs_ms: list[float]
-
-
-def measure(fn: Callable[[], object], repeats: int) -> Timing:
-    fn()  # warm-up: page cache, lazy imports, decoder set-up
-    runs = []
+def measure_in_turn(methods: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median milliseconds of each method. The methods run in turn within each repeat, so load
+    from other work on this shared machine falls on all of them alike."""
+    for fn in methods.values():
+        fn()  # warm-up: page cache, lazy imports, decoder set-up
+    runs: dict[str, list[float]] = {label: [] for label in methods}
     for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        runs.append((time.perf_counter() - started) * 1000)
-    return Timing(statistics.median(runs), runs)
+        for label, fn in methods.items():
+            started = time.perf_counter()
+            fn()
+            runs[label].append((time.perf_counter() - started) * 1000)
+    return {label: statistics.median(times) for label, times in runs.items()}
 
 
 def machine() -> str:
@@ -191,27 +188,30 @@ def main() -> None:
         if HAS_DECORD:
             assert decord_frames(long_clip, num_frames).shape == ours.shape
 
-    audio = {
-        "project": measure(lambda: project_audio(long_clip), args.repeats),
-        "decode-all": measure(lambda: decode_all_audio(long_clip), args.repeats),
-        "decord": measure(lambda: decord_audio(long_clip), args.repeats) if HAS_DECORD else None,
-    }
+    audio_methods = {"project": lambda: project_audio(long_clip), "decode-all": lambda: decode_all_audio(long_clip)}
+    if HAS_DECORD:
+        audio_methods["decord"] = lambda: decord_audio(long_clip)
+    audio = measure_in_turn(audio_methods, args.repeats)
     rows.append("| task (60 s clip) | this project | decode-all (PyAV, sequential) | decord | decode-all / project |")
     rows.append("|---|---:|---:|---:|---:|")
     for num_frames in (8, 32):
-        ours = measure(lambda n=num_frames: project_frames(long_clip, n), args.repeats)
-        base = measure(lambda n=num_frames: decode_all_frames(long_clip, n), args.repeats)
-        dec = measure(lambda n=num_frames: decord_frames(long_clip, n), args.repeats) if HAS_DECORD else None
-        rows.append(_row(f"{num_frames} frames", ours.median_ms, base.median_ms, dec.median_ms if dec else None))
+        methods = {
+            "project": lambda n=num_frames: project_frames(long_clip, n),
+            "decode-all": lambda n=num_frames: decode_all_frames(long_clip, n),
+        }
+        if HAS_DECORD:
+            methods["decord"] = lambda n=num_frames: decord_frames(long_clip, n)
+        video = measure_in_turn(methods, args.repeats)
+        rows.append(_row(f"{num_frames} frames", video["project"], video["decode-all"], video.get("decord")))
         rows.append(_row(
-            f"{num_frames} frames + audio track (16 kHz mono)",
-            ours.median_ms + audio["project"].median_ms,
-            base.median_ms + audio["decode-all"].median_ms,
-            dec.median_ms + audio["decord"].median_ms if dec else None,
+            f"{num_frames} frames + audio track (16 kHz mono), sum",
+            video["project"] + audio["project"],
+            video["decode-all"] + audio["decode-all"],
+            video["decord"] + audio["decord"] if HAS_DECORD else None,
         ))  # fmt: skip
-    decord_audio_ms = audio["decord"].median_ms if audio["decord"] else None
-    rows.append(_row("audio track alone (60 s to 16 kHz mono)", audio["project"].median_ms,
-                     audio["decode-all"].median_ms, decord_audio_ms))  # fmt: skip
+    rows.append(
+        _row("audio track alone (60 s to 16 kHz mono)", audio["project"], audio["decode-all"], audio.get("decord"))
+    )
 
     rows += [
         "",
@@ -219,10 +219,18 @@ def main() -> None:
         "|---|---:|---:|---:|---:|",
     ]
     for seconds, path in clips.items():
-        eight = measure(lambda p=path: project_frames(p, 8), args.repeats).median_ms
-        many = measure(lambda p=path: project_frames(p, 32), args.repeats).median_ms
-        base = measure(lambda p=path: decode_all_frames(p, 8), args.repeats).median_ms
-        rows.append(f"| {seconds} s | {eight:.0f} ms | {many:.0f} ms | {base:.0f} ms | {base / eight:.1f}x |")
+        ms = measure_in_turn(
+            {
+                "8": lambda p=path: project_frames(p, 8),
+                "32": lambda p=path: project_frames(p, 32),
+                "decode-all 8": lambda p=path: decode_all_frames(p, 8),
+            },
+            args.repeats,
+        )
+        ratio = ms["decode-all 8"] / ms["8"]
+        rows.append(
+            f"| {seconds} s | {ms['8']:.0f} ms | {ms['32']:.0f} ms | {ms['decode-all 8']:.0f} ms | {ratio:.1f}x |"
+        )
 
     table = "\n".join(rows)
     print(table)
@@ -247,8 +255,10 @@ def _write_section(path: Path, table: str, repeats: int) -> None:
         f"AAC stereo {AUDIO_RATE} Hz; frames sampled uniformly by timestamp, returned as RGB arrays.",
         "Baselines: decode-all decodes every frame in order with PyAV and converts only the frames kept",
         "(for audio: decodes the track and resamples each frame to 16 kHz mono with FFmpeg's downmix);",
-        "decord's VideoReader.get_batch / AudioReader with their default threads. Every cell is its own median;",
-        "the machine is shared with other work, so expect run-to-run spread of some 10 %.",
+        "decord's VideoReader.get_batch / AudioReader with their default threads. The methods of a row run",
+        "in turn within each repeat, so load from other work on this shared machine falls on them alike;",
+        "absolute times still vary between runs, and between the two tables of one run, by up to 2x",
+        "when other jobs load the cores: compare the ratios.",
         "",
         "Reading it: per target, `load_video` seeks to the keyframe before it and decodes from there,",
         "skipping non-reference frames until 2 frames before the target, so a target costs at most one",
