@@ -13,7 +13,7 @@ questions), :mod:`.judge` (exact answer checking), :mod:`.speech` (optional espe
 from .judge import judge
 from .scene import Scene, SceneConfig, SoundSpec, sample_scene
 from .speech import SpeechStatus, probe_espeak
-from .world import WorldConfig, WorldSummary, generate_world, make_clip, media_paths, read_world
+from .world import WorldConfig, WorldSummary, draw_scene, generate_world, make_clip, media_paths, read_world
 
 __all__ = [
     "Scene",
@@ -22,6 +22,7 @@ __all__ = [
     "SpeechStatus",
     "WorldConfig",
     "WorldSummary",
+    "draw_scene",
     "generate_world",
     "judge",
     "make_clip",

@@ -9,7 +9,7 @@ vision         shape (4), colour (6), size (small/large), count (1-3), backgroun
                (none/appear/disappear)
 audio          sound (beeps/chirp/noise/silence, speech when espeak-ng is installed), pitch
                (low/high: beeps and noise), chirp direction (rising/falling), how many
-               (beeps 1-4, chirps and noise bursts 1-2), onset (at the start / after a pause)
+               (beeps 1-4, chirps and noise bursts 1-3), onset (at the start / after a pause)
 =============  ============================================================================
 
 The held-out split uses only the *reserved* (shape, colour) and (sound class, motion) pairs and
@@ -51,7 +51,7 @@ PITCHES: tuple[str, ...] = ("low", "high")
 CHIRP_DIRECTIONS: tuple[str, ...] = ("rising", "falling")
 ONSETS: tuple[str, ...] = ("early", "late")
 BEEP_COUNTS: tuple[int, ...] = (1, 2, 3, 4)
-BURST_COUNTS: tuple[int, ...] = (1, 2)
+BURST_COUNTS: tuple[int, ...] = (1, 2, 3)
 SPEECH_PHRASES: tuple[str, ...] = ("hello there", "good morning", "look at this", "well done", "see you soon")
 
 # Sound classes: the unit of the (sound, motion) split rule, and of sampling weights. Silence is

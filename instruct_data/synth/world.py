@@ -221,14 +221,28 @@ def _question(rng: np.random.Generator, asks: list[L.Ask]) -> dict[str, Any]:
     return L.render_question(ask, L.choose_form(ask, rng), rng)
 
 
-def make_clip(job: _Job, voice: EspeakVoice | None = None) -> dict[str, Any]:
-    """Draw, render and write clip ``job.index``; returns its world entry, caption record and records."""
-    config = replace(job.config, scene=replace(job.config.scene, speech=job.speech.enabled))
-    rng = np.random.default_rng([job.seed, F.SPLITS[job.split], job.index])
-    if config.scene.speech and voice is None:
+def draw_scene(index: int, *, seed: int, split: str, config: WorldConfig = WorldConfig(),
+               speech: SpeechStatus = SpeechStatus(False), voice: EspeakVoice | None = None) -> Scene:
+    """Scene ``index`` of ``(seed, split)``: exactly the one :func:`generate_world` renders (nothing is written)."""
+    if speech.enabled and voice is None:
         voice = EspeakVoice()
-    scene = sample_scene(rng, split=job.split, seed=job.seed, index=job.index, config=config.scene,
-                         speech_seconds=voice.seconds if voice else None)  # fmt: skip
+    rng = np.random.default_rng([seed, F.SPLITS[split], index])
+    scene_config = replace(config.scene, speech=speech.enabled)
+    return sample_scene(rng, split=split, seed=seed, index=index, config=scene_config,
+                        speech_seconds=voice.seconds if speech.enabled else None)  # fmt: skip
+
+
+def make_clip(out_dir: str | os.PathLike, index: int, *, seed: int, split: str, config: WorldConfig = WorldConfig(),
+              speech: SpeechStatus = SpeechStatus(False), voice: EspeakVoice | None = None) -> dict[str, Any]:
+    """Draw, render and write clip ``index`` of ``(seed, split)`` into ``out_dir``.
+
+    Returns ``{"world": entry, "caption": caption record, "records": [instruction records]}`` (JSON dicts).
+    """
+    if speech.enabled and voice is None:
+        voice = EspeakVoice()
+    config = replace(config, scene=replace(config.scene, speech=speech.enabled))
+    scene = draw_scene(index, seed=seed, split=split, config=config, speech=speech, voice=voice)
+    job = _Job(str(out_dir), split, seed, index, config, speech)
     paths = media_paths(scene.id, scene.index)
     root = Path(job.out_dir)
     (root / paths["video"]).parent.mkdir(parents=True, exist_ok=True)
@@ -257,16 +271,16 @@ def make_clip(job: _Job, voice: EspeakVoice | None = None) -> dict[str, Any]:
 
 
 def _run_job(job: _Job) -> dict[str, Any]:
-    return make_clip(job)
+    return make_clip(job.out_dir, job.index, seed=job.seed, split=job.split, config=job.config, speech=job.speech)
 
 
 def resolve_speech(mode: str) -> SpeechStatus:
-    """Speech status for ``mode`` (auto/on/off); ``on`` without espeak-ng raises ``RuntimeError``."""
+    """Speech status for ``mode`` (auto/on/off); ``on`` without espeak-ng raises ``ValueError``."""
     if mode == "off":
         return SpeechStatus(False, None, "turned off")
     status = probe_espeak()
     if mode == "on" and not status.enabled:
-        raise RuntimeError(f"speech was required but {status.reason}; install espeak-ng or use speech='auto'")
+        raise ValueError(f"speech was required but {status.reason}; install espeak-ng or use speech='auto'")
     return status
 
 
@@ -274,7 +288,7 @@ def _results(jobs: list[_Job], workers: int) -> Iterator[dict[str, Any]]:
     if workers <= 1:
         voice = EspeakVoice() if jobs and jobs[0].speech.enabled else None
         for job in jobs:
-            yield make_clip(job, voice)
+            yield make_clip(job.out_dir, job.index, seed=job.seed, split=job.split, config=job.config, speech=job.speech, voice=voice)
         return
     # spawn, not fork: the caller may hold torch/OpenMP threads that a forked child would inherit
     # in an undefined state; workers import only numpy, PyAV and PIL.
