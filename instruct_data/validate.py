@@ -202,7 +202,7 @@ def _media_failures(record: Record, root: Path, results: dict[tuple[str, str], M
 def _check_all(jobs: list[tuple[str, str, str]], workers: int, progress: bool) -> list[MediaCheck]:
     bar = tqdm(total=len(jobs), desc="media", unit="file", disable=not progress)
     try:
-        if workers <= 1 or len(jobs) < 32 or jobs[0][2] == "exists":
+        if workers <= 1 or len(jobs) < 8 or jobs[0][2] == "exists":  # a pool costs more than it saves
             out = []
             for job in jobs:
                 out.append(check_media(*job))

@@ -40,6 +40,7 @@ from .scene import Scene, SceneConfig, sample_scene
 from .speech import EspeakVoice, SpeechStatus, probe_espeak
 
 GENERATOR_VERSION = 1
+MIN_CLIPS_PER_WORKER = 32
 VIEW_WEIGHTS = {
     "appearance": {"video": 0.7, "image": 0.2, "depth": 0.1},
     "counting": {"video": 0.5, "image": 0.3, "depth": 0.2},
@@ -328,7 +329,8 @@ def generate_world(
     out.mkdir(parents=True, exist_ok=True)
     speech = resolve_speech(config.speech)
     jobs = [_Job(str(out), split, seed, i, config, speech) for i in range(n)]
-    workers = max(1, min(workers, math.ceil(n / 16)))
+    # A worker process costs about a second to start (imports), so each must have enough clips to pay for it.
+    workers = max(1, min(workers, math.ceil(n / MIN_CLIPS_PER_WORKER)))
     families: dict[str, int] = {}
     counts = {"records": 0, "captions": 0}
     names = ("world.jsonl", "captions.jsonl", "records.jsonl")

@@ -117,7 +117,7 @@ def covered(tmp_path_factory):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     out = tmp_path_factory.mktemp("world")
-    summary = generate_world(out, 24, seed=7, split="heldout", workers=1, progress=False)
+    summary = generate_world(out, 24, seed=7, split="heldout", workers=1, config=WorldConfig(speech="off"), progress=False)
     return out, summary
 
 
@@ -248,15 +248,15 @@ def test_heldout_captions_tell_most_of_1000_clips_apart():
 
 # --------------------------------------------------------------------------- files and records
 def test_same_seed_gives_byte_identical_files_whatever_the_worker_count(tmp_path):
-    a = generate_world(tmp_path / "a", 20, seed=5, workers=1, progress=False)
-    b = generate_world(tmp_path / "b", 20, seed=5, workers=2, progress=False)
+    a = generate_world(tmp_path / "a", 34, seed=5, workers=1, progress=False)
+    b = generate_world(tmp_path / "b", 34, seed=5, workers=2, progress=False)
     assert b.workers == 2
 
     def digests(root: Path) -> dict[str, str]:
         return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
     assert digests(a.out_dir) == digests(b.out_dir)
-    assert len(digests(a.out_dir)) == 20 * 3 + 4
+    assert len(digests(a.out_dir)) == 34 * 3 + 4
     c = generate_world(tmp_path / "c", 3, seed=6, workers=1, progress=False)
     assert (a.out_dir / "records.jsonl").read_text() != (c.out_dir / "records.jsonl").read_text()
 
@@ -326,6 +326,15 @@ def test_small_worlds_generate_quickly(tmp_path):
     assert summary.seconds < 5.0, f"20 clips took {summary.seconds:.1f} s"
 
 
+def test_cli_synth(tmp_path, capsys):
+    from mico_chat.cli import main
+
+    assert main(["data", "synth", "--out", str(tmp_path), "--n", "3", "--seed", "2", "--split", "heldout", "--no-progress"]) == 0
+    assert "3 heldout clips, 21 instruction records, 3 caption records" in capsys.readouterr().out
+    assert json.loads((tmp_path / "summary.json").read_text())["split"] == "heldout"
+    assert main(["data", "synth", "--out", str(tmp_path), "--n", "1", "--size", "100", "--no-progress"]) == 2
+
+
 def test_qa_per_family_and_options(tmp_path):
     config = WorldConfig(qa_per_family=2, multi_turn=False, description=False)
     summary = generate_world(tmp_path, 2, seed=0, config=config, progress=False)
@@ -334,17 +343,20 @@ def test_qa_per_family_and_options(tmp_path):
         generate_world(tmp_path, 1, split="test")
 
 
-def test_speech_is_off_and_says_why_without_espeak(world):
+def test_speech_status_is_recorded_and_required_speech_needs_espeak(world, tmp_path):
     import shutil
 
     root, summary = world
     entry = json.loads((root / "world.jsonl").read_text().splitlines()[0])
+    assert entry["speech"] == {"enabled": False, "engine": None, "reason": "turned off"} and not summary.speech.enabled
+    auto = generate_world(tmp_path, 1, progress=False)
+    first = json.loads((tmp_path / "world.jsonl").read_text().splitlines()[0])
     if shutil.which("espeak-ng"):
-        assert summary.speech.enabled and entry["speech"]["enabled"]
+        assert auto.speech.enabled and first["speech"]["engine"].startswith("eSpeak")
     else:
-        assert entry["speech"] == {"enabled": False, "engine": None, "reason": "espeak-ng is not installed"}
+        assert first["speech"] == {"enabled": False, "engine": None, "reason": "espeak-ng is not installed"}
         with pytest.raises(ValueError, match="speech was required"):
-            generate_world(root / "speech", 1, config=WorldConfig(speech="on"), progress=False)
+            generate_world(tmp_path / "speech", 1, config=WorldConfig(speech="on"), progress=False)
 
 
 @pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="espeak-ng is not installed")
