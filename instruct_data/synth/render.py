@@ -77,12 +77,22 @@ def _yuv_lut(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float64) @ m.T + np.array([16.0, 128.0, 128.0])  # (2, 3)
 
 
-def yuv420_frame(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
+def yuv420_tables(lut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lookup tables for :func:`yuv420_frame`: luma per label ``(2,)`` and chroma per object share of a
+    2x2 block ``(5, 2)`` (0 to 4 object pixels: the block's average of the two colours' U and V)."""
+    luma = np.rint(lut[:, 0]).astype(np.uint8)
+    share = np.arange(5)[:, None] / 4
+    chroma = np.rint(lut[0, 1:] + (lut[1, 1:] - lut[0, 1:]) * share).astype(np.uint8)
+    return luma, chroma
+
+
+def yuv420_frame(labels: np.ndarray, tables: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Label map ``(H, W)`` -> packed yuv420p ``(H * 3 // 2, W)`` uint8, chroma averaged over 2x2 blocks."""
     h, w = labels.shape
-    y = np.rint(lut[labels, 0]).astype(np.uint8)
-    chroma = lut[labels, 1:].reshape(h // 2, 2, w // 2, 2, 2).mean(axis=(1, 3))  # (H/2, W/2, 2)
-    chroma = np.rint(chroma).astype(np.uint8)
+    luma, chroma_table = tables
+    y = luma[labels]
+    share = labels[0::2, 0::2] + labels[1::2, 0::2] + labels[0::2, 1::2] + labels[1::2, 1::2]  # (H/2, W/2) in 0..4
+    chroma = chroma_table[share]  # (H/2, W/2, 2)
     return np.concatenate([y.ravel(), chroma[..., 0].ravel(), chroma[..., 1].ravel()]).reshape(h * 3 // 2, w)
 
 
@@ -144,7 +154,7 @@ def write_clip(path: str | os.PathLike, scene: Scene, audio: np.ndarray) -> None
 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    lut = _yuv_lut(palette(scene))
+    tables = yuv420_tables(_yuv_lut(palette(scene)))
     mask = shape_mask(scene.shape, scene.side)
     with av.open(str(tmp), "w", format="mp4") as container:
         video = container.add_stream("libx264", rate=scene.fps, options={**X264_OPTIONS, "g": str(scene.fps)})
@@ -157,7 +167,7 @@ def write_clip(path: str | os.PathLike, scene: Scene, audio: np.ndarray) -> None
             t = scene.frame_time(i)
             boxes = scene.boxes(t)
             if boxes != previous_boxes:  # still objects: re-use the last frame's planes
-                planes = yuv420_frame(label_map(scene, t, mask), lut)
+                planes = yuv420_frame(label_map(scene, t, mask), tables)
                 previous_boxes = boxes
             frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
             frame.pts = i
