@@ -116,7 +116,9 @@ def _fill(template: str, fields: Mapping[str, Any]) -> str:
     try:
         return template.format(**fields)
     except (KeyError, IndexError, ValueError) as err:
-        raise ConvertError(f"path template {template!r} cannot be filled ({err}); fields: {', '.join(sorted(fields))}") from None
+        raise ConvertError(
+            f"path template {template!r} cannot be filled ({err}); fields: {', '.join(sorted(fields))}"
+        ) from None
 
 
 def _load_json(path: Path) -> Any:
@@ -135,7 +137,9 @@ def _json_list(path: Path, what: str) -> list[Any]:
     return data
 
 
-def _csv_rows(path: Path, *, delimiter: str = ",", header: list[str] | None = None, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, str]]]:
+def _csv_rows(
+    path: Path, *, delimiter: str = ",", header: list[str] | None = None, required: tuple[str, ...] = ()
+) -> Iterator[tuple[int, dict[str, str]]]:
     """``(line, row)`` for each data row; line numbers are physical lines of the file (1-based)."""
     try:
         handle = path.open(newline="", encoding="utf-8-sig")
@@ -163,13 +167,15 @@ def _csv_rows(path: Path, *, delimiter: str = ",", header: list[str] | None = No
             yield start, dict(zip(names, values))
 
 
-def _bad(path: Path, line: int, reason: str, rid: str | None = None, raw: Any = None) -> tuple[int, BadRecord]:
-    return line, _Rejected(str(path), line, reason, rid, raw)
-
-
 @dataclass(frozen=True)
 class _Rejected(BadRecord):
+    """A rejected input row, with its raw content (written to the rejects file)."""
+
     raw: Any = None
+
+
+def _bad(path: Path, line: int, reason: str, rid: str | None = None, raw: Any = None) -> tuple[int, BadRecord]:
+    return line, _Rejected(str(path), line, reason, rid, raw)
 
 
 def _caption_pair(rid: str, media: list[dict[str, Any]], kind: str, text: str, meta: dict[str, Any]) -> dict[str, Any]:
@@ -195,7 +201,11 @@ def _llava(path: Path, options: ConvertOptions, template: str, *, pretrain: bool
         if not isinstance(item, Mapping) or "conversations" not in item or "id" not in item:
             yield _bad(path, i, "an item needs 'id' and 'conversations'", raw=item)
             continue
-        raw: dict[str, Any] = {"id": str(item["id"]), "conversations": item["conversations"], "meta": {"source": path.name}}
+        raw: dict[str, Any] = {
+            "id": str(item["id"]),
+            "conversations": item["conversations"],
+            "meta": {"source": path.name},
+        }
         images = item.get("image")
         if images is not None:
             images = images if isinstance(images, list) else [images]
@@ -204,9 +214,13 @@ def _llava(path: Path, options: ConvertOptions, template: str, *, pretrain: bool
                 continue
             raw["media"] = [{"modality": "image", "path": _fill(template, {"image": p})} for p in images]
         if pretrain:
-            replies = [t.get("value") for t in item["conversations"] if isinstance(t, Mapping) and t.get("from") == "gpt"]
+            replies = [
+                t.get("value") for t in item["conversations"] if isinstance(t, Mapping) and t.get("from") == "gpt"
+            ]
             if len(replies) != 1 or not isinstance(replies[0], str):
-                yield _bad(path, i, "a LLaVA-Pretrain item has exactly one 'gpt' reply (the caption)", str(item["id"]), item)
+                yield _bad(
+                    path, i, "a LLaVA-Pretrain item has exactly one 'gpt' reply (the caption)", str(item["id"]), item
+                )
                 continue
             raw["captions"] = {"vision": replies[0].strip()}
         yield i, raw
@@ -219,20 +233,28 @@ def _llava_pretrain(path: Path, options: ConvertOptions, template: str) -> Rows:
 def _videoinstruct(path: Path, options: ConvertOptions, template: str) -> Rows:
     seen: dict[str, int] = {}
     for i, item in enumerate(_json_list(path, "VideoInstruct-100K"), start=1):
-        if not isinstance(item, Mapping) or not all(isinstance(item.get(k), str) and item.get(k) for k in ("video_id", "q", "a")):
+        if not isinstance(item, Mapping) or not all(
+            isinstance(item.get(k), str) and item.get(k) for k in ("video_id", "q", "a")
+        ):
             yield _bad(path, i, "an item needs non-empty string 'video_id', 'q' and 'a'", raw=item)
             continue
         vid = item["video_id"]
         k = seen[vid] = seen.get(vid, -1) + 1  # a video has many question-answer pairs
-        yield i, {
-            "id": f"{vid}#{k}",
-            "media": _video_media(_fill(template, {"video_id": vid}), options),
-            "conversations": [
-                {"from": "human", "value": ("<video>\n<audio>\n" if options.with_audio else "<video>\n") + item["q"].strip()},
-                {"from": "gpt", "value": item["a"].strip()},
-            ],
-            "meta": {"source": "videoinstruct", "item": vid},
-        }
+        yield (
+            i,
+            {
+                "id": f"{vid}#{k}",
+                "media": _video_media(_fill(template, {"video_id": vid}), options),
+                "conversations": [
+                    {
+                        "from": "human",
+                        "value": ("<video>\n<audio>\n" if options.with_audio else "<video>\n") + item["q"].strip(),
+                    },
+                    {"from": "gpt", "value": item["a"].strip()},
+                ],
+                "meta": {"source": "videoinstruct", "item": vid},
+            },
+        )
 
 
 # -------------------------------------------------------------------------------------- audio CSVs
@@ -249,7 +271,12 @@ def _clotho(path: Path, options: ConvertOptions, template: str) -> Rows:
             continue
         media = [{"modality": "audio", "path": _fill(template, row)}]
         for k, text in captions:
-            yield line, _caption_pair(f"{name}#{k + 1}", media, "audio", text, {"source": "clotho", "item": name, "caption_index": k + 1})
+            yield (
+                line,
+                _caption_pair(
+                    f"{name}#{k + 1}", media, "audio", text, {"source": "clotho", "item": name, "caption_index": k + 1}
+                ),
+            )
 
 
 def _audiocaps(path: Path, options: ConvertOptions, template: str) -> Rows:
@@ -266,20 +293,33 @@ def _audiocaps(path: Path, options: ConvertOptions, template: str) -> Rows:
             yield _bad(path, line, f"start_time {row['start_time']!r} is not a number", row["audiocap_id"], row)
             continue
         media = [{"modality": "audio", "path": _fill(template, row)}]
-        meta = {"source": "audiocaps", "item": f"{row['youtube_id']}_{row['start_time']}", "youtube_id": row["youtube_id"], "start_time": start}
+        meta = {
+            "source": "audiocaps",
+            "item": f"{row['youtube_id']}_{row['start_time']}",
+            "youtube_id": row["youtube_id"],
+            "start_time": start,
+        }
         yield line, _caption_pair(row["audiocap_id"].strip(), media, "audio", row["caption"], meta)
 
 
 # ------------------------------------------------------------------------------------------- video
 def _msrvtt(path: Path, options: ConvertOptions, template: str) -> Rows:
     data = _load_json(path)
-    if not isinstance(data, Mapping) or not isinstance(data.get("videos"), list) or not isinstance(data.get("sentences"), list):
+    if (
+        not isinstance(data, Mapping)
+        or not isinstance(data.get("videos"), list)
+        or not isinstance(data.get("sentences"), list)
+    ):
         raise ConvertError(f"{path}: an MSR-VTT videodatainfo file is an object with 'videos' and 'sentences' lists")
     videos = {v["video_id"]: v for v in data["videos"] if isinstance(v, Mapping) and isinstance(v.get("video_id"), str)}
     per_video: dict[str, int] = {}
     for i, sentence in enumerate(data["sentences"], start=1):
         where = i  # MSR-VTT files are one line; report the sentence's index in the list
-        if not isinstance(sentence, Mapping) or not isinstance(sentence.get("caption"), str) or "video_id" not in sentence:
+        if (
+            not isinstance(sentence, Mapping)
+            or not isinstance(sentence.get("caption"), str)
+            or "video_id" not in sentence
+        ):
             yield _bad(path, where, "sentences[] items need 'caption' and 'video_id'", raw=sentence)
             continue
         vid = sentence["video_id"]
@@ -295,7 +335,10 @@ def _msrvtt(path: Path, options: ConvertOptions, template: str) -> Rows:
         meta = {"source": "msrvtt", "item": vid, "split": video.get("split"), "category": video.get("category"),
                 "url": video.get("url"), "start_s": video.get("start time"), "end_s": video.get("end time")}  # fmt: skip
         rid = f"{vid}#{sentence.get('sen_id', k)}"
-        yield where, _caption_pair(rid, _video_media(_fill(template, video), options), "vision", sentence["caption"], meta)
+        yield (
+            where,
+            _caption_pair(rid, _video_media(_fill(template, video), options), "vision", sentence["caption"], meta),
+        )
 
 
 VALOR_ID = re.compile(r"^(?P<youtube_id>.+)_(?P<start>\d+(?:\.\d+)?)_(?P<end>\d+(?:\.\d+)?)$")
@@ -303,7 +346,11 @@ VALOR_ID = re.compile(r"^(?P<youtube_id>.+)_(?P<start>\d+(?:\.\d+)?)_(?P<end>\d+
 
 def _valor(path: Path, options: ConvertOptions, template: str) -> Rows:
     for i, item in enumerate(_json_list(path, "VALOR annotation"), start=1):
-        if not isinstance(item, Mapping) or not isinstance(item.get("video_id"), str) or not isinstance(item.get("desc"), str):
+        if (
+            not isinstance(item, Mapping)
+            or not isinstance(item.get("video_id"), str)
+            or not isinstance(item.get("desc"), str)
+        ):
             yield _bad(path, i, "an item needs string 'video_id' and 'desc'", raw=item)
             continue
         vid, desc = item["video_id"], item["desc"]
@@ -340,9 +387,17 @@ def _webvid(path: Path, options: ConvertOptions, template: str) -> Rows:
             continue
         duration = _iso_duration(row["duration"])
         if duration is None:
-            yield _bad(path, line, f"duration {row['duration']!r} is not an ISO 8601 duration like PT00H00M11S", vid, row)
+            yield _bad(
+                path, line, f"duration {row['duration']!r} is not an ISO 8601 duration like PT00H00M11S", vid, row
+            )
             continue
-        meta = {"source": "webvid", "item": vid, "url": row["contentUrl"], "duration_s": duration, "page_dir": row["page_dir"]}
+        meta = {
+            "source": "webvid",
+            "item": vid,
+            "url": row["contentUrl"],
+            "duration_s": duration,
+            "page_dir": row["page_dir"],
+        }
         yield line, _caption_pair(vid, _video_media(_fill(template, row), options), "vision", name, meta)
 
 
@@ -359,7 +414,12 @@ def _cc3m(path: Path, options: ConvertOptions, template: str) -> Rows:
         key = f"{index:09d}"  # img2dataset's key: the row's index, 9 digits
         fields = {"index": index, "key": key, "shard": f"{index // 10000:05d}", **row}
         media = [{"modality": "image", "path": _fill(template, fields)}]
-        yield line, _caption_pair(f"cc3m-{key}", media, "vision", row["caption"], {"source": "cc3m", "item": key, "url": row["url"]})
+        yield (
+            line,
+            _caption_pair(
+                f"cc3m-{key}", media, "vision", row["caption"], {"source": "cc3m", "item": key, "url": row["url"]}
+            ),
+        )
 
 
 def _caption_csv(path: Path, options: ConvertOptions, template: str) -> Rows:
@@ -398,7 +458,9 @@ CONVERTERS: dict[str, Converter] = {
 }
 
 
-def convert(format: str, source: str | os.PathLike, out: str | os.PathLike, options: ConvertOptions = ConvertOptions()) -> ConvertResult:
+def convert(
+    format: str, source: str | os.PathLike, out: str | os.PathLike, options: ConvertOptions = ConvertOptions()
+) -> ConvertResult:
     """Convert ``source`` (a ``format`` annotation file) into records written to ``out`` (JSONL).
 
     Every produced record is checked with :func:`parse_record`; rows that fail (in the input or
@@ -427,7 +489,13 @@ def convert(format: str, source: str | os.PathLike, out: str | os.PathLike, opti
     if result.rejected:
         with rejects.open("w", encoding="utf-8") as handle:
             for bad in result.rejected:
-                row = {"file": bad.source, "line": bad.line, "id": bad.id, "reason": bad.reason, "raw": getattr(bad, "raw", None)}
+                row = {
+                    "file": bad.source,
+                    "line": bad.line,
+                    "id": bad.id,
+                    "reason": bad.reason,
+                    "raw": getattr(bad, "raw", None),
+                }
                 handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         result.rejects_path = rejects
     elif rejects.exists():

@@ -36,7 +36,6 @@ from .pipeline import Outcome, ResumableRun, RunReport
 from .records import Record
 
 KINDS = ("description", "open", "yesno", "mc")
-OPEN_SUFFIX = "Answer the question using a single word or phrase."
 MC_SUFFIX = "Answer with the option's letter from the given choices directly."
 YESNO_SUFFIX = "Answer yes or no."
 
@@ -133,7 +132,9 @@ def _pick(rng: np.random.Generator, values: Sequence[Any]) -> Any:
     return values[int(rng.integers(len(values)))]
 
 
-def _negatives(kind: str, item: str, pool: dict[str, list[tuple[str, str]]], rng: np.random.Generator, k: int) -> list[str]:
+def _negatives(
+    kind: str, item: str, pool: dict[str, list[tuple[str, str]]], rng: np.random.Generator, k: int
+) -> list[str]:
     candidates = sorted({text for owner, text in pool.get(kind, []) if owner != item})
     return [candidates[i] for i in rng.permutation(len(candidates))[:k]]
 
@@ -144,7 +145,11 @@ def _build(kind: str, record: Record, view: str, pool, rng) -> tuple[str, str, d
         return _pick(rng, DESCRIBE[view]), caption, {"answer": caption, "caption_kind": cap_kind}
     if kind == "open":
         cap_kind = _pick(rng, sorted(record.captions))
-        return f"{_pick(rng, OPEN[cap_kind])}", record.captions[cap_kind], {"answer": record.captions[cap_kind], "caption_kind": cap_kind}
+        return (
+            f"{_pick(rng, OPEN[cap_kind])}",
+            record.captions[cap_kind],
+            {"answer": record.captions[cap_kind], "caption_kind": cap_kind},
+        )
     if kind == "yesno":
         truth = bool(rng.integers(2))
         text = caption if truth else next(iter(_negatives(cap_kind, _item(record), pool, rng, 1)), None)
@@ -234,7 +239,10 @@ def rewrite(
                 continue
             messages = []
             for i, (q, a) in enumerate(pairs):
-                messages += [{"role": "user", "content": (_prefix(record) if i == 0 else "") + q}, {"role": "assistant", "content": a}]
+                messages += [
+                    {"role": "user", "content": (_prefix(record) if i == 0 else "") + q},
+                    {"role": "assistant", "content": a},
+                ]
             outcomes.append(Outcome({"id": f"{record.id}-llm", "media": record.to_json()["media"], "messages": messages,
                                      "meta": {"source_id": record.id, "item": _item(record), "kind": "llm", "model": generator.name}}))  # fmt: skip
         return outcomes

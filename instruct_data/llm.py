@@ -93,7 +93,9 @@ class OpenAIGenerator:
         try:
             import openai
         except ImportError as err:  # an optional dependency: say how to get it
-            raise ImportError("the OpenAI-compatible backend needs the openai client: pip install 'mico-chat[data]'") from err
+            raise ImportError(
+                "the OpenAI-compatible backend needs the openai client: pip install 'mico-chat[data]'"
+            ) from err
         self._openai = openai
         # The pipeline retries bad outputs itself; the client's own retries would hide failures.
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)

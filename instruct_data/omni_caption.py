@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .llm import Messages, TextGenerator
+from .llm import TextGenerator
 from .pipeline import Outcome, ResumableRun, RunReport
 from .records import BadRecord, Record, read_numbered_records
 
@@ -35,7 +35,10 @@ INSTRUCTION = (
 )
 META_WORDS = re.compile(r"\b(captions?|subtitles?|descriptions?|transcripts?)\b", re.IGNORECASE)
 REFUSAL = re.compile(r"\b(i'?m sorry|i cannot|i can't|as an ai|language model|unable to)\b", re.IGNORECASE)
-LABEL = re.compile(r"^\s*(sure[^:\n]*:|here is[^:\n]*:|here's[^:\n]*:|omni[- ]?(modality )?caption\s*:|caption\s*:|sentence\s*:)\s*", re.IGNORECASE)
+LABEL = re.compile(
+    r"^\s*(sure[^:\n]*:|here is[^:\n]*:|here's[^:\n]*:|omni[- ]?(modality )?caption\s*:|caption\s*:|sentence\s*:)\s*",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,10 @@ def grounded(sentence: str, inputs: Mapping[str, Sequence[str]], min_share: floa
         return False, "no content words"
     share = len(words & known) / len(words)
     if share < min_share:
-        return False, f"only {share:.0%} of its content words come from the inputs ({sorted(words - known)[:6]} are new)"
+        return (
+            False,
+            f"only {share:.0%} of its content words come from the inputs ({sorted(words - known)[:6]} are new)",
+        )
     return True, ""
 
 
@@ -123,7 +129,7 @@ def clean_sentence(text: str, *, min_words: int, max_words: int) -> tuple[str | 
     lines = [ln.strip() for ln in LABEL.sub("", text or "").splitlines() if ln.strip()]
     if not lines:
         return None, "empty output"
-    sentence = lines[0].strip().strip('"“”\'').strip()
+    sentence = lines[0].strip().strip("\"“”'").strip()
     words = sentence.split()
     if not min_words <= len(words) <= max_words:
         return None, f"{len(words)} words; accepted {min_words}-{max_words}"
@@ -193,7 +199,9 @@ def generate_omni_captions(
             if sentence is not None:
                 ok, why = grounded(sentence, inputs[i], config.min_grounding)
                 sentence, reason = (sentence, "") if ok else (None, why)
-            outcomes.append(_finished(record, sentence, generator.name) if sentence else Outcome(None, gen.text, reason))
+            outcomes.append(
+                _finished(record, sentence, generator.name) if sentence else Outcome(None, gen.text, reason)
+            )
         return outcomes
 
     runner = ResumableRun(

@@ -22,10 +22,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mico_chat.modality import Modality
+
 from .llm import ChatModelGenerator, Generated, SamplingSettings, TextGenerator
 from .omni_caption import clean_sentence
 from .pipeline import Outcome, ResumableRun, RunReport
-from .records import Record
+from .records import MediaRef, Record
 
 IMAGE_PROMPT = "Describe this image in one sentence."
 COMBINE_PROMPT = (
@@ -46,7 +48,9 @@ class ImageCaptioner(Protocol):
 class ChatModelCaptioner:
     """An image captioner made of a :class:`~mico_chat.api.ChatModel` and a prompt."""
 
-    def __init__(self, chat: Any, prompt: str = IMAGE_PROMPT, settings: SamplingSettings = SamplingSettings(max_new_tokens=48)):
+    def __init__(
+        self, chat: Any, prompt: str = IMAGE_PROMPT, settings: SamplingSettings = SamplingSettings(max_new_tokens=48)
+    ):
         self.generator = ChatModelGenerator(chat, settings)
         self.prompt = prompt
         self.name = self.generator.name
@@ -101,7 +105,8 @@ def join_captions(captions: Sequence[str]) -> str:
 
 
 def _frames(record: Record, media_root: Path | None, config: PseudoLabelConfig) -> tuple[list[np.ndarray], list[float]]:
-    from mico_chat.media import load_image, load_video, probe
+    """The frames to caption (chunk centres of its video, or its image) and their times."""
+    from mico_chat.media import load_image, load_video, probe  # deferred: pulls in torch
 
     for ref in record.media:
         path = str(ref.resolve(media_root))
@@ -172,7 +177,9 @@ def pseudolabel(
             for i, gen in zip(to_combine, combiner.generate(prompts, attempt=attempt)):
                 sentence, reason = (None, gen.error or "no output") if gen.text is None else clean_sentence(
                     gen.text, min_words=config.min_words, max_words=config.max_words)  # fmt: skip
-                labels[i] = (sentence, f"llm:{combiner.name}") if sentence else (None, f"combined label rejected: {reason}")
+                labels[i] = (
+                    (sentence, f"llm:{combiner.name}") if sentence else (None, f"combined label rejected: {reason}")
+                )
                 if sentence is None:
                     outcomes[i] = Outcome(None, gen.text, labels[i][1])
         for i in ready:
@@ -202,11 +209,11 @@ def records_from_folder(folder: str | os.PathLike, suffixes: Sequence[str] = VID
     Their media paths are relative to ``folder``, which is then the media root. They carry no text
     yet, so they exist only in memory until :func:`pseudolabel` gives them a caption.
     """
-    from mico_chat.modality import Modality
-    from .records import MediaRef
-
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
-    return [Record(str(p.relative_to(root).with_suffix("")), (MediaRef(Modality.VIDEO, str(p.relative_to(root))),)) for p in files]
+    return [
+        Record(str(p.relative_to(root).with_suffix("")), (MediaRef(Modality.VIDEO, str(p.relative_to(root))),))
+        for p in files
+    ]

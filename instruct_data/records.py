@@ -244,7 +244,9 @@ def read_records(path: str | os.PathLike, *, max_chars: int = 100_000) -> Iterat
         yield item
 
 
-def read_numbered_records(path: str | os.PathLike, *, max_chars: int = 100_000) -> Iterator[tuple[int, Record | BadRecord]]:
+def read_numbered_records(
+    path: str | os.PathLike, *, max_chars: int = 100_000
+) -> Iterator[tuple[int, Record | BadRecord]]:
     """Like :func:`read_records`, with each record's line number (its 1-based index in a ``.json`` list)."""
     path = Path(path)
     if not path.is_file():

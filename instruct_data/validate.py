@@ -35,7 +35,6 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from mico_chat.modality import Modality
 
 from .records import BadRecord, Record, RecordError, read_numbered_records
 

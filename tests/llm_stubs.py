@@ -20,7 +20,9 @@ class ScriptedGenerator:
         self.calls: list[tuple[int, list[str]]] = []
 
     def generate(self, conversations, *, attempt=0):
-        prompts = [c[-1]["content"] if isinstance(c[-1]["content"], str) else str(c[-1]["content"]) for c in conversations]
+        prompts = [
+            c[-1]["content"] if isinstance(c[-1]["content"], str) else str(c[-1]["content"]) for c in conversations
+        ]
         self.calls.append((attempt, prompts))
         out = []
         for prompt in prompts:

@@ -22,7 +22,9 @@ from __future__ import annotations
 from types import MappingProxyType
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
-PLURALS: MappingProxyType = MappingProxyType({"circle": "circles", "square": "squares", "triangle": "triangles", "cross": "crosses"})
+PLURALS: MappingProxyType = MappingProxyType(
+    {"circle": "circles", "square": "squares", "triangle": "triangles", "cross": "crosses"}
+)
 
 # sRGB values far apart in hue; all readable on every background below.
 COLOURS: MappingProxyType = MappingProxyType(
@@ -35,7 +37,9 @@ COLOURS: MappingProxyType = MappingProxyType(
         "orange": (245, 135, 25),
     }
 )
-BACKGROUNDS: MappingProxyType = MappingProxyType({"black": (20, 20, 20), "gray": (120, 120, 120), "white": (235, 235, 235)})
+BACKGROUNDS: MappingProxyType = MappingProxyType(
+    {"black": (20, 20, 20), "gray": (120, 120, 120), "white": (235, 235, 235)}
+)
 
 SIZES: MappingProxyType = MappingProxyType({"small": 0.16, "large": 0.28})
 """Object side as a fraction of the frame side."""

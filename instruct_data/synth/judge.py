@@ -38,8 +38,16 @@ VOCABULARY: MappingProxyType = MappingProxyType(
             "right": _words("right", "rightward", "rightwards"),
             "up": _words("up", "upward", "upwards"),
             "down": _words("down", "downward", "downwards"),
-            "still": _words("does not move", "do not move", "doesn't move", "don't move", "not moving", "still",
-                            "stationary", "motionless"),
+            "still": _words(
+                "does not move",
+                "do not move",
+                "doesn't move",
+                "don't move",
+                "not moving",
+                "still",
+                "stationary",
+                "motionless",
+            ),
         },  # fmt: skip
         "speed": {"fast": _words("fast", "quickly", "quick"), "slow": _words("slow", "slowly")},
         "event": {
@@ -55,10 +63,20 @@ VOCABULARY: MappingProxyType = MappingProxyType(
             "speech": _words("voice", "speech", "speaking", "talking", "someone says"),
         },
         "pitch": {"low": _words("low", "low pitched", "deep"), "high": _words("high", "high pitched")},
-        "chirp": {"rising": _words("rising", "rises", "rise", "up"), "falling": _words("falling", "falls", "fall", "down")},
+        "chirp": {
+            "rising": _words("rising", "rises", "rise", "up"),
+            "falling": _words("falling", "falls", "fall", "down"),
+        },
         "onset": {
-            "early": _words("at the start", "at the very start", "at the beginning", "at the very beginning", "right away",
-                            "immediately", "early"),
+            "early": _words(
+                "at the start",
+                "at the very start",
+                "at the beginning",
+                "at the very beginning",
+                "right away",
+                "immediately",
+                "early",
+            ),
             "late": _words("after a pause", "later", "late", "after a while"),
         },
         "first": {

@@ -167,7 +167,9 @@ def _pick(rng: np.random.Generator, values, p=None):
     return values[int(rng.choice(len(values), p=p))]
 
 
-def _layout(rng: np.random.Generator, size: int, side: int, count: int, motion: str, speed: str | None) -> tuple[ObjectTrack, ...]:
+def _layout(
+    rng: np.random.Generator, size: int, side: int, count: int, motion: str, speed: str | None
+) -> tuple[ObjectTrack, ...]:
     """Objects in formation: side by side across the motion axis, all moving together along it."""
     margin, gap = 2, max(4, size // 32)
     axis = {"left": 0, "right": 0, "up": 1, "down": 1}.get(motion, int(rng.integers(2)))  # 0: x moves
@@ -187,7 +189,9 @@ def _layout(rng: np.random.Generator, size: int, side: int, count: int, motion: 
     return tuple(tracks)
 
 
-def _sound(rng: np.random.Generator, cls: str, duration: float, speech_seconds: Callable[[str], float] | None) -> SoundSpec:
+def _sound(
+    rng: np.random.Generator, cls: str, duration: float, speech_seconds: Callable[[str], float] | None
+) -> SoundSpec:
     if cls == "silence":
         return SoundSpec("silence")
     kind, _, variant = cls.partition("-")

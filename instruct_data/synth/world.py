@@ -143,13 +143,20 @@ class _Job:
 def media_paths(clip_id: str, index: int) -> dict[str, str]:
     """Paths of a clip's files relative to the world folder (1,000 clips per sub-folder)."""
     folder = f"media/{index // 1000:03d}"
-    return {"video": f"{folder}/{clip_id}.mp4", "image": f"{folder}/{clip_id}.png", "depth": f"{folder}/{clip_id}.depth.png"}
+    return {
+        "video": f"{folder}/{clip_id}.mp4",
+        "image": f"{folder}/{clip_id}.png",
+        "depth": f"{folder}/{clip_id}.depth.png",
+    }
 
 
 def _view_media(view: str, paths: dict[str, str]) -> tuple[list[dict[str, str]], str]:
     """Media refs and the placeholder prefix of a record asking about ``view``."""
     if view == "video":  # the clip and its own audio track, as the processor reads a video with sound
-        return [{"modality": "video", "path": paths["video"]}, {"modality": "audio", "path": paths["video"]}], "<video>\n<audio>\n"
+        return [
+            {"modality": "video", "path": paths["video"]},
+            {"modality": "audio", "path": paths["video"]},
+        ], "<video>\n<audio>\n"
     if view == "audio":
         return [{"modality": "audio", "path": paths["video"]}], "<audio>\n"
     return [{"modality": view, "path": paths[view]}], f"<{view}>\n"
@@ -222,8 +229,15 @@ def _question(rng: np.random.Generator, asks: list[L.Ask]) -> dict[str, Any]:
     return L.render_question(ask, L.choose_form(ask, rng), rng)
 
 
-def draw_scene(index: int, *, seed: int, split: str, config: WorldConfig = WorldConfig(),
-               speech: SpeechStatus = SpeechStatus(False), voice: EspeakVoice | None = None) -> Scene:
+def draw_scene(
+    index: int,
+    *,
+    seed: int,
+    split: str,
+    config: WorldConfig = WorldConfig(),
+    speech: SpeechStatus = SpeechStatus(False),
+    voice: EspeakVoice | None = None,
+) -> Scene:
     """Scene ``index`` of ``(seed, split)``: exactly the one :func:`generate_world` renders (nothing is written)."""
     if speech.enabled and voice is None:
         voice = EspeakVoice()
@@ -233,8 +247,16 @@ def draw_scene(index: int, *, seed: int, split: str, config: WorldConfig = World
                         speech_seconds=voice.seconds if speech.enabled else None)  # fmt: skip
 
 
-def make_clip(out_dir: str | os.PathLike, index: int, *, seed: int, split: str, config: WorldConfig = WorldConfig(),
-              speech: SpeechStatus = SpeechStatus(False), voice: EspeakVoice | None = None) -> dict[str, Any]:
+def make_clip(
+    out_dir: str | os.PathLike,
+    index: int,
+    *,
+    seed: int,
+    split: str,
+    config: WorldConfig = WorldConfig(),
+    speech: SpeechStatus = SpeechStatus(False),
+    voice: EspeakVoice | None = None,
+) -> dict[str, Any]:
     """Draw, render and write clip ``index`` of ``(seed, split)`` into ``out_dir``.
 
     Returns ``{"world": entry, "caption": caption record, "records": [instruction records]}`` (JSON dicts).
@@ -289,7 +311,15 @@ def _results(jobs: list[_Job], workers: int) -> Iterator[dict[str, Any]]:
     if workers <= 1:
         voice = EspeakVoice() if jobs and jobs[0].speech.enabled else None
         for job in jobs:
-            yield make_clip(job.out_dir, job.index, seed=job.seed, split=job.split, config=job.config, speech=job.speech, voice=voice)
+            yield make_clip(
+                job.out_dir,
+                job.index,
+                seed=job.seed,
+                split=job.split,
+                config=job.config,
+                speech=job.speech,
+                voice=voice,
+            )
         return
     # spawn, not fork: the caller may hold torch/OpenMP threads that a forked child would inherit
     # in an undefined state; workers import only numpy, PyAV and PIL.
@@ -369,5 +399,3 @@ def read_world(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
             entry["scene"] = Scene.from_json(entry["scene"])
             entries.append(entry)
     return entries
-
-

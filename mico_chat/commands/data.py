@@ -1,11 +1,11 @@
 """``mico-chat data``: validate, convert, generate and caption training data.
 
-    mico-chat data validate records.jsonl --media-root DIR          # report bad records (exit 1 if any)
-    mico-chat data convert msrvtt train_val_videodatainfo.json msrvtt.jsonl --split train
-    mico-chat data synth --out world/ --n 10000 --seed 0 --split train
-    mico-chat data omni-caption captions.jsonl omni.jsonl --model default
-    mico-chat data pseudolabel videos/ labels.jsonl --model default
-    mico-chat data instruct captions.jsonl instruct.jsonl --per-record 2
+mico-chat data validate records.jsonl --media-root DIR          # report bad records (exit 1 if any)
+mico-chat data convert msrvtt train_val_videodatainfo.json msrvtt.jsonl --split train
+mico-chat data synth --out world/ --n 10000 --seed 0 --split train
+mico-chat data omni-caption captions.jsonl omni.jsonl --model default
+mico-chat data pseudolabel videos/ labels.jsonl --model default
+mico-chat data instruct captions.jsonl instruct.jsonl --per-record 2
 """
 
 from __future__ import annotations
@@ -27,10 +27,14 @@ SUBCOMMANDS = {
 
 def _llm_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("LLM (the project's ChatModel, or any OpenAI-compatible endpoint)")
-    group.add_argument("--model", default="default", help="preset or saved MiCo-Chat folder for ChatModel (default: default)")
+    group.add_argument(
+        "--model", default="default", help="preset or saved MiCo-Chat folder for ChatModel (default: default)"
+    )
     group.add_argument("--llm", help="with a preset: use this local HF causal-LM folder as its LLM")
     group.add_argument("--device", default="auto")
-    group.add_argument("--openai-base-url", help="use this OpenAI-compatible endpoint instead, e.g. http://127.0.0.1:8000/v1")
+    group.add_argument(
+        "--openai-base-url", help="use this OpenAI-compatible endpoint instead, e.g. http://127.0.0.1:8000/v1"
+    )
     group.add_argument("--openai-model", help="model name at the endpoint")
     group.add_argument("--openai-api-key", default=None, help="API key (default: $OPENAI_API_KEY, else 'EMPTY')")
     group.add_argument("--max-new-tokens", type=int, default=96)
@@ -46,7 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("validate", help=SUBCOMMANDS["validate"], description=SUBCOMMANDS["validate"])
     p.add_argument("files", nargs="+", type=Path, help=".jsonl or .json records files")
     p.add_argument("--media-root", type=Path, help="folder media paths are relative to (default: each file's folder)")
-    p.add_argument("--check", default="decode", choices=("none", "exists", "probe", "decode"), help="media check level (default: decode)")
+    p.add_argument(
+        "--check",
+        default="decode",
+        choices=("none", "exists", "probe", "decode"),
+        help="media check level (default: decode)",
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--strict", action="store_true", help="stop at the first bad record")
     p.add_argument("--json", type=Path, help="also write the full report as JSON")
@@ -56,18 +65,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from mico_chat.instruct_data.convert import CONVERTERS
 
     p = sub.add_parser("convert", help=SUBCOMMANDS["convert"], description=SUBCOMMANDS["convert"])
-    p.add_argument("format", choices=sorted(CONVERTERS), help="; ".join(f"{c.name}: {c.help}" for c in CONVERTERS.values()))
+    p.add_argument(
+        "format", choices=sorted(CONVERTERS), help="; ".join(f"{c.name}: {c.help}" for c in CONVERTERS.values())
+    )
     p.add_argument("input", type=Path)
     p.add_argument("output", type=Path, help="records .jsonl to write")
-    p.add_argument("--path-template", help="media path from a row's fields, e.g. '{page_dir}/{videoid}.mp4' (default: per format)")
+    p.add_argument(
+        "--path-template", help="media path from a row's fields, e.g. '{page_dir}/{videoid}.mp4' (default: per format)"
+    )
     p.add_argument("--split", help="keep one split (MSR-VTT: train, validate, test)")
-    p.add_argument("--captions", default="all", choices=("all", "first"), help="one record per caption (all) or per item")
+    p.add_argument(
+        "--captions", default="all", choices=("all", "first"), help="one record per caption (all) or per item"
+    )
     p.add_argument("--with-audio", action="store_true", help="video datasets: also pair the video's audio track")
     p.add_argument("--path-column", default="path", help="caption-csv: media path column")
     p.add_argument("--caption-column", default="caption", help="caption-csv: caption column")
     p.add_argument("--id-column", help="caption-csv: id column (default: FILE-LINE)")
-    p.add_argument("--modality", default="video", choices=("video", "audio", "image", "depth", "normal"), help="caption-csv")
-    p.add_argument("--caption-kind", default="vision", choices=("vision", "audio", "omni", "subtitle"), help="caption-csv")
+    p.add_argument(
+        "--modality", default="video", choices=("video", "audio", "image", "depth", "normal"), help="caption-csv"
+    )
+    p.add_argument(
+        "--caption-kind", default="vision", choices=("vision", "audio", "omni", "subtitle"), help="caption-csv"
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when any row was rejected")
 
     p = sub.add_parser("synth", help=SUBCOMMANDS["synth"], description=SUBCOMMANDS["synth"])
@@ -77,15 +96,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="train", choices=("train", "heldout"))
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--size", type=int, default=128, help="frame side in pixels (128-224)")
-    p.add_argument("--speech", default="auto", choices=("auto", "on", "off"), help="espeak-ng speech (auto: when installed)")
+    p.add_argument(
+        "--speech", default="auto", choices=("auto", "on", "off"), help="espeak-ng speech (auto: when installed)"
+    )
     p.add_argument("--qa-per-family", type=int, default=1)
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("omni-caption", help=SUBCOMMANDS["omni-caption"], description=SUBCOMMANDS["omni-caption"])
     p.add_argument("input", type=Path, help="caption records (.jsonl)")
     p.add_argument("output", type=Path, help="records with captions.omni (.jsonl; a rerun resumes)")
-    p.add_argument("--fallback", default="none", choices=("none", "concat"), help="after all retries: leave for a rerun, or concatenate")
-    p.add_argument("--pseudolabel", action="store_true", help="first pseudo-label records without a vision caption (needs --model)")
+    p.add_argument(
+        "--fallback",
+        default="none",
+        choices=("none", "concat"),
+        help="after all retries: leave for a rerun, or concatenate",
+    )
+    p.add_argument(
+        "--pseudolabel", action="store_true", help="first pseudo-label records without a vision caption (needs --model)"
+    )
     p.add_argument("--media-root", type=Path, help="for --pseudolabel: media root (default: the input's folder)")
     _llm_arguments(p)
 
@@ -93,9 +121,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("input", type=Path, help="records (.jsonl) with a video or image each, or a folder of videos")
     p.add_argument("output", type=Path, help="records with captions.vision (.jsonl; a rerun resumes)")
     p.add_argument("--media-root", type=Path, help="media root (default: the input's folder, or the input folder)")
-    p.add_argument("--chunk-s", type=float, default=8.0, help="one frame per chunk of this many seconds (default 8, as the paper)")
+    p.add_argument(
+        "--chunk-s", type=float, default=8.0, help="one frame per chunk of this many seconds (default 8, as the paper)"
+    )
     p.add_argument("--max-frames", type=int, default=4)
-    p.add_argument("--combine", default="auto", choices=("auto", "join", "llm"), help="how frame captions become one label")
+    p.add_argument(
+        "--combine", default="auto", choices=("auto", "join", "llm"), help="how frame captions become one label"
+    )
     _llm_arguments(p)
 
     p = sub.add_parser("instruct", help=SUBCOMMANDS["instruct"], description=SUBCOMMANDS["instruct"])
@@ -104,7 +136,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--kinds", default="description,open,yesno,mc", help="comma-separated template kinds")
     p.add_argument("--per-record", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rewrite", action="store_true", help="instead: an LLM writes a conversation per record (LLaVA-style)")
+    p.add_argument(
+        "--rewrite", action="store_true", help="instead: an LLM writes a conversation per record (LLaVA-style)"
+    )
     p.add_argument("--turns", type=int, default=3, help="with --rewrite: questions per conversation")
     _llm_arguments(p)
 
@@ -178,7 +212,9 @@ def _omni(args: argparse.Namespace) -> int:
     if args.pseudolabel:
         records = _pseudolabel_missing(args, records)
     config = OmniCaptionConfig(batch_size=args.batch_size, max_retries=args.max_retries, fallback=args.fallback)
-    report = generate_omni_captions(records, args.output, _generator(args), config, log=args.log, progress=not args.no_progress)
+    report = generate_omni_captions(
+        records, args.output, _generator(args), config, log=args.log, progress=not args.no_progress
+    )
     print(report.format())
     if report.failed:
         print(f"{len(report.failed)} clips without an accepted omni caption; rerun to retry them", file=sys.stderr)
@@ -203,7 +239,12 @@ def _pseudolabel_missing(args: argparse.Namespace, records: list) -> list:
 
 def _pseudolabel(args: argparse.Namespace) -> int:
     from mico_chat.instruct_data.omni_caption import read_caption_records
-    from mico_chat.instruct_data.pseudolabel import ChatModelCaptioner, PseudoLabelConfig, pseudolabel, records_from_folder
+    from mico_chat.instruct_data.pseudolabel import (
+        ChatModelCaptioner,
+        PseudoLabelConfig,
+        pseudolabel,
+        records_from_folder,
+    )
 
     if args.input.is_dir():
         records, root = records_from_folder(args.input), args.media_root or args.input
@@ -237,7 +278,9 @@ def _instruct(args: argparse.Namespace) -> int:
                          max_retries=args.max_retries, log=args.log, progress=not args.no_progress)  # fmt: skip
         print(report.format())
         return 0
-    config = InstructConfig(kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()), per_record=args.per_record, seed=args.seed)
+    config = InstructConfig(
+        kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()), per_record=args.per_record, seed=args.seed
+    )
     made = [parse_record(raw) for raw in make_instructions(records, config)]
     count = write_records(args.output, made)
     print(f"{args.output}: {count} instruction records from {len(records)} caption records")

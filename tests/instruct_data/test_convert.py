@@ -36,7 +36,10 @@ def test_llava_instruct(tmp_path):
     assert records[0].media[0].path == "coco/train2017/000000033471.jpg" and len(records[0].messages) == 4
     assert records[1].media == ()
     assert [(r["line"], r["id"]) for r in rejects] == [(3, None), (4, "no-placeholder")]
-    assert "placeholders [none] do not match media [image]" in rejects[1]["reason"] and rejects[1]["raw"]["id"] == "no-placeholder"
+    assert (
+        "placeholders [none] do not match media [image]" in rejects[1]["reason"]
+        and rejects[1]["raw"]["id"] == "no-placeholder"
+    )
 
 
 def test_llava_pretrain_keeps_the_caption(tmp_path):
@@ -46,7 +49,9 @@ def test_llava_pretrain_keeps_the_caption(tmp_path):
             {"from": "gpt", "value": "select luxury furniture 3 - inch gel memory foam mattress topper"}]},
         {"id": "2", "image": "00000/2.jpg", "conversations": [{"from": "human", "value": "<image>"}]},
     ]  # fmt: skip
-    result, records, rejects = run(tmp_path, "llava-pretrain", "blip_laion_cc_sbu_558k.json", data, path_template="images/{image}")
+    result, records, rejects = run(
+        tmp_path, "llava-pretrain", "blip_laion_cc_sbu_558k.json", data, path_template="images/{image}"
+    )
     assert records[0].captions == {"vision": "select luxury furniture 3 - inch gel memory foam mattress topper"}
     assert records[0].media[0].path == "images/00453/004539375.jpg"
     assert rejects[0]["line"] == 2 and "one 'gpt' reply" in rejects[0]["reason"]
@@ -76,9 +81,14 @@ broken.wav,only,three,fields
 
 
 def test_clotho_one_record_per_caption(tmp_path):
-    result, records, rejects = run(tmp_path, "clotho", "clotho_captions_development.csv", CLOTHO, path_template="development/{file_name}")
+    result, records, rejects = run(
+        tmp_path, "clotho", "clotho_captions_development.csv", CLOTHO, path_template="development/{file_name}"
+    )
     assert len(records) == 9 and result.records == 9
-    assert records[0].id == "Distorted AM Radio noise.wav#1" and records[0].media[0].path == "development/Distorted AM Radio noise.wav"
+    assert (
+        records[0].id == "Distorted AM Radio noise.wav#1"
+        and records[0].media[0].path == "development/Distorted AM Radio noise.wav"
+    )
     assert records[5].captions == {"audio": "Someone walks on gravel, slowly."}
     assert [r.meta["caption_index"] for r in records[5:]] == [1, 2, 4, 5]  # the empty caption_3 is skipped
     assert rejects[0]["line"] == 4 and "4 fields, the header has 6" in rejects[0]["reason"]
@@ -118,9 +128,18 @@ MSRVTT = {
 
 
 def test_msrvtt_with_split_filter(tmp_path):
-    result, records, rejects = run(tmp_path, "msrvtt", "train_val_videodatainfo.json", MSRVTT, split="train", path_template="TrainValVideo/{video_id}.mp4")
+    result, records, rejects = run(
+        tmp_path,
+        "msrvtt",
+        "train_val_videodatainfo.json",
+        MSRVTT,
+        split="train",
+        path_template="TrainValVideo/{video_id}.mp4",
+    )
     assert [r.id for r in records] == ["video0#0", "video0#1"]
-    assert records[0].media[0].path == "TrainValVideo/video0.mp4" and records[0].captions == {"vision": "a car is shown"}
+    assert records[0].media[0].path == "TrainValVideo/video0.mp4" and records[0].captions == {
+        "vision": "a car is shown"
+    }
     assert records[0].meta["start_s"] == 137.72 and records[0].meta["category"] == 9
     assert rejects[0]["line"] == 4 and "'video99999', which is not in 'videos'" in rejects[0]["reason"]
     _, everything, _ = run(tmp_path, "msrvtt", "all.json", MSRVTT)
@@ -138,7 +157,9 @@ def test_valor(tmp_path):
     result, records, rejects = run(tmp_path, "valor", "desc_test.json", data)
     (r,) = records
     assert r.captions == {"omni": "A man plays a guitar while a crowd cheers loudly."}
-    assert [m.modality.value for m in r.media] == ["video", "audio"] and r.media[0].path == "-0DbsN6Y2Z0_30.000_40.000.mp4"
+    assert [m.modality.value for m in r.media] == ["video", "audio"] and r.media[
+        0
+    ].path == "-0DbsN6Y2Z0_30.000_40.000.mp4"
     assert (r.meta["youtube_id"], r.meta["start_s"], r.meta["end_s"]) == ("-0DbsN6Y2Z0", 30.0, 40.0)
     assert [x["line"] for x in rejects] == [2, 3]
 
@@ -171,7 +192,11 @@ def test_generic_caption_csv_and_bad_templates(tmp_path):
     csv_text = "clip,text,uid\nsounds/a.flac,Rain on a roof,u1\n,Nothing,u2\n"
     result, records, rejects = run(tmp_path, "caption-csv", "mine.csv", csv_text, path_column="clip", caption_column="text",
                                    id_column="uid", modality="audio", caption_kind="audio")  # fmt: skip
-    assert records[0].id == "u1" and records[0].media[0].modality.value == "audio" and records[0].captions == {"audio": "Rain on a roof"}
+    assert (
+        records[0].id == "u1"
+        and records[0].media[0].modality.value == "audio"
+        and records[0].captions == {"audio": "Rain on a roof"}
+    )
     assert rejects[0]["line"] == 3
     with pytest.raises(ConvertError, match="lacks column"):
         run(tmp_path, "caption-csv", "mine.csv", csv_text)
@@ -185,11 +210,34 @@ def test_cli_convert(tmp_path, capsys):
     source = tmp_path / "train.csv"
     source.write_text(AUDIOCAPS)
     out = tmp_path / "ac.jsonl"
-    assert main(["data", "convert", "audiocaps", str(source), str(out), "--path-template", "audio/{youtube_id}_{start_time}.wav"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "convert",
+                "audiocaps",
+                str(source),
+                str(out),
+                "--path-template",
+                "audio/{youtube_id}_{start_time}.wav",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "2 records written, 1 rows rejected" in printed and f"{source}:4: start_time" in printed
     assert next(read_records(out)).media[0].path == "audio/r1nicOVtvkQ_130.wav"
     assert main(["data", "convert", "audiocaps", str(source), str(out), "--strict"]) == 1
     assert main(["data", "convert", "clotho", str(source), str(out)]) == 2
     assert "lacks column(s)" in capsys.readouterr().err
-    assert set(CONVERTERS) >= {"llava", "llava-pretrain", "videoinstruct", "clotho", "audiocaps", "msrvtt", "valor", "webvid", "cc3m"}
+    assert set(CONVERTERS) >= {
+        "llava",
+        "llava-pretrain",
+        "videoinstruct",
+        "clotho",
+        "audiocaps",
+        "msrvtt",
+        "valor",
+        "webvid",
+        "cc3m",
+    }

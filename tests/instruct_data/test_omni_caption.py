@@ -47,7 +47,11 @@ def test_prompt_holds_every_caption_subtitle_and_the_instruction():
     record = parse_record({"id": "x", "media": [{"modality": "video", "path": "x.mp4"}], "captions": {"vision": "A dog runs.", "audio": "Barking."},
                            "meta": {"vision_captions": ["A dog runs.", "A puppy sprints.", "A dog on grass.", "fourth"]}})  # fmt: skip
     inputs = caption_inputs(record)
-    assert inputs == {"vision": ["A dog runs.", "A puppy sprints.", "A dog on grass."], "audio": ["Barking."], "subtitle": []}
+    assert inputs == {
+        "vision": ["A dog runs.", "A puppy sprints.", "A dog on grass."],
+        "audio": ["Barking."],
+        "subtitle": [],
+    }
     system, user = omni_prompt({**inputs, "subtitle": ["good boy"]})
     assert system["role"] == "system" and user["role"] == "user"
     for text in ("- A puppy sprints.", "- Barking.", 'What is said: "good boy"', INSTRUCTION):
@@ -111,12 +115,18 @@ def test_a_line_cut_by_a_crash_is_dropped_before_resuming(tmp_path):
 
 
 def test_invented_content_is_rejected_and_concat_is_the_optional_fallback(tmp_path):
-    gen = ScriptedGenerator(lambda prompt, attempt: "A famous orchestra performs a symphony inside an opera house tonight.")
-    report = generate_omni_captions(RECORDS[:1], tmp_path / "o.jsonl", gen, OmniCaptionConfig(max_retries=1, fallback="concat"), progress=False)
+    gen = ScriptedGenerator(
+        lambda prompt, attempt: "A famous orchestra performs a symphony inside an opera house tonight."
+    )
+    report = generate_omni_captions(
+        RECORDS[:1], tmp_path / "o.jsonl", gen, OmniCaptionConfig(max_retries=1, fallback="concat"), progress=False
+    )
     assert report.done == 1 and report.rejected_outputs == 2
     (record,) = read_records(tmp_path / "o.jsonl")
     assert record.captions["omni"] == concat_caption(caption_inputs(RECORDS[0]))
-    assert record.captions["omni"] == 'A red square moves to the left. Three high beeps sound. Someone says "hello there".'
+    assert (
+        record.captions["omni"] == 'A red square moves to the left. Three high beeps sound. Someone says "hello there".'
+    )
     assert record.meta["omni_caption"].startswith("concat")
     log = [json.loads(line) for line in report.log.read_text().splitlines()]
     assert "content words come from the inputs" in log[0]["reason"]
@@ -130,12 +140,18 @@ def test_openai_compatible_endpoint(tmp_path, openai_stub):
         return 200, GOOD[rid_of(prompt)]
 
     stub = openai_stub(reply)
-    gen = OpenAIGenerator(stub.base_url, "vicuna-13b", api_key="sk-test", settings=SamplingSettings(max_new_tokens=50), concurrency=2)
-    report = generate_omni_captions(RECORDS, tmp_path / "o.jsonl", gen, OmniCaptionConfig(max_retries=1), progress=False)
+    gen = OpenAIGenerator(
+        stub.base_url, "vicuna-13b", api_key="sk-test", settings=SamplingSettings(max_new_tokens=50), concurrency=2
+    )
+    report = generate_omni_captions(
+        RECORDS, tmp_path / "o.jsonl", gen, OmniCaptionConfig(max_retries=1), progress=False
+    )
     assert report.done == 2 and report.failed == ["c"]
     assert {r.id: r.captions["omni"] for r in read_records(tmp_path / "o.jsonl")} == {"a": GOOD["a"], "b": GOOD["b"]}
     first = stub.seen[0]
-    assert first["path"] == "/v1/chat/completions" and first["model"] == "vicuna-13b" and first["auth"] == "Bearer sk-test"
+    assert (
+        first["path"] == "/v1/chat/completions" and first["model"] == "vicuna-13b" and first["auth"] == "Bearer sk-test"
+    )
     assert first["max_tokens"] == 50 and first["temperature"] == 0.0 and first["messages"][0]["role"] == "system"
     retries = [s for s in stub.seen if "green cross" in s["messages"][-1]["content"]]
     assert [s["temperature"] for s in retries] == [0.0, 0.8] and retries[0]["seed"] != retries[1]["seed"]
@@ -148,7 +164,19 @@ def test_cli_with_an_openai_endpoint(tmp_path, openai_stub, capsys):
     source = tmp_path / "captions.jsonl"
     source.write_text("".join(json.dumps(r.to_json()) + "\n" for r in RECORDS) + "{not json\n")
     out = tmp_path / "omni.jsonl"
-    code = main(["data", "omni-caption", str(source), str(out), "--openai-base-url", stub.base_url, "--openai-model", "m", "--no-progress"])
+    code = main(
+        [
+            "data",
+            "omni-caption",
+            str(source),
+            str(out),
+            "--openai-base-url",
+            stub.base_url,
+            "--openai-model",
+            "m",
+            "--no-progress",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0 and "3 written, 0 already done, 0 failed" in captured.out and ":4: not valid JSON" in captured.err
     assert [r.captions["omni"] for r in read_records(out)] == [GOOD["a"], GOOD["b"], GOOD["c"]]

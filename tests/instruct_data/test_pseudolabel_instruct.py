@@ -38,7 +38,9 @@ class PixelCaptioner:
         out = []
         for image in images:
             flat = image.reshape(-1, 3).astype(int)
-            distance = {c: np.abs(flat - np.array(rgb)).sum(axis=1) for c, rgb in {**F.COLOURS, **F.BACKGROUNDS}.items()}
+            distance = {
+                c: np.abs(flat - np.array(rgb)).sum(axis=1) for c, rgb in {**F.COLOURS, **F.BACKGROUNDS}.items()
+            }
             names = np.array(list(distance))[np.argmin(np.stack(list(distance.values())), axis=0)]
             counts = Counter(n for n in names if n in F.COLOURS)
             bg = Counter(n for n in names if n in F.BACKGROUNDS).most_common(1)[0][0]
@@ -59,14 +61,20 @@ def test_pseudolabels_come_from_the_frames(small_world, tmp_path):
     unlabelled = [parse_record({**c.to_json(), "captions": {"audio": c.captions["audio"]}}) for c in captions]
     report = pseudolabel(unlabelled, tmp_path / "pl.jsonl", PixelCaptioner(), media_root=root, progress=False)
     assert report.done == 6 and not report.failed
-    world = {json.loads(line)["id"]: json.loads(line)["scene"] for line in (root / "world.jsonl").read_text().splitlines()}
+    world = {
+        json.loads(line)["id"]: json.loads(line)["scene"] for line in (root / "world.jsonl").read_text().splitlines()
+    }
     for record in read_records(tmp_path / "pl.jsonl"):
         scene = world[record.id]
         frames = record.meta["pseudolabel"]["frames"]
-        assert len(frames) == 1 and record.meta["pseudolabel"]["combine"] == "single frame"  # clips < 8 s: the centre frame
+        assert (
+            len(frames) == 1 and record.meta["pseudolabel"]["combine"] == "single frame"
+        )  # clips < 8 s: the centre frame
         assert abs(frames[0]["time_s"] - scene["duration_s"] / 2) <= 0.04
         assert record.captions["vision"] == frames[0]["caption"] and record.captions["audio"]  # other captions kept
-        visible = scene["visual_event"] == "none" or (scene["visual_event"] == "appear") == (scene["event_time_s"] <= frames[0]["time_s"])
+        visible = scene["visual_event"] == "none" or (scene["visual_event"] == "appear") == (
+            scene["event_time_s"] <= frames[0]["time_s"]
+        )
         assert (scene["colour"] in record.captions["vision"]) == visible, (record.id, record.captions["vision"])
 
 
@@ -74,13 +82,19 @@ def test_several_chunks_are_joined_or_combined_by_an_llm(small_world, tmp_path):
     root, captions = small_world
     records = [captions[0]]
     config = PseudoLabelConfig(chunk_s=1.0, max_frames=3)
-    joined = pseudolabel(records, tmp_path / "join.jsonl", PixelCaptioner(), media_root=root, config=config, progress=False)
+    joined = pseudolabel(
+        records, tmp_path / "join.jsonl", PixelCaptioner(), media_root=root, config=config, progress=False
+    )
     (record,) = read_records(tmp_path / "join.jsonl")
     frames = record.meta["pseudolabel"]["frames"]
     assert joined.done == 1 and len(frames) == 3 and record.meta["pseudolabel"]["combine"] == "join"
     assert record.captions["vision"] == join_captions([f["caption"] for f in frames])
-    llm = ScriptedGenerator(lambda prompt, attempt: "A shape shows up on the background and then stays there." if "1. " in prompt else None)
-    pseudolabel(records, tmp_path / "llm.jsonl", PixelCaptioner(), combiner=llm, media_root=root, config=config, progress=False)
+    llm = ScriptedGenerator(
+        lambda prompt, attempt: "A shape shows up on the background and then stays there." if "1. " in prompt else None
+    )
+    pseudolabel(
+        records, tmp_path / "llm.jsonl", PixelCaptioner(), combiner=llm, media_root=root, config=config, progress=False
+    )
     (record,) = read_records(tmp_path / "llm.jsonl")
     assert record.captions["vision"] == "A shape shows up on the background and then stays there."
     assert record.meta["pseudolabel"]["combine"] == "llm:scripted" and "3. " in llm.calls[0][1][0]
@@ -108,11 +122,20 @@ def test_the_chat_model_captions_images(small_world, tmp_path, tiny):
 
     root, captions = small_world
     model, processor = tiny
-    captioner = ChatModelCaptioner(ChatModel(model, processor, name="tiny"), settings=SamplingSettings(max_new_tokens=6))
+    captioner = ChatModelCaptioner(
+        ChatModel(model, processor, name="tiny"), settings=SamplingSettings(max_new_tokens=6)
+    )
     frame = np.zeros((40, 40, 3), np.uint8)
     (out,) = captioner.caption([frame])
     assert out.error is None and isinstance(out.text, str)
-    report = pseudolabel(captions[:1], tmp_path / "o.jsonl", captioner, media_root=root, config=PseudoLabelConfig(max_retries=0), progress=False)
+    report = pseudolabel(
+        captions[:1],
+        tmp_path / "o.jsonl",
+        captioner,
+        media_root=root,
+        config=PseudoLabelConfig(max_retries=0),
+        progress=False,
+    )
     assert report.done + len(report.failed) == 1
 
 

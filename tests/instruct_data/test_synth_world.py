@@ -93,11 +93,19 @@ def centroid_hz(samples: np.ndarray) -> float:
 def covering_indices(split: str, seed: int, limit: int = 600) -> list[int]:
     """Few clip indices that together show every sound class, motion, shape, count and visual event."""
     want = {("sound", s) for s in F.SOUND_CLASSES if s != "speech"} | {("motion", m) for m in F.MOTIONS}
-    want |= {("shape", s) for s in F.SHAPES} | {("count", c) for c in F.COUNTS} | {("event", e) for e in F.VISUAL_EVENTS}
+    want |= (
+        {("shape", s) for s in F.SHAPES} | {("count", c) for c in F.COUNTS} | {("event", e) for e in F.VISUAL_EVENTS}
+    )
     chosen = []
     for i in range(limit):
         s = draw_scene(i, seed=seed, split=split)
-        have = {("sound", s.sound.sound_class), ("motion", s.motion), ("shape", s.shape), ("count", s.count), ("event", s.visual_event)}
+        have = {
+            ("sound", s.sound.sound_class),
+            ("motion", s.motion),
+            ("shape", s.shape),
+            ("count", s.count),
+            ("event", s.visual_event),
+        }
         if have & want:
             chosen.append(i)
             want -= have
@@ -117,7 +125,9 @@ def covered(tmp_path_factory):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     out = tmp_path_factory.mktemp("world")
-    summary = generate_world(out, 24, seed=7, split="heldout", workers=1, config=WorldConfig(speech="off"), progress=False)
+    summary = generate_world(
+        out, 24, seed=7, split="heldout", workers=1, config=WorldConfig(speech="off"), progress=False
+    )
     return out, summary
 
 
@@ -148,7 +158,9 @@ def test_the_still_and_depth_map_match_the_scene_exactly(covered):
         np.testing.assert_array_equal(still, rgb_frame(scene, scene.still_time_s))
         blobs = components(foreground(still, scene.background))
         assert len(blobs) == scene.count
-        assert {shape_of(b) for b in blobs} == {scene.shape}, f"{scene.id}: pixels look like {[shape_of(b) for b in blobs]}"
+        assert {shape_of(b) for b in blobs} == {scene.shape}, (
+            f"{scene.id}: pixels look like {[shape_of(b) for b in blobs]}"
+        )
         sides = [b[:, 1].max() - b[:, 1].min() + 1 for b in blobs]
         assert all(abs(s - F.SIZES[scene.size] * scene.width) <= 2 for s in sides)
         depth = load_depth(root / entry["media"]["depth"])
@@ -172,7 +184,9 @@ def test_motion_direction_and_speed_follow_the_centroid_track(covered):
         assert direction == scene.motion, f"{scene.id}: centroid moved {dx:.1f}, {dy:.1f}; label {scene.motion}"
         room = scene.width - 4 - scene.side
         speed = np.hypot(dx, dy) / room / ((t1 - t0) / scene.duration_s)
-        assert abs(speed - F.SPEEDS[scene.speed]) < 0.05, f"{scene.id}: travels {speed:.2f} of the room, label {scene.speed}"
+        assert abs(speed - F.SPEEDS[scene.speed]) < 0.05, (
+            f"{scene.id}: travels {speed:.2f} of the room, label {scene.speed}"
+        )
 
 
 def test_audio_events_onsets_pitch_and_chirp_direction_match_the_samples(covered):
@@ -199,7 +213,9 @@ def test_audio_events_onsets_pitch_and_chirp_direction_match_the_samples(covered
             rising = peak_hz(event[-third:]) > peak_hz(event[:third])
             assert rising == (spec.direction == "rising"), scene.id
         elif spec.sound == "noise":
-            assert (centroid_hz(event) < 1000) == (spec.pitch == "low"), f"{scene.id}: centroid {centroid_hz(event):.0f} Hz"
+            assert (centroid_hz(event) < 1000) == (spec.pitch == "low"), (
+                f"{scene.id}: centroid {centroid_hz(event):.0f} Hz"
+            )
     assert kinds == {c for c in F.SOUND_CLASSES if c != "speech"}
 
 
@@ -239,7 +255,9 @@ def test_heldout_captions_tell_most_of_1000_clips_apart():
     scenes = [draw_scene(i, seed=3, split="heldout") for i in range(1000)]
     from mico_chat.instruct_data.synth.language import _sound_phrase
 
-    vision = Counter((s.shape, s.colour, s.size, s.count, s.background, s.motion, s.speed, s.visual_event) for s in scenes)
+    vision = Counter(
+        (s.shape, s.colour, s.size, s.count, s.background, s.motion, s.speed, s.visual_event) for s in scenes
+    )
     audio = Counter(_sound_phrase(s) for s in scenes)
     assert len(vision) > 700
     # A text-to-audio retriever that ranks clips by their audio alone can still reach R@5 > 20x random.
@@ -253,7 +271,11 @@ def test_same_seed_gives_byte_identical_files_whatever_the_worker_count(tmp_path
     assert b.workers == 2
 
     def digests(root: Path) -> dict[str, str]:
-        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+        return {
+            str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
 
     assert digests(a.out_dir) == digests(b.out_dir)
     assert len(digests(a.out_dir)) == 34 * 3 + 4
@@ -265,7 +287,9 @@ def test_world_records_are_valid_and_cover_every_family_and_form(world):
     root, summary = world
     assert summary.n == 24 and summary.split == "heldout" and not summary.speech.enabled
     assert json.loads((root / "summary.json").read_text())["records"] == summary.num_records == 24 * 7
-    report = validate_records([root / "records.jsonl", root / "captions.jsonl"], root, check="decode", workers=1, progress=False)
+    report = validate_records(
+        [root / "records.jsonl", root / "captions.jsonl"], root, check="decode", workers=1, progress=False
+    )
     assert report.ok and report.valid == 24 * 8, report.format()
     records = list(read_records(root / "records.jsonl"))
     families = Counter(r.meta["family"] for r in records)
@@ -293,7 +317,9 @@ def test_every_stored_answer_passes_the_judge_and_wrong_ones_fail(world):
             checked += 1
             if qa["form"] == "mc":
                 wrong = next(letter for letter in "ABCD"[: len(qa["options"])] if letter != qa["answer"])
-                assert not judge(wrong, qa) and judge(f"({qa['answer']}) {qa['options']['ABCD'.index(qa['answer'])]}", qa)
+                assert not judge(wrong, qa) and judge(
+                    f"({qa['answer']}) {qa['options']['ABCD'.index(qa['answer'])]}", qa
+                )
             elif qa["form"] == "yesno":
                 assert not judge({"yes": "No.", "no": "Yes."}[qa["answer"]], qa)
     assert checked == 24 * 9
@@ -329,7 +355,12 @@ def test_small_worlds_generate_quickly(tmp_path):
 def test_cli_synth(tmp_path, capsys):
     from mico_chat.cli import main
 
-    assert main(["data", "synth", "--out", str(tmp_path), "--n", "3", "--seed", "2", "--split", "heldout", "--no-progress"]) == 0
+    assert (
+        main(
+            ["data", "synth", "--out", str(tmp_path), "--n", "3", "--seed", "2", "--split", "heldout", "--no-progress"]
+        )
+        == 0
+    )
     assert "3 heldout clips, 21 instruction records, 3 caption records" in capsys.readouterr().out
     assert json.loads((tmp_path / "summary.json").read_text())["split"] == "heldout"
     assert main(["data", "synth", "--out", str(tmp_path), "--n", "1", "--size", "100", "--no-progress"]) == 2

@@ -18,7 +18,12 @@ TALK = [{"from": "human", "value": "<video>\n<audio>\nWhat happens?"}, {"from": 
 
 
 def rec(rid, media, text="<video>\n<audio>\nWhat happens?", **extra):
-    return {"id": rid, "media": media, "conversations": [{"from": "human", "value": text}, {"from": "gpt", "value": "Yes."}], **extra}
+    return {
+        "id": rid,
+        "media": media,
+        "conversations": [{"from": "human", "value": text}, {"from": "gpt", "value": "Yes."}],
+        **extra,
+    }
 
 
 def av(path, **window):
@@ -46,10 +51,19 @@ def dataset(tmp_path_factory):
         json.dumps(rec("corrupt", av("garbage.mp4"))),  # 6
         json.dumps(rec("audio-as-video", av("beep.wav"))),  # 7
         json.dumps(rec("late-window", av("clip.mp4", start=30.0, end=40.0))),  # 8
-        json.dumps({"id": "chatty", "image": "pic.png", "conversations": [{"from": "human", "value": "<image>\nHi"}, {"from": "gpt", "value": "Hi"}] + [{"from": "human", "value": "And?"}, {"from": "gpt", "value": "So."}] * 3}),  # 9
+        json.dumps(
+            {
+                "id": "chatty",
+                "image": "pic.png",
+                "conversations": [{"from": "human", "value": "<image>\nHi"}, {"from": "gpt", "value": "Hi"}]
+                + [{"from": "human", "value": "And?"}, {"from": "gpt", "value": "So."}] * 3,
+            }
+        ),  # 9
         json.dumps(rec("ok-image", [{"modality": "image", "path": "pic.png"}], "<image>\nWhat is it?")),  # 10
         json.dumps(rec("empty-file", [{"modality": "image", "path": "empty.png"}], "<image>\nWhat is it?")),  # 11
-        json.dumps({"id": "ok-caption", "media": [{"modality": "audio", "path": "beep.wav"}], "captions": {"audio": "A tone."}}),  # 12
+        json.dumps(
+            {"id": "ok-caption", "media": [{"modality": "audio", "path": "beep.wav"}], "captions": {"audio": "A tone."}}
+        ),  # 12
         json.dumps(rec("truncated-png", [{"modality": "image", "path": "cut.png"}], "<image>\nWhat is it?")),  # 13
     ]
     (root / "records.jsonl").write_text("\n".join(lines) + "\n")
@@ -60,7 +74,9 @@ LIMITS = RecordLimits(max_turns=4)
 
 
 def test_every_bad_record_is_reported_with_file_line_and_reason(dataset):
-    report = validate_records(dataset / "records.jsonl", dataset, check="decode", limits=LIMITS, workers=1, progress=False)
+    report = validate_records(
+        dataset / "records.jsonl", dataset, check="decode", limits=LIMITS, workers=1, progress=False
+    )
     assert (report.total, report.valid) == (13, 3)
     by_line = {b.line: b for b in report.bad}
     assert sorted(by_line) == [2, 3, 4, 5, 6, 7, 8, 9, 11, 13]
@@ -87,7 +103,9 @@ def test_every_bad_record_is_reported_with_file_line_and_reason(dataset):
 
 def test_check_levels_catch_progressively_more(dataset):
     def bad_lines(check):
-        report = validate_records(dataset / "records.jsonl", dataset, check=check, limits=LIMITS, workers=1, progress=False)
+        report = validate_records(
+            dataset / "records.jsonl", dataset, check=check, limits=LIMITS, workers=1, progress=False
+        )
         return sorted(b.line for b in report.bad)
 
     assert bad_lines("none") == [2, 4, 5, 9]
@@ -125,7 +143,11 @@ def test_cli_prints_the_report_and_exits_1_on_bad_records(dataset, tmp_path, cap
     code = main(["data", "validate", str(dataset / "records.jsonl"), "--media-root", str(dataset), "--no-progress",
                  "--workers", "1", "--json", str(out)])  # fmt: skip
     printed = capsys.readouterr().out
-    assert code == 1 and "13 records, 4 valid, 9 bad" in printed and ":3: media[0] (video) nowhere.mp4: no such file" in printed
+    assert (
+        code == 1
+        and "13 records, 4 valid, 9 bad" in printed
+        and ":3: media[0] (video) nowhere.mp4: no such file" in printed
+    )
     report = json.loads(out.read_text())
     assert report["bad_count"] == 9 and report["bad"][0] == {"file": str(dataset / "records.jsonl"), "line": 2, "id": None,
                                                              "reason": report["bad"][0]["reason"]}  # fmt: skip
