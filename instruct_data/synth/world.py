@@ -216,7 +216,7 @@ def clip_records(scene: Scene, paths: dict[str, str], config: WorldConfig, omni:
         out.append({
             "id": f"{scene.id}-describe",
             "media": media,
-            "messages": [{"role": "user", "content": prefix + L._pick(rng, DESCRIBE)}, {"role": "assistant", "content": omni}],
+            "messages": [{"role": "user", "content": prefix + DESCRIBE[int(rng.integers(len(DESCRIBE)))]}, {"role": "assistant", "content": omni}],
             "meta": {**base, "family": "description", "topic": "description", "form": "open", "answer": omni,
                      "facts": facts, "view": "video"},
         })  # fmt: skip
