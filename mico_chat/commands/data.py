@@ -143,7 +143,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _llm_arguments(p)
 
 
-def _generator(args: argparse.Namespace):
+def _generator(args: argparse.Namespace, chat=None):
+    """The LLM the options name: an OpenAI-compatible endpoint, or ``chat`` / the ``--model`` ChatModel."""
     import os
 
     from mico_chat.instruct_data.llm import ChatModelGenerator, OpenAIGenerator, SamplingSettings
@@ -154,7 +155,7 @@ def _generator(args: argparse.Namespace):
             raise ValueError("--openai-base-url needs --openai-model")
         key = args.openai_api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         return OpenAIGenerator(args.openai_base_url, args.openai_model, api_key=key, settings=settings)
-    return ChatModelGenerator(_chat_model(args), settings)
+    return ChatModelGenerator(chat if chat is not None else _chat_model(args), settings)
 
 
 def _chat_model(args: argparse.Namespace):
@@ -209,19 +210,20 @@ def _omni(args: argparse.Namespace) -> int:
     records, bad = read_caption_records(args.input)
     for b in bad:
         print(f"skipped: {b}", file=sys.stderr)
+    chat = _chat_model(args) if args.pseudolabel or not args.openai_base_url else None  # loaded once, used twice
     if args.pseudolabel:
-        records = _pseudolabel_missing(args, records)
+        records = _pseudolabel_missing(args, records, chat)
     config = OmniCaptionConfig(batch_size=args.batch_size, max_retries=args.max_retries, fallback=args.fallback)
-    report = generate_omni_captions(
-        records, args.output, _generator(args), config, log=args.log, progress=not args.no_progress
-    )
+    generator = _generator(args, chat)
+    report = generate_omni_captions(records, args.output, generator, config, log=args.log, progress=not args.no_progress)
     print(report.format())
     if report.failed:
         print(f"{len(report.failed)} clips without an accepted omni caption; rerun to retry them", file=sys.stderr)
     return 0
 
 
-def _pseudolabel_missing(args: argparse.Namespace, records: list) -> list:
+def _pseudolabel_missing(args: argparse.Namespace, records: list, chat) -> list:
+    """Records without a vision caption get a pseudo-label first (written to OUT.pseudolabel.jsonl, resumable)."""
     from mico_chat.instruct_data.pseudolabel import ChatModelCaptioner, PseudoLabelConfig, pseudolabel
     from mico_chat.instruct_data.records import Record, read_records
 
@@ -230,7 +232,7 @@ def _pseudolabel_missing(args: argparse.Namespace, records: list) -> list:
         return records
     labelled = args.output.with_name(args.output.name + ".pseudolabel.jsonl")
     config = PseudoLabelConfig(batch_size=args.batch_size, max_retries=args.max_retries)
-    report = pseudolabel(missing, labelled, ChatModelCaptioner(_chat_model(args)), media_root=args.media_root or args.input.parent,
+    report = pseudolabel(missing, labelled, ChatModelCaptioner(chat), media_root=args.media_root or args.input.parent,
                          config=config, progress=not args.no_progress)  # fmt: skip
     print(report.format())
     by_id = {r.id: r for r in read_records(labelled) if isinstance(r, Record)}
@@ -256,7 +258,7 @@ def _pseudolabel(args: argparse.Namespace) -> int:
     chat = _chat_model(args)
     combiner = None
     if args.combine == "llm" or (args.combine == "auto" and args.openai_base_url):
-        combiner = _generator(args)
+        combiner = _generator(args, chat)
     config = PseudoLabelConfig(chunk_s=args.chunk_s, max_frames=args.max_frames, combine=args.combine,
                                batch_size=args.batch_size, max_retries=args.max_retries)  # fmt: skip
     report = pseudolabel(records, args.output, ChatModelCaptioner(chat), combiner=combiner, media_root=root, config=config,

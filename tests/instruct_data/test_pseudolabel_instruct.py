@@ -209,3 +209,23 @@ def test_cli_instruct(tmp_path, capsys):
     assert "6 instruction records from 6 caption records" in capsys.readouterr().out
     assert {r.meta["kind"] for r in read_records(out)} <= {"description", "mc"}
     assert main(["data", "instruct", str(source), str(out), "--kinds", "poems"]) == 2
+
+
+def test_cli_pseudolabel_and_omni_caption_with_a_saved_model(small_world, tmp_path, tiny, capsys):
+    from mico_chat.api import ChatModel
+
+    root, captions = small_world
+    model, processor = tiny
+    folder = tmp_path / "tiny-model"
+    ChatModel(model, processor).save_pretrained(folder)
+    common = ["--model", str(folder), "--max-retries", "0", "--max-new-tokens", "6", "--no-progress"]
+    assert main(["data", "pseudolabel", str(root / "media"), str(tmp_path / "pl.jsonl"), *common]) == 0
+    assert "pl.jsonl: " in capsys.readouterr().out
+    log = (tmp_path / "pl.jsonl.log.jsonl").read_text().splitlines() if (tmp_path / "pl.jsonl.log.jsonl").exists() else []
+    written = list(read_records(tmp_path / "pl.jsonl")) if (tmp_path / "pl.jsonl").exists() else []
+    assert len(written) + len(log) == 6  # every video was captioned: accepted, or rejected and logged
+    source = tmp_path / "nolabel.jsonl"
+    source.write_text(json.dumps({**captions[0].to_json(), "captions": {"audio": captions[0].captions["audio"]}}) + "\n")
+    out = tmp_path / "omni.jsonl"
+    code = main(["data", "omni-caption", str(source), str(out), "--pseudolabel", "--media-root", str(root), *common])
+    assert code == 0 and (tmp_path / "omni.jsonl.pseudolabel.jsonl").exists()
