@@ -349,6 +349,9 @@ def generate_world(
 
     Returns:
         A :class:`WorldSummary`; ``summary.seconds`` is the wall time.
+
+    The three JSONL files and summary.json are replaced atomically; media files of an earlier,
+    larger world in the same folder are left in place (no record refers to them).
     """
     if split not in F.SPLITS:
         raise ValueError(f"unknown split {split!r}; known: {', '.join(F.SPLITS)}")
