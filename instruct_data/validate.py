@@ -140,7 +140,7 @@ class ValidationReport:
 
     def reasons(self) -> Counter:
         """Bad records per kind of problem (json, format, placeholders, length, media, window)."""
-        return Counter(_category(b.reason) for b in self.bad)
+        return Counter(getattr(b, "kind", "format") for b in self.bad)
 
     def format(self, max_listed: int | None = 200) -> str:
         """A human-readable report: counts, then each bad record as ``file:line: reason (id ...)``."""
@@ -162,29 +162,36 @@ class ValidationReport:
             "files": self.files, "total": self.total, "valid": self.valid, "bad_count": len(self.bad),
             "reasons": dict(self.reasons()), "media_files": self.media_files, "media_bad": self.media_bad,
             "check": self.check, "seconds": round(self.seconds, 3),
-            "bad": [{"file": b.source, "line": b.line, "id": b.id, "reason": b.reason} for b in self.bad],
+            "bad": [{"file": b.source, "line": b.line, "id": b.id, "kind": getattr(b, "kind", "format"), "reason": b.reason}
+                    for b in self.bad],
         }  # fmt: skip
 
 
-def _category(reason: str) -> str:
-    if reason.startswith("not valid JSON"):
-        return "json"
-    if "placeholders" in reason:
-        return "placeholders"
-    if reason.startswith("media[") and "window" in reason:
-        return "window"
-    if reason.startswith("media[") and ": " in reason and "(" in reason.split(":")[0]:
-        return "media"
-    if "limit is" in reason:
-        return "length"
-    return "format"
+@dataclass(frozen=True)
+class InvalidRecord(BadRecord):
+    """A bad record with the kind of its problem: ``json``, ``format``, ``placeholders``, ``length``,
+    ``media`` or ``window``."""
+
+    kind: str = "format"
+
+    @classmethod
+    def from_parse(cls, bad: BadRecord) -> InvalidRecord:
+        """Classify a record that failed to parse (:func:`.records.read_numbered_records`)."""
+        if bad.reason.startswith("not valid JSON"):
+            kind = "json"
+        elif bad.reason.startswith("placeholders "):
+            kind = "placeholders"
+        else:
+            kind = "format"
+        return cls(bad.source, bad.line, bad.reason, bad.id, kind)
 
 
 def _default_root(path: Path, media_root: str | os.PathLike | None) -> Path:
     return Path(media_root) if media_root is not None else path.parent
 
 
-def _media_failures(record: Record, root: Path, results: dict[tuple[str, str], MediaCheck]) -> str | None:
+def _media_failure(record: Record, root: Path, results: dict[tuple[str, str], MediaCheck]) -> tuple[str, str] | None:
+    """``(kind, reason)`` of the first media item of ``record`` that failed its check, or ``None``."""
     for i, ref in enumerate(record.media):
         path = str(ref.resolve(root))
         result = results.get((path, ref.modality.value))
@@ -192,10 +199,15 @@ def _media_failures(record: Record, root: Path, results: dict[tuple[str, str], M
             continue
         where = f"media[{i}] ({ref.modality.value}) {ref.path}"
         if not result.ok:
-            return f"{where}: {result.reason}"
+            return "media", f"{where}: {result.reason}"
         if result.duration_s is not None and ref.start is not None and ref.start >= result.duration_s:
-            return f"{where}: window starts at {ref.start} s but the media lasts {result.duration_s:.2f} s"
+            return "window", f"{where}: window starts at {ref.start} s but the media lasts {result.duration_s:.2f} s"
     return None
+
+
+def _invalid(path: Path, line: int, record: Record, problem: tuple[str, str]) -> InvalidRecord:
+    kind, reason = problem
+    return InvalidRecord(str(path), line, reason, record.id, kind)
 
 
 def _check_all(jobs: list[tuple[str, str, str]], workers: int, progress: bool) -> list[MediaCheck]:
@@ -248,8 +260,10 @@ def validate_records(
     rows: list[tuple[Path, int, Record | BadRecord]] = []
     for path in files:
         for line, item in read_numbered_records(path, max_chars=limits.max_chars):
-            if isinstance(item, Record) and (reason := limits.check(item)) is not None:
-                item = BadRecord(str(path), line, reason, item.id)
+            if isinstance(item, BadRecord):
+                item = InvalidRecord.from_parse(item)
+            elif (reason := limits.check(item)) is not None:
+                item = _invalid(path, line, item, ("length", reason))
             rows.append((path, line, item))
             if strict and isinstance(item, BadRecord):
                 raise RecordError(str(item))
@@ -266,11 +280,11 @@ def validate_records(
     for path, line, item in rows:
         report.total += 1
         if isinstance(item, Record):
-            reason = _media_failures(item, _default_root(path, media_root), results)
-            if reason is None:
+            problem = _media_failure(item, _default_root(path, media_root), results)
+            if problem is None:
                 report.valid += 1
                 continue
-            item = BadRecord(str(path), line, reason, item.id)
+            item = _invalid(path, line, item, problem)
         if strict:
             raise RecordError(str(item))
         report.bad.append(item)
@@ -317,17 +331,18 @@ class RecordReader:
             root = _default_root(path, self.media_root)
             for line, item in read_numbered_records(path, max_chars=self.limits.max_chars):
                 if isinstance(item, BadRecord):
-                    self._bad(item)
+                    self._bad(InvalidRecord.from_parse(item))
                     continue
                 reason = self.limits.check(item)
-                if reason is None:
+                problem = None if reason is None else ("length", reason)
+                if problem is None:
                     for ref in item.media:
                         key = (str(ref.resolve(root)), ref.modality.value)
                         if key not in cache:
                             cache[key] = check_media(*key, self.check)
-                    reason = _media_failures(item, root, cache)
-                if reason is not None:
-                    self._bad(BadRecord(str(path), line, reason, item.id))
+                    problem = _media_failure(item, root, cache)
+                if problem is not None:
+                    self._bad(_invalid(path, line, item, problem))
                     continue
                 self.num_valid += 1
                 yield item

@@ -149,8 +149,9 @@ def test_cli_prints_the_report_and_exits_1_on_bad_records(dataset, tmp_path, cap
         and ":3: media[0] (video) nowhere.mp4: no such file" in printed
     )
     report = json.loads(out.read_text())
-    assert report["bad_count"] == 9 and report["bad"][0] == {"file": str(dataset / "records.jsonl"), "line": 2, "id": None,
-                                                             "reason": report["bad"][0]["reason"]}  # fmt: skip
+    assert report["bad_count"] == 9
+    assert report["bad"][0] == {"file": str(dataset / "records.jsonl"), "line": 2, "id": None, "kind": "json",
+                                "reason": report["bad"][0]["reason"]}  # fmt: skip
     good = tmp_path / "good.jsonl"
     good.write_text((dataset / "records.jsonl").read_text().splitlines()[0] + "\n")
     assert main(["data", "validate", str(good), "--media-root", str(dataset), "--no-progress"]) == 0
