@@ -101,6 +101,12 @@ def main() -> None:
             cpu = next((ln.split(":", 1)[1].strip() for ln in model.splitlines() if ln.startswith("Model name")), cpu)
         except OSError:
             pass
+        contended = (
+            "\n\nOther jobs on this shared machine raised the load during the run, so the 2-worker figures are\n"
+            "lower bounds: workers and the other jobs shared the same 2 cores. Rerun on an idle machine for the speed-up.\n"
+            if max(before, after) > 1.5
+            else ""
+        )
         table = "\n".join(f"| `--check {c}` | {n:,} | {m:,} | {s:.2f} | {n / s:,.0f} |" for c, n, m, s in rows)
         section = f"""## Data
 
@@ -117,7 +123,7 @@ questions; 128x128, 25 fps, 3-5 s clips):
 | {world.workers} worker processes | {world.n:,} | {world.seconds:.1f} | {world.clips_per_second:.1f} |
 
 {world.workers} workers run at {world.clips_per_second / baseline.clips_per_second:.2f}x the 1-process rate; the {world.n:,}-clip world
-({world.num_records:,} instruction records) takes {du_mib(world_dir):.0f} MiB.
+({world.num_records:,} instruction records) takes {du_mib(world_dir):.0f} MiB.{contended}
 
 Validation of the first {args.records:,} instruction records of that world (`validate_records`, {args.workers} workers; each
 distinct media file is checked once):
