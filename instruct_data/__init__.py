@@ -1,6 +1,38 @@
-"""Training and evaluation data: the record format (:mod:`.records`), and later its validator,
-converters, the synthetic audio-visual world and omni-caption / instruction generation."""
+"""Training and evaluation data.
 
-from .records import BadRecord, MediaRef, Record, RecordError, parse_record, read_records, write_records
+- :mod:`.records`: the one record format (LLaVA or OpenAI turns, media list, caption pairs).
+- :mod:`.validate`: check records files (format, placeholders, lengths, media) in parallel;
+  :class:`RecordReader` skips and counts bad records for training, or stops (strict).
+- :mod:`.convert`: public datasets' annotation files -> records.
+- :mod:`.synth`: the synthetic audio-visual world (clips, stills, depth, captions, questions, judge).
+- :mod:`.omni_caption`, :mod:`.pseudolabel`, :mod:`.instruct`: LLM data pipelines (VAST omni
+  captions, Lialin et al. pseudo-labels, instruction generation), on :mod:`.llm` backends and the
+  resumable runner in :mod:`.pipeline`.
+"""
 
-__all__ = ["BadRecord", "MediaRef", "Record", "RecordError", "parse_record", "read_records", "write_records"]
+from .records import (
+    BadRecord,
+    MediaRef,
+    Record,
+    RecordError,
+    parse_record,
+    read_numbered_records,
+    read_records,
+    write_records,
+)
+from .validate import RecordLimits, RecordReader, ValidationReport, validate_records
+
+__all__ = [
+    "BadRecord",
+    "MediaRef",
+    "Record",
+    "RecordError",
+    "RecordLimits",
+    "RecordReader",
+    "ValidationReport",
+    "parse_record",
+    "read_numbered_records",
+    "read_records",
+    "validate_records",
+    "write_records",
+]

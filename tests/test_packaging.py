@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ["encoders", "connectors", "instruct_data", "eval", "serve", "media", "presets", "commands", "weights"]
+SUBPACKAGES = ["encoders", "connectors", "instruct_data", "instruct_data.synth", "eval", "serve", "media", "presets", "commands", "weights"]
 PROBE = "import mico_chat, {mods}; print(mico_chat.__file__); print(mico_chat.encoders.__file__)"
 
 
@@ -42,7 +42,7 @@ def test_wheel_contains_the_namespace_layout_and_imports(tmp_path):
     (wheel,) = tmp_path.glob("mico_chat-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for sub in SUBPACKAGES:
-        assert f"mico_chat/{sub}/__init__.py" in names
+        assert f"mico_chat/{sub.replace('.', '/')}/__init__.py" in names
     assert "mico_chat/presets/default.json" in names
     assert not any(n.startswith(("encoders/", "tests/")) for n in names)
     site = tmp_path / "site"
