@@ -104,7 +104,7 @@ def depth_records(folder: Path, n: int, seed: int = 0, size: int = 32) -> Path:
     return write_jsonl(folder / "depth.jsonl", rows)
 
 
-def tiny_config(model_dir: Path, records: Path, output_dir: Path, stage: str, **sections) -> dict:
+def tiny_config(model_dir: Path, records: Path, output_dir: Path, stage: str | dict, **sections) -> dict:
     """A config dict for a tiny run (no export, quiet, CPU); ``sections`` update its sections."""
     config = {
         "stage": stage,

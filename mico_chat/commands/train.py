@@ -19,12 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from mico_chat.training import TrainingError, TrainRecipe, load_config
+    from mico_chat.training import load_config
 
     config = load_config(args.config, args.overrides)
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
+    from mico_chat.training import TrainingError, TrainRecipe
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         summary = TrainRecipe(config, progress=not args.no_progress).run()

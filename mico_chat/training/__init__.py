@@ -10,23 +10,37 @@ Parts: :mod:`.config` (YAML -> dataclasses -> overrides), :mod:`.stages` (what t
 :mod:`.reports` (plots, summary), :mod:`.launch` (one-process DeepSpeed environment).
 """
 
-from .config import TrainConfig, config_from_dict, load_config
-from .errors import DataError, LabelMaskError, NonFiniteLossError, TrainConfigError, TrainingError
-from .recipe import TrainRecipe
-from .stages import STAGES, Stage, get_stage, trainable_parameter_names
+import importlib
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "STAGES",
-    "DataError",
-    "LabelMaskError",
-    "NonFiniteLossError",
-    "Stage",
-    "TrainConfig",
-    "TrainConfigError",
-    "TrainRecipe",
-    "TrainingError",
-    "config_from_dict",
-    "get_stage",
-    "load_config",
-    "trainable_parameter_names",
-]
+# The recipe pulls in transformers' Trainer (and through it DeepSpeed, peft, bitsandbytes):
+# imported on first use, so reading or checking a config stays fast.
+_LAZY = {
+    "TrainConfig": ".config",
+    "config_from_dict": ".config",
+    "load_config": ".config",
+    "DataError": ".errors",
+    "LabelMaskError": ".errors",
+    "NonFiniteLossError": ".errors",
+    "TrainConfigError": ".errors",
+    "TrainingError": ".errors",
+    "TrainRecipe": ".recipe",
+    "STAGES": ".stages",
+    "Stage": ".stages",
+    "get_stage": ".stages",
+    "trainable_parameter_names": ".stages",
+}
+
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:
+    from .config import TrainConfig, config_from_dict, load_config
+    from .errors import DataError, LabelMaskError, NonFiniteLossError, TrainConfigError, TrainingError
+    from .recipe import TrainRecipe
+    from .stages import STAGES, Stage, get_stage, trainable_parameter_names
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'mico_chat.training' has no attribute {name!r}")

@@ -29,6 +29,7 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +62,22 @@ class TrainRecipe:
     Args:
         config: the run's config.
         progress: show progress bars (scan, feature cache, training).
+        trainer_cls: the trainer class (a :class:`MiCoTrainer` subclass to customise steps or saving).
+        callbacks: ``transformers.TrainerCallback`` objects added to the trainer.
     """
 
-    def __init__(self, config: TrainConfig, *, progress: bool = True):
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        progress: bool = True,
+        trainer_cls: type[MiCoTrainer] = MiCoTrainer,
+        callbacks: Sequence[Any] = (),
+    ):
         self.config = config
         self.progress = progress
+        self.trainer_cls = trainer_cls
+        self.callbacks = list(callbacks)
         self.stage: Stage = get_stage(config.stage.name)
         self.output_dir = Path(config.train.output_dir)
         self.model: nn.Module | None = None
@@ -142,8 +154,9 @@ class TrainRecipe:
         dataset = SampleDataset(self.scan.samples, processor, features)
         pad = processor.tokenizer.pad_token_id
         collator = PackingCollator(pad, data.pack_length) if data.packing else PaddingCollator(pad)
-        self.trainer = MiCoTrainer(
+        self.trainer = self.trainer_cls(
             model=self.model,
+            callbacks=self.callbacks or None,
             args=self.training_arguments(),
             train_dataset=dataset,
             data_collator=collator,
