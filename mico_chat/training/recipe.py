@@ -113,6 +113,12 @@ class TrainRecipe:
         model, processor = self.build_model(quantize=self.stage.quantize)
         self.processor = processor
         self.model = self.apply_stage(model)
+        if not cfg.train.deepspeed:
+            # The optimizer updates trainable weights in float32 (DeepSpeed keeps its own fp32 copy);
+            # frozen weights stay in model.dtype, and autocast runs the matmuls in bf16/fp16.
+            for param in self.model.parameters():
+                if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
+                    param.data = param.data.float()
         self.trainable_names = trainable_parameter_names(self.model)
         logger.info(
             "stage %s: %d trainable tensors, %s of %s parameters",
@@ -145,9 +151,11 @@ class TrainRecipe:
             logger.warning("%d of %d records skipped (see skipped_records.jsonl)", len(self.scan.skipped), self.scan.num_records)
         features = None
         if data.cache_encoder_features:
+            encoder = self._unwrapped().encoder
+            encoder.to(self._device())  # the Trainer moves the rest of the model later
             features = cache_encoder_features(
                 SampleDataset(self.scan.samples, processor),
-                self._unwrapped().encoder,
+                encoder,
                 dtype=DTYPES[data.cache_dtype],
                 progress=self.progress,
             )
@@ -196,6 +204,11 @@ class TrainRecipe:
                 llm_int8_skip_modules=skip,
             )
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+
+    def _device(self) -> torch.device:
+        if self._use_cpu():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
 
     def _device_map(self) -> dict[str, Any]:
         if self._use_cpu():

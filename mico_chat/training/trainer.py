@@ -81,8 +81,8 @@ class MiCoTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.lengths = lengths
         self.connector_lr = connector_lr
-        self.session_tokens = 0  # real (non-padding) tokens, this session
-        self.num_labels_seen = 0  # trained tokens, this session
+        self.session_tokens = 0  # real (non-padding) tokens, this session, all processes
+        self.num_labels_seen = 0  # trained tokens, this session, all processes
 
     # ------------------------------------------------------------------ steps
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -96,9 +96,11 @@ class MiCoTrainer(Trainer):
                 f"before the optimizer step; {where}. Lower train.learning_rate or check those records, then "
                 "run again (train.resume=auto resumes from that checkpoint)"
             )
-        self.state.num_input_tokens_seen += int(meta.get("num_tokens", 0))
-        self.session_tokens += int(meta.get("num_tokens", 0))
-        self.num_labels_seen += int(meta.get("num_labels", 0))
+        counts = torch.tensor([meta.get("num_tokens", 0), meta.get("num_labels", 0)], device=self.args.device)
+        tokens, labels = (int(x) for x in self.accelerator.gather(counts).view(-1, 2).sum(dim=0))  # all ranks
+        self.state.num_input_tokens_seen += tokens
+        self.session_tokens += tokens
+        self.num_labels_seen += labels
         return loss
 
     def _last_checkpoint(self) -> str | None:
