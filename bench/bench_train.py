@@ -42,7 +42,6 @@ def load_average() -> float:
 def make_records(folder: Path, n: int, seed: int) -> Path:
     """Image conversations with an instruction-mix length profile; returns the JSONL path."""
     import numpy as np
-
     from train_fixtures import colour_images
 
     rng = np.random.default_rng(seed)
@@ -65,7 +64,13 @@ def make_records(folder: Path, n: int, seed: int) -> Path:
         for k, (q, a) in enumerate(turns):
             conv.append({"from": "human", "value": ("<image>\n" if k == 0 else "") + q})
             conv.append({"from": "gpt", "value": a})
-        rows.append({"id": f"b{i}", "media": [{"modality": "image", "path": f"images/{images[i % 8][0]}"}], "conversations": conv})
+        rows.append(
+            {
+                "id": f"b{i}",
+                "media": [{"modality": "image", "path": f"images/{images[i % 8][0]}"}],
+                "conversations": conv,
+            }
+        )
     path = folder / "records.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -83,9 +88,17 @@ def small_model_folder(folder: Path) -> Path:
 
     tokenizer = tiny_tokenizer()
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=256, intermediate_size=704, num_hidden_layers=4,
-        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=4096, tie_word_embeddings=True,
-        bos_token_id=1, eos_token_id=3, pad_token_id=3,
+        vocab_size=len(tokenizer),
+        hidden_size=256,
+        intermediate_size=704,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=3,
+        pad_token_id=3,
     )
     torch.manual_seed(0)
     llm = LlamaForCausalLM._from_config(config, attn_implementation="sdpa")
@@ -102,12 +115,25 @@ def run_mode(model_dir: Path, records: Path, out: Path, args, *, packing: bool, 
     config = {
         "stage": "stage2_instruct",
         "model": {"preset": None, "init_from": str(model_dir)},
-        "data": {"train": [str(records)], "packing": packing, "pack_length": pack_length, "max_length": 1024,
-                 "cache_encoder_features": True},
+        "data": {
+            "train": [str(records)],
+            "packing": packing,
+            "pack_length": pack_length,
+            "max_length": 1024,
+            "cache_encoder_features": True,
+        },
         "train": {
-            "output_dir": str(out), "max_steps": args.steps, "per_device_train_batch_size": args.batch,
-            "learning_rate": 1e-4, "warmup_ratio": 0.0, "logging_steps": 1000, "save_steps": 100000,
-            "group_by_length": grouped, "export": False, "resume": False, "seed": 0,
+            "output_dir": str(out),
+            "max_steps": args.steps,
+            "per_device_train_batch_size": args.batch,
+            "learning_rate": 1e-4,
+            "warmup_ratio": 0.0,
+            "logging_steps": 1000,
+            "save_steps": 100000,
+            "group_by_length": grouped,
+            "export": False,
+            "resume": False,
+            "seed": 0,
         },
     }
     recipe = TrainRecipe(config_from_dict(config), progress=False)
@@ -116,8 +142,12 @@ def run_mode(model_dir: Path, records: Path, out: Path, args, *, packing: bool, 
     recipe.train()
     seconds = time.perf_counter() - start
     trainer = recipe.trainer
-    return {"tokens": trainer.session_tokens, "seconds": seconds, "tokens_per_s": trainer.session_tokens / seconds,
-            "lengths": recipe.trainer.train_dataset.lengths}
+    return {
+        "tokens": trainer.session_tokens,
+        "seconds": seconds,
+        "tokens_per_s": trainer.session_tokens / seconds,
+        "lengths": recipe.trainer.train_dataset.lengths,
+    }
 
 
 def cpu_bench(args) -> dict:
@@ -144,12 +174,25 @@ def cpu_bench(args) -> dict:
     table = {}
     for name, runs in results.items():
         tps = statistics.median(r["tokens_per_s"] for r in runs)
-        table[name] = {"tokens_per_s": round(tps, 1), "vs_padding_random": round(tps / base, 2),
-                       "tokens_per_run": runs[0]["tokens"], "runs_tokens_per_s": [round(r["tokens_per_s"], 1) for r in runs]}
+        table[name] = {
+            "tokens_per_s": round(tps, 1),
+            "vs_padding_random": round(tps / base, 2),
+            "tokens_per_run": runs[0]["tokens"],
+            "runs_tokens_per_s": [round(r["tokens_per_s"], 1) for r in runs],
+        }
     return {
-        "device": "cpu", "threads": args.threads, "steps": args.steps, "batch": args.batch, "repeats": args.repeats,
+        "device": "cpu",
+        "threads": args.threads,
+        "steps": args.steps,
+        "batch": args.batch,
+        "repeats": args.repeats,
         "samples": args.samples,
-        "sample_length": {"min": min(lengths), "median": int(statistics.median(lengths)), "mean": round(statistics.mean(lengths), 1), "max": max(lengths)},
+        "sample_length": {
+            "min": min(lengths),
+            "median": int(statistics.median(lengths)),
+            "mean": round(statistics.mean(lengths), 1),
+            "max": max(lengths),
+        },
         "results": table,
     }
 
@@ -158,13 +201,35 @@ def cpu_bench(args) -> dict:
 
 SHAPES = {
     # LLaMA-2-7B / Vicuna-7B-v1.5 and a ViT-L/14 encoder at 224 px
-    "7b": dict(llm=dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                        num_key_value_heads=32, vocab_size=32000),
-               encoder={"preset": "large", "image_size": 224, "patch_size": 14}),
-    "tiny": dict(llm=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                          num_key_value_heads=4, vocab_size=1024),
-                 encoder={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
-                          "image_size": 32, "patch_size": 8}),
+    "7b": dict(
+        llm=dict(
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            vocab_size=32000,
+        ),
+        encoder={"preset": "large", "image_size": 224, "patch_size": 14},
+    ),
+    "tiny": dict(
+        llm=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            vocab_size=1024,
+        ),
+        encoder={
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 64,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+    ),
 }
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16 tensor-core peaks
 
@@ -182,16 +247,32 @@ def stage1_stand_in(folder: Path, shape: str) -> Path:
     tokenizer = tiny_tokenizer()
     vocab = spec["llm"]["vocab_size"]
     tokenizer.add_tokens([f"<pad_{i}>" for i in range(vocab - len(tokenizer) - 5)])  # 5 placeholders follow
-    config = LlamaConfig(**{**spec["llm"], "vocab_size": len(tokenizer)}, max_position_embeddings=4096,
-                         bos_token_id=1, eos_token_id=3, pad_token_id=3)
+    config = LlamaConfig(
+        **{**spec["llm"], "vocab_size": len(tokenizer)},
+        max_position_embeddings=4096,
+        bos_token_id=1,
+        eos_token_id=3,
+        pad_token_id=3,
+    )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with torch.device(device):
         llm = LlamaForCausalLM._from_config(config, attn_implementation="sdpa", dtype=torch.bfloat16)
-    encoder = {"audio_num_mel_bins": 64, "audio_target_length": 256, "audio_patch_size": 16, "max_segments": 16,
-               **spec["encoder"]}
+    encoder = {
+        "audio_num_mel_bins": 64,
+        "audio_target_length": 256,
+        "audio_patch_size": 16,
+        "max_segments": 16,
+        **spec["encoder"],
+    }
     connectors = {"image": {"type": "mlp2x_gelu", "tokens": "all", "pool": None}}
-    model, processor = build_model(llm.cpu(), tokenizer=tokenizer, encoder=encoder, connectors=connectors,
-                                   chat_template="vicuna_v1", dtype=torch.bfloat16)
+    model, processor = build_model(
+        llm.cpu(),
+        tokenizer=tokenizer,
+        encoder=encoder,
+        connectors=connectors,
+        chat_template="vicuna_v1",
+        dtype=torch.bfloat16,
+    )
     ChatModel(model, processor).save_pretrained(folder)
     return folder
 
@@ -210,7 +291,10 @@ def gpu_bench(args) -> dict:
         model_dir = stage1_stand_in(root / "stage1", args.gpu_shape)
         records = make_records(root / "data", args.samples, seed=0)
         runs = {
-            "full, ZeRO-2": ("stage2_instruct", [f"train.deepspeed={REPO}/configs/deepspeed/zero2.json"] if cuda else ["train.deepspeed=null"]),
+            "full, ZeRO-2": (
+                "stage2_instruct",
+                [f"train.deepspeed={REPO}/configs/deepspeed/zero2.json"] if cuda else ["train.deepspeed=null"],
+            ),
             "LoRA r=128": ("stage2_lora", ["train.deepspeed=null"]),
             "QLoRA 4-bit r=128": ("stage2_qlora", []),
         }
@@ -218,14 +302,26 @@ def gpu_bench(args) -> dict:
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
             overrides = [
-                f"data.train={records}", f"model.init_from={model_dir}", f"train.output_dir={root / stage}",
-                f"train.max_steps={args.steps}", f"train.per_device_train_batch_size={args.batch}",
-                "train.export=false", "train.save_steps=100000", f"data.pack_length={args.seq_len}",
-                f"data.max_length={args.seq_len}", "data.cache_encoder_features=false", "train.dataloader_num_workers=2",
+                f"data.train={records}",
+                f"model.init_from={model_dir}",
+                f"train.output_dir={root / stage}",
+                f"train.max_steps={args.steps}",
+                f"train.per_device_train_batch_size={args.batch}",
+                "train.export=false",
+                "train.save_steps=100000",
+                f"data.pack_length={args.seq_len}",
+                f"data.max_length={args.seq_len}",
+                "data.cache_encoder_features=false",
+                "train.dataloader_num_workers=2",
                 *extra,
             ]
             if not cuda:
-                overrides += ["train.bf16=false", "model.dtype=float32", "train.dataloader_num_workers=0", "train.gradient_checkpointing=false"]
+                overrides += [
+                    "train.bf16=false",
+                    "model.dtype=float32",
+                    "train.dataloader_num_workers=0",
+                    "train.gradient_checkpointing=false",
+                ]
             recipe = TrainRecipe(load_config(REPO / f"configs/vicuna7b/{stage}.yaml", overrides), progress=False)
             recipe.setup()
             start = time.perf_counter()
@@ -233,7 +329,9 @@ def gpu_bench(args) -> dict:
             seconds = time.perf_counter() - start
             tokens = recipe.trainer.session_tokens
             llm = recipe._unwrapped().language_model.config
-            n_params = sum(p.numel() for n, p in recipe._unwrapped().language_model.named_parameters() if "lora" not in n)
+            n_params = sum(
+                p.numel() for n, p in recipe._unwrapped().language_model.named_parameters() if "lora" not in n
+            )
             # PaLM's model FLOPs per token: 6N + 12 * layers * hidden * context (dense attention)
             flops_per_token = 6 * n_params + 12 * llm.num_hidden_layers * llm.hidden_size * args.seq_len
             tps = tokens / seconds

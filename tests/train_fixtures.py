@@ -35,7 +35,9 @@ def colour_images(folder: Path, n: int, seed: int = 0, size: int = 24) -> list[t
     out = []
     for i in range(n):
         colour = names[i % len(names)]
-        pixels = np.clip(np.array(COLOURS[colour]) + rng.integers(-20, 21, size=(size, size, 3)), 0, 255).astype(np.uint8)
+        pixels = np.clip(np.array(COLOURS[colour]) + rng.integers(-20, 21, size=(size, size, 3)), 0, 255).astype(
+            np.uint8
+        )
         name = f"img_{i:04d}.png"
         Image.fromarray(pixels).save(folder / name)
         out.append((name, colour))

@@ -58,7 +58,9 @@ def main() -> int:
             callbacks=[KillAtStep()] if args.kill_at_step else [],
         )
         summary = recipe.run()
-        print("SUMMARY " + json.dumps({k: summary[k] for k in ("status", "steps", "first_loss", "last_loss", "export")}))
+        print(
+            "SUMMARY " + json.dumps({k: summary[k] for k in ("status", "steps", "first_loss", "last_loss", "export")})
+        )
     return 0
 
 

@@ -10,7 +10,10 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="a training YAML, e.g. configs/default/stage1_align.yaml")
     parser.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.train=caps.jsonl train.max_steps=100"
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides, e.g. data.train=caps.jsonl train.max_steps=100",
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
@@ -26,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
         print(config.to_yaml(), end="")
         return 0
     from mico_chat.training import TrainingError, TrainRecipe
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         summary = TrainRecipe(config, progress=not args.no_progress).run()

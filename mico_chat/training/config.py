@@ -347,7 +347,9 @@ def config_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = (), *, 
     missing = _missing(config)
     if missing:
         examples = " ".join(f"{k}=..." for k in missing)
-        raise TrainConfigError(f"{source}: required value(s) not set: {', '.join(missing)} (add {examples} to the command)")
+        raise TrainConfigError(
+            f"{source}: required value(s) not set: {', '.join(missing)} (add {examples} to the command)"
+        )
     validate(config, source)
     return config
 
@@ -388,8 +390,10 @@ def validate(config: TrainConfig, source: str = "config") -> None:
     if model.preset is None and model.init_from is None:
         fail("set model.preset (build from a preset) or model.init_from (a saved MiCo-Chat folder)")
     if model.init_from is not None and (model.llm or model.encoder or model.connectors):
-        fail("model.init_from is a saved MiCo-Chat folder with its own LLM, encoder and connectors; "
-             "model.llm/encoder/connectors apply to presets only")
+        fail(
+            "model.init_from is a saved MiCo-Chat folder with its own LLM, encoder and connectors; "
+            "model.llm/encoder/connectors apply to presets only"
+        )
     if model.dtype not in ("auto", "float32", "bfloat16", "float16"):
         fail(f"model.dtype must be auto, float32, bfloat16 or float16, got {model.dtype!r}")
     data = config.data

@@ -82,7 +82,9 @@ def record_messages(record: Record, caption_kinds: Sequence[str], instruction: s
         return [dict(m) for m in record.messages]
     caption = next((record.captions[k] for k in caption_kinds if record.captions.get(k)), None)
     if caption is None:
-        raise ValueError(f"caption pair has no caption of kinds {list(caption_kinds)} (it has {sorted(record.captions)})")
+        raise ValueError(
+            f"caption pair has no caption of kinds {list(caption_kinds)} (it has {sorted(record.captions)})"
+        )
     user = "\n".join(ref.modality.placeholder for ref in record.media)
     if instruction:
         user = f"{user}\n{instruction}"
@@ -182,7 +184,9 @@ def scan_records(
                 continue
             source = f"{path} record {k}"
             try:
-                report.samples.append(_scan_one(item, source, processor, root, caption_kinds, instruction, limit_, probe_media))
+                report.samples.append(
+                    _scan_one(item, source, processor, root, caption_kinds, instruction, limit_, probe_media)
+                )
             except (ValueError, ProcessorError, TemplateError, media_io.MediaError, FileNotFoundError) as err:
                 if isinstance(err, LabelMaskError):
                     raise LabelMaskError(f"{source} (id {item.id}): {err}") from None

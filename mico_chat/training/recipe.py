@@ -41,7 +41,7 @@ from mico_chat.modality import Modality
 
 from .collator import PackingCollator, PaddingCollator
 from .config import TrainConfig
-from .data import ScanReport, SampleDataset, cache_encoder_features, scan_records
+from .data import SampleDataset, ScanReport, cache_encoder_features, scan_records
 from .errors import NonFiniteLossError, TrainConfigError, TrainingError
 from .reports import peak_memory, plot_run, write_json
 from .stages import Stage, expand_patterns, get_stage, lora_target_regex, mark_trainable, trainable_parameter_names
@@ -148,7 +148,9 @@ class TrainRecipe:
                 f"records were skipped (reasons in {self.output_dir / 'skipped_records.jsonl'})"
             )
         if self.scan.skipped:
-            logger.warning("%d of %d records skipped (see skipped_records.jsonl)", len(self.scan.skipped), self.scan.num_records)
+            logger.warning(
+                "%d of %d records skipped (see skipped_records.jsonl)", len(self.scan.skipped), self.scan.num_records
+            )
         features = None
         if data.cache_encoder_features:
             encoder = self._unwrapped().encoder
@@ -267,9 +269,14 @@ class TrainRecipe:
         spec = read_preset(cfg.preset)
         llm_name = cfg.llm or spec["llm"]
         path = resolve_model_path(llm_name)
-        load_kwargs: dict[str, Any] = {"dtype": torch.float32 if quantize else dtype, "attn_implementation": cfg.attn_implementation}
+        load_kwargs: dict[str, Any] = {
+            "dtype": torch.float32 if quantize else dtype,
+            "attn_implementation": cfg.attn_implementation,
+        }
         if quantize:
-            load_kwargs.update(quantization_config=self._quantization_config(["lm_head"]), device_map=self._device_map())
+            load_kwargs.update(
+                quantization_config=self._quantization_config(["lm_head"]), device_map=self._device_map()
+            )
         llm = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
         connectors = {**(spec.get("connectors") or {})}
@@ -325,8 +332,13 @@ class TrainRecipe:
                 ),
             )
         mark_trainable(model, expand_patterns(self.stage, modalities, stage_cfg.extra_trainable))
-        if any(name.startswith("encoder.") for name in trainable_parameter_names(model)) and self.config.data.cache_encoder_features:
-            raise TrainConfigError("data.cache_encoder_features needs a frozen encoder, but stage.extra_trainable trains part of it")
+        if (
+            any(name.startswith("encoder.") for name in trainable_parameter_names(model))
+            and self.config.data.cache_encoder_features
+        ):
+            raise TrainConfigError(
+                "data.cache_encoder_features needs a frozen encoder, but stage.extra_trainable trains part of it"
+            )
         return model
 
     def _unwrapped(self) -> nn.Module:
@@ -531,7 +543,9 @@ class TrainRecipe:
         path = self.output_dir / "skipped_records.jsonl"
         with path.open("w", encoding="utf-8") as handle:
             for bad in self.scan.skipped:
-                handle.write(json.dumps({"source": bad.source, "line": bad.line, "id": bad.id, "reason": bad.reason}) + "\n")
+                handle.write(
+                    json.dumps({"source": bad.source, "line": bad.line, "id": bad.id, "reason": bad.reason}) + "\n"
+                )
 
     # ================================================================== all of it
     def run(self) -> dict[str, Any]:
@@ -554,6 +568,8 @@ def _load_encoder_weights(model: nn.Module, path: Path) -> None:
     if wrong:
         k = wrong[0]
         have = tuple(own[k].shape) if k in own else "no such tensor"
-        raise TrainConfigError(f"{path}: {len(wrong)} tensors do not fit this encoder, e.g. {k} ({tuple(tensors[k].shape)} vs {have})")
+        raise TrainConfigError(
+            f"{path}: {len(wrong)} tensors do not fit this encoder, e.g. {k} ({tuple(tensors[k].shape)} vs {have})"
+        )
     model.load_state_dict(tensors, strict=False)
     logger.info("loaded %d encoder tensors from %s", len(tensors), path)

@@ -27,7 +27,13 @@ def _series(log_history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[in
 
 
 def plot_curve(
-    log_history: Sequence[Mapping[str, Any]], key: str, path: str | os.PathLike, *, title: str, ylabel: str, log_y: bool = False
+    log_history: Sequence[Mapping[str, Any]],
+    key: str,
+    path: str | os.PathLike,
+    *,
+    title: str,
+    ylabel: str,
+    log_y: bool = False,
 ) -> Path | None:
     """Plot ``key`` against the optimizer step from ``Trainer.state.log_history``; ``None`` if never logged."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -52,7 +58,9 @@ def plot_curve(
     return path
 
 
-def plot_run(log_history: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike, run_name: str = "") -> dict[str, str]:
+def plot_run(
+    log_history: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike, run_name: str = ""
+) -> dict[str, str]:
     """``loss.png`` and ``lr.png`` (and ``grad_norm.png`` when logged) in ``out_dir``; returns what was written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -179,7 +179,9 @@ class MiCoTrainer(Trainer):
         with torch.no_grad():
             for name, tensor in tensors.items():
                 if own[name].shape != tensor.shape:
-                    raise TrainingError(f"{path}: {name} has shape {tuple(tensor.shape)}, the model {tuple(own[name].shape)}")
+                    raise TrainingError(
+                        f"{path}: {name} has shape {tuple(tensor.shape)}, the model {tuple(own[name].shape)}"
+                    )
                 own[name].copy_(tensor)
 
     def _save_checkpoint(self, model, trial) -> None:
@@ -205,7 +207,9 @@ class MiCoTrainer(Trainer):
         self.accelerator.wait_for_everyone()  # every rank's shards are in before the rename
         if not self.args.should_save:
             return
-        for callback in [cb for cb in self.callback_handler.callbacks + [self.control] if isinstance(cb, ExportableState)]:
+        for callback in [
+            cb for cb in self.callback_handler.callbacks + [self.control] if isinstance(cb, ExportableState)
+        ]:
             key = callback.__class__.__name__
             if isinstance(self.state.stateful_callbacks.get(key), list):
                 self.state.stateful_callbacks[key].append(callback.state())
@@ -227,4 +231,3 @@ class MiCoTrainer(Trainer):
             best_model_checkpoint=self.state.best_model_checkpoint,
             use_mtime=False,
         )
-

@@ -19,17 +19,41 @@ def batch_samples(tiny, tmp_path_factory):
     root = tmp_path_factory.mktemp("mixed")
     images = colour_images(root, 4)
     rows = [
-        {"id": "a", "media": [{"modality": "image", "path": images[0][0]}],
-         "conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "red"}]},
-        {"id": "b", "media": [{"modality": "image", "path": images[1][0]}],
-         "conversations": [{"from": "human", "value": "<image>\nWhat colour is the whole picture, please?"},
-                           {"from": "gpt", "value": "The picture is green."},
-                           {"from": "human", "value": "And is it bright?"}, {"from": "gpt", "value": "Yes."}]},
-        {"id": "c", "conversations": [{"from": "human", "value": "Hello there"}, {"from": "gpt", "value": "Hi! How can I help?"}]},
-        {"id": "d", "media": [{"modality": "image", "path": images[2][0]}, {"modality": "image", "path": images[3][0]}],
-         "conversations": [{"from": "human", "value": "<image> and <image>: same colour?"}, {"from": "gpt", "value": "No."}]},
-        {"id": "e", "media": [{"modality": "image", "path": images[3][0]}],
-         "conversations": [{"from": "human", "value": "<image>\nName it."}, {"from": "gpt", "value": "yellow"}]},
+        {
+            "id": "a",
+            "media": [{"modality": "image", "path": images[0][0]}],
+            "conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "red"}],
+        },
+        {
+            "id": "b",
+            "media": [{"modality": "image", "path": images[1][0]}],
+            "conversations": [
+                {"from": "human", "value": "<image>\nWhat colour is the whole picture, please?"},
+                {"from": "gpt", "value": "The picture is green."},
+                {"from": "human", "value": "And is it bright?"},
+                {"from": "gpt", "value": "Yes."},
+            ],
+        },
+        {
+            "id": "c",
+            "conversations": [
+                {"from": "human", "value": "Hello there"},
+                {"from": "gpt", "value": "Hi! How can I help?"},
+            ],
+        },
+        {
+            "id": "d",
+            "media": [{"modality": "image", "path": images[2][0]}, {"modality": "image", "path": images[3][0]}],
+            "conversations": [
+                {"from": "human", "value": "<image> and <image>: same colour?"},
+                {"from": "gpt", "value": "No."},
+            ],
+        },
+        {
+            "id": "e",
+            "media": [{"modality": "image", "path": images[3][0]}],
+            "conversations": [{"from": "human", "value": "<image>\nName it."}, {"from": "gpt", "value": "yellow"}],
+        },
     ]
     path = root / "mixed.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -48,7 +72,11 @@ def test_packing_gives_the_loss_and_gradients_of_padding(tiny, batch_samples):
     samples = [batch_samples[i] for i in range(5)]
     pad = processor.tokenizer.pad_token_id
     results = {}
-    for name, collate in (("padding", PaddingCollator(pad)), ("packing", PackingCollator(pad)), ("packing-rows", PackingCollator(pad, 64))):
+    for name, collate in (
+        ("padding", PaddingCollator(pad)),
+        ("packing", PackingCollator(pad)),
+        ("packing-rows", PackingCollator(pad, 64)),
+    ):
         model.zero_grad()
         batch = collate(samples)
         loss = forward(model, batch).loss
@@ -64,7 +92,9 @@ def test_packing_gives_the_loss_and_gradients_of_padding(tiny, batch_samples):
         for name, grad in padded[1].items():
             torch.testing.assert_close(other[1][name], grad, rtol=1e-4, atol=1e-6)
     # the packed row trains exactly the tokens the padded batch trains
-    assert int((packed[2]["labels"][:, 1:] != IGNORE_INDEX).sum()) == int((padded[2]["labels"][:, 1:] != IGNORE_INDEX).sum())
+    assert int((packed[2]["labels"][:, 1:] != IGNORE_INDEX).sum()) == int(
+        (padded[2]["labels"][:, 1:] != IGNORE_INDEX).sum()
+    )
 
 
 def test_no_attention_across_packed_samples(tiny, batch_samples):
@@ -94,7 +124,9 @@ def test_cached_encoder_features_give_the_same_loss(tiny, batch_samples):
     assert "media" not in cached_batch and cached_batch["encoder_features"]["image"].shape[0] == 5
     assert torch.equal(live_batch["input_ids"], cached_batch["input_ids"])
     with torch.no_grad():
-        torch.testing.assert_close(forward(model, cached_batch).loss, forward(model, live_batch).loss, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(
+            forward(model, cached_batch).loss, forward(model, live_batch).loss, rtol=1e-6, atol=1e-6
+        )
     with pytest.raises(ValueError, match="frozen encoder"):
         cache_encoder_features(batch_samples, model.encoder, progress=False)
 

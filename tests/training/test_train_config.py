@@ -20,8 +20,14 @@ def minimal(**sections):
 def test_yaml_values_and_dotted_overrides_reach_the_dataclasses():
     cfg = config_from_dict(
         minimal(),
-        ["train.learning_rate=1e-4", "data.train=[a.jsonl,b.jsonl]", "data.packing=true", "stage.modalities=[video]",
-         "model.encoder={preset: large}", "train.resume=false"],
+        [
+            "train.learning_rate=1e-4",
+            "data.train=[a.jsonl,b.jsonl]",
+            "data.packing=true",
+            "stage.modalities=[video]",
+            "model.encoder={preset: large}",
+            "train.resume=false",
+        ],
     )
     assert cfg.train.learning_rate == pytest.approx(1e-4) and isinstance(cfg.train.learning_rate, float)
     assert cfg.data.train == ["a.jsonl", "b.jsonl"] and cfg.data.packing is True
@@ -71,9 +77,9 @@ def test_parse_override_reads_yaml_values():
 def required_overrides(path: Path) -> list[str]:
     text = path.read_text()
     out = ["data.train=records.jsonl"]
-    if "llm: \"???\"" in text:
+    if 'llm: "???"' in text:
         out.append("model.llm=/models/vicuna-7b-v1.5")
-    if "encoder_weights: \"???\"" in text:
+    if 'encoder_weights: "???"' in text:
         out.append("model.encoder_weights=/models/mico.safetensors")
     return out
 
@@ -93,7 +99,9 @@ def test_every_llm_ships_every_stage_with_a_launch_command():
 
 
 def test_vicuna_configs_follow_the_paper_setting():
-    s1 = load_config(REPO / "configs/vicuna7b/stage1_align.yaml", required_overrides(REPO / "configs/vicuna7b/stage1_align.yaml"))
+    s1 = load_config(
+        REPO / "configs/vicuna7b/stage1_align.yaml", required_overrides(REPO / "configs/vicuna7b/stage1_align.yaml")
+    )
     assert (s1.train.learning_rate, s1.train.per_device_train_batch_size, s1.model.chat_template) == (1e-3, 32, "plain")
     s2 = load_config(REPO / "configs/vicuna7b/stage2_instruct.yaml", ["data.train=x.jsonl"])
     assert (s2.train.learning_rate, s2.model.chat_template, s2.data.max_length) == (2e-5, "vicuna_v1", 2048)

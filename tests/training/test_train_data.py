@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from mico_chat.instruct_data.records import parse_record
+
 from mico_chat.processing import IGNORE_INDEX
 from mico_chat.training import DataError, LabelMaskError
 from mico_chat.training.data import LengthGroupedSampler, SampleDataset, check_label_mask, record_messages, scan_records
@@ -18,8 +18,11 @@ def processor(tiny):
 
 def test_a_caption_pair_becomes_one_exchange():
     record = parse_record(
-        {"id": 1, "media": [{"modality": "video", "path": "a.mp4"}, {"modality": "audio", "path": "a.mp4"}],
-         "captions": {"vision": "a red ball", "omni": "a red ball bounces with a thud"}}
+        {
+            "id": 1,
+            "media": [{"modality": "video", "path": "a.mp4"}, {"modality": "audio", "path": "a.mp4"}],
+            "captions": {"vision": "a red ball", "omni": "a red ball bounces with a thud"},
+        }
     )
     assert record_messages(record, ["omni", "vision"], None) == [
         {"role": "user", "content": "<video>\n<audio>"},
@@ -36,8 +39,11 @@ def write_records(path, rows):
 
 
 def qa(i, image, question="What colour is this picture?", answer="red"):
-    return {"id": f"r{i}", "media": [{"modality": "image", "path": image}],
-            "conversations": [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]}
+    return {
+        "id": f"r{i}",
+        "media": [{"modality": "image", "path": image}],
+        "conversations": [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}],
+    }
 
 
 def bad_data(tmp_path):
@@ -88,7 +94,10 @@ def test_strict_mode_stops_at_the_first_bad_record(processor, tmp_path):
 
 
 def test_the_loss_mask_must_cover_each_assistant_message(processor):
-    messages = [{"role": "user", "content": "Name a colour please, any colour"}, {"role": "assistant", "content": "green"}]
+    messages = [
+        {"role": "user", "content": "Name a colour please, any colour"},
+        {"role": "assistant", "content": "green"},
+    ]
     from mico_chat.processing import PreparedConversation
 
     enc = processor.encode_text(PreparedConversation(messages, []), [], add_generation_prompt=False, with_labels=True)
@@ -119,5 +128,7 @@ def test_length_grouped_sampler_is_a_seeded_function_of_the_epoch():
     again.set_epoch(1)
     assert list(again) == second
     assert lengths[first[0]] == max(lengths)  # the longest group comes first
-    spread = [max(lengths[i] for i in first[k : k + 4]) - min(lengths[i] for i in first[k : k + 4]) for k in range(0, 300, 4)]
+    spread = [
+        max(lengths[i] for i in first[k : k + 4]) - min(lengths[i] for i in first[k : k + 4]) for k in range(0, 300, 4)
+    ]
     assert sum(spread) / len(spread) < 60  # groups hold similar lengths (random groups: ~290)

@@ -20,15 +20,23 @@ def test_zero2_and_zero3_train_like_the_plain_trainer_and_export(tiny_dir, data_
 
     def cfg(name, deepspeed=None):
         return tiny_config(
-            tiny_dir, data_dir["qa"], tmp_path / name, "stage2_instruct",
-            train={"max_steps": 3, "export": True, "deepspeed": deepspeed}, data={"limit": 12},
+            tiny_dir,
+            data_dir["qa"],
+            tmp_path / name,
+            "stage2_instruct",
+            train={"max_steps": 3, "export": True, "deepspeed": deepspeed},
+            data={"limit": 12},
         )
 
     spec = tmp_path / "ds.json"
     spec.write_text(json.dumps([cfg(z, str(REPO / f"configs/deepspeed/{z}.json")) for z in ("zero2", "zero3")]))
-    proc = subprocess.run([sys.executable, str(RUNNER), str(spec)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(RUNNER), str(spec)], capture_output=True, text=True, timeout=600, cwd=REPO
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    summaries = [json.loads(line[len("SUMMARY ") :]) for line in proc.stdout.splitlines() if line.startswith("SUMMARY ")]
+    summaries = [
+        json.loads(line[len("SUMMARY ") :]) for line in proc.stdout.splitlines() if line.startswith("SUMMARY ")
+    ]
     assert [s["status"] for s in summaries] == ["completed", "completed"]
 
     plain = TrainRecipe(config_from_dict(cfg("plain")), progress=False)

@@ -15,7 +15,9 @@ from mico_chat.training import NonFiniteLossError, TrainRecipe, config_from_dict
 def run(tiny_dir, records, out, stage, callbacks=(), **sections):
     from train_fixtures import tiny_config
 
-    recipe = TrainRecipe(config_from_dict(tiny_config(tiny_dir, records, out, stage, **sections)), progress=False, callbacks=callbacks)
+    recipe = TrainRecipe(
+        config_from_dict(tiny_config(tiny_dir, records, out, stage, **sections)), progress=False, callbacks=callbacks
+    )
     return recipe, recipe.run()
 
 
@@ -29,15 +31,22 @@ def ask_colours(chat, folder, n=16):
 
     answers = []
     for name, colour in colour_images(folder, n, seed=11):
-        content = [{"type": "image", "image": str(folder / name)}, {"type": "text", "text": "What colour is this picture?"}]
+        content = [
+            {"type": "image", "image": str(folder / name)},
+            {"type": "text", "text": "What colour is this picture?"},
+        ]
         answers.append((chat.chat([{"role": "user", "content": content}], max_new_tokens=6), colour))
     return answers
 
 
 def test_stage1_loss_falls_on_caption_pairs(tiny_dir, data_dir, tmp_path):
     recipe, summary = run(
-        tiny_dir, data_dir["captions"], tmp_path / "s1", "stage1_align",
-        train={"max_steps": 20, "learning_rate": 1e-2}, data={"packing": True},
+        tiny_dir,
+        data_dir["captions"],
+        tmp_path / "s1",
+        "stage1_align",
+        train={"max_steps": 20, "learning_rate": 1e-2},
+        data={"packing": True},
     )
     assert recipe.processor.config.chat_template == "plain"  # the stage's template
     history = losses(tmp_path / "s1")
@@ -47,7 +56,13 @@ def test_stage1_loss_falls_on_caption_pairs(tiny_dir, data_dir, tmp_path):
     assert summary["status"] == "completed" and summary["steps"] == 20
     assert summary["tokens_seen"] == summary["tokens_this_session"] > 0 and summary["tokens_per_second"] > 0
     assert summary["peak_memory"]["cpu_max_rss_bytes"] > 0
-    assert summary["data"] == {"records": 16, "samples": 16, "skipped": 0, "skipped_by_reason": {}, "scan_seconds": summary["data"]["scan_seconds"]}
+    assert summary["data"] == {
+        "records": 16,
+        "samples": 16,
+        "skipped": 0,
+        "skipped_by_reason": {},
+        "scan_seconds": summary["data"]["scan_seconds"],
+    }
     for png in ("loss.png", "lr.png"):
         assert (tmp_path / "s1" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "s1" / "summary.json").read_text())["steps"] == 20
@@ -56,8 +71,12 @@ def test_stage1_loss_falls_on_caption_pairs(tiny_dir, data_dir, tmp_path):
 def test_stage2_learns_a_task_that_needs_the_media(tiny_dir, data_dir, tmp_path):
     """The answer is the picture's colour and every prompt's text is the same: only the image tells."""
     _, summary = run(
-        tiny_dir, data_dir["qa"], tmp_path / "s2", "stage2_instruct",
-        train={"max_steps": 100, "learning_rate": 3e-3, "export": True}, data={"packing": True},
+        tiny_dir,
+        data_dir["qa"],
+        tmp_path / "s2",
+        "stage2_instruct",
+        train={"max_steps": 50, "learning_rate": 5e-3, "export": True},
+        data={"packing": True},
     )
     chat = ChatModel.load(summary["export"])
     answers = ask_colours(chat, tmp_path / "eval")
@@ -68,14 +87,22 @@ def test_stage2_learns_a_task_that_needs_the_media(tiny_dir, data_dir, tmp_path)
 
 def test_new_modality_leaves_every_other_parameter_bit_identical(tiny_dir, data_dir, tmp_path):
     _, summary = run(
-        tiny_dir, data_dir["depth"], tmp_path / "nm", {"name": "new_modality", "modalities": ["depth"]},
+        tiny_dir,
+        data_dir["depth"],
+        tmp_path / "nm",
+        {"name": "new_modality", "modalities": ["depth"]},
         train={"max_steps": 6, "export": True},
     )
     before = load_file(tiny_dir / "model.safetensors")
     after = load_file(f"{summary['export']}/model.safetensors")
     assert sorted(before) == sorted(after)
     changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
-    assert changed == ["connectors.depth.fc1.bias", "connectors.depth.fc1.weight", "connectors.depth.fc2.bias", "connectors.depth.fc2.weight"]
+    assert changed == [
+        "connectors.depth.fc1.bias",
+        "connectors.depth.fc1.weight",
+        "connectors.depth.fc2.bias",
+        "connectors.depth.fc2.weight",
+    ]
 
 
 class PoisonAt(TrainerCallback):
@@ -94,7 +121,9 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_dir, d
     from train_fixtures import tiny_config
 
     out = tmp_path / "nan"
-    config = config_from_dict(tiny_config(tiny_dir, data_dir["qa"], out, "stage1_align", train={"max_steps": 8, "save_steps": 2}))
+    config = config_from_dict(
+        tiny_config(tiny_dir, data_dir["qa"], out, "stage1_align", train={"max_steps": 8, "save_steps": 2})
+    )
     recipe = TrainRecipe(config, progress=False, callbacks=[PoisonAt(3)])
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 4 .*the last good checkpoint is .*checkpoint-2"):
         recipe.run()
@@ -109,8 +138,14 @@ def test_lora_export_merges_into_a_plain_model_with_the_same_outputs(tiny_dir, d
     from train_fixtures import tiny_config
 
     config = config_from_dict(
-        tiny_config(tiny_dir, data_dir["qa"], tmp_path / "lora", "stage2_lora", train={"max_steps": 5, "export": True, "learning_rate": 1e-2},
-                    lora={"r": 4, "alpha": 8, "dropout": 0.0})
+        tiny_config(
+            tiny_dir,
+            data_dir["qa"],
+            tmp_path / "lora",
+            "stage2_lora",
+            train={"max_steps": 5, "export": True, "learning_rate": 1e-2},
+            lora={"r": 4, "alpha": 8, "dropout": 0.0},
+        )
     )
     recipe = TrainRecipe(config, progress=False)
     recipe.setup()
@@ -133,12 +168,17 @@ def test_lora_export_merges_into_a_plain_model_with_the_same_outputs(tiny_dir, d
 
 def test_qlora_trains_on_a_4bit_llm_and_exports_full_precision(tiny_dir, data_dir, tmp_path):
     import bitsandbytes as bnb
-
     from train_fixtures import tiny_config
 
     config = config_from_dict(
-        tiny_config(tiny_dir, data_dir["qa"], tmp_path / "qlora", "stage2_qlora", train={"max_steps": 4, "export": True},
-                    lora={"r": 4, "alpha": 8, "dropout": 0.0})
+        tiny_config(
+            tiny_dir,
+            data_dir["qa"],
+            tmp_path / "qlora",
+            "stage2_qlora",
+            train={"max_steps": 4, "export": True},
+            lora={"r": 4, "alpha": 8, "dropout": 0.0},
+        )
     )
     recipe = TrainRecipe(config, progress=False)
     recipe.setup()
@@ -156,9 +196,9 @@ def test_qlora_trains_on_a_4bit_llm_and_exports_full_precision(tiny_dir, data_di
 
 def test_cli_trains_and_reports_user_errors(tiny_dir, data_dir, tmp_path, capsys):
     import yaml
+    from train_fixtures import tiny_config
 
     from mico_chat.cli import main
-    from train_fixtures import tiny_config
 
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_config(tiny_dir, data_dir["qa"], tmp_path / "cli", "stage1_align")))

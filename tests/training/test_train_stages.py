@@ -22,7 +22,9 @@ CONNECTORS = sorted(
 def staged(tiny_dir, data_dir, tmp_path, stage, **sections):
     from train_fixtures import tiny_config
 
-    recipe = TrainRecipe(config_from_dict(tiny_config(tiny_dir, data_dir["qa"], tmp_path / "run", stage, **sections)), progress=False)
+    recipe = TrainRecipe(
+        config_from_dict(tiny_config(tiny_dir, data_dir["qa"], tmp_path / "run", stage, **sections)), progress=False
+    )
     model, _ = recipe.build_model(quantize=False)
     all_names = sorted(n for n, _ in model.named_parameters())
     return recipe.apply_stage(model), all_names
@@ -47,7 +49,13 @@ def test_stage2_instruct_trains_connectors_and_the_whole_llm(tiny_dir, data_dir,
 
 
 def test_stage2_lora_trains_connectors_and_lora_on_llm_linears_only(tiny_dir, data_dir, tmp_path):
-    model, _ = staged(tiny_dir, data_dir, tmp_path, "stage2_lora", lora={"r": 2, "alpha": 4, "target_modules": ["q_proj", "down_proj"]})
+    model, _ = staged(
+        tiny_dir,
+        data_dir,
+        tmp_path,
+        "stage2_lora",
+        lora={"r": 2, "alpha": 4, "target_modules": ["q_proj", "down_proj"]},
+    )
     lora = sorted(
         f"language_model.model.layers.{i}.{module}.lora_{ab}.default.weight"
         for i in range(2)
@@ -63,11 +71,14 @@ def test_new_modality_trains_one_connector(tiny_dir, data_dir, tmp_path):
     model, _ = staged(tiny_dir, data_dir, tmp_path, {"name": "new_modality", "modalities": ["depth"]})
     assert trainable_parameter_names(model) == [n for n in CONNECTORS if n.startswith("connectors.depth.")]
     model, _ = staged(
-        tiny_dir, data_dir, tmp_path,
+        tiny_dir,
+        data_dir,
+        tmp_path,
         {"name": "new_modality", "modalities": ["depth"], "extra_trainable": ["encoder.patch_embeddings.depth.*"]},
     )
     assert trainable_parameter_names(model) == sorted(
-        [n for n in CONNECTORS if n.startswith("connectors.depth.")] + ["encoder.patch_embeddings.depth.bias", "encoder.patch_embeddings.depth.weight"]
+        [n for n in CONNECTORS if n.startswith("connectors.depth.")]
+        + ["encoder.patch_embeddings.depth.bias", "encoder.patch_embeddings.depth.weight"]
     )
 
 
