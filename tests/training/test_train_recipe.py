@@ -210,3 +210,22 @@ def test_cli_trains_and_reports_user_errors(tiny_dir, data_dir, tmp_path, capsys
     # a second run into the same folder must say whether to resume
     assert main(["train", str(path), "train.max_steps=2", "--no-progress"]) == 2
     assert "holds checkpoints of an earlier run" in capsys.readouterr().err
+
+
+def test_gradient_accumulation_and_checkpointing_train_like_one_big_batch(tiny_dir, data_dir, tmp_path):
+    """batch 4 = 2 micro-batches of 2 (the loss is normalised by the tokens of the whole step), and
+    gradient checkpointing recomputes activations without changing the result."""
+    results = {}
+    for name, train in {
+        "big": {"per_device_train_batch_size": 4},
+        "accumulated": {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2},
+        "checkpointed": {"per_device_train_batch_size": 4, "gradient_checkpointing": True},
+    }.items():
+        recipe, _ = run(
+            tiny_dir, data_dir["qa"], tmp_path / name, "stage2_instruct",
+            train={"max_steps": 2, "learning_rate": 1e-3, **train}, data={"packing": True, "limit": 8},
+        )
+        results[name] = {n: p.detach().clone() for n, p in recipe.model.named_parameters() if p.requires_grad}
+    for name in ("accumulated", "checkpointed"):
+        for key, value in results["big"].items():
+            torch.testing.assert_close(results[name][key], value, rtol=1e-4, atol=1e-5, msg=f"{name}: {key}")
