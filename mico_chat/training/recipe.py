@@ -85,6 +85,7 @@ class TrainRecipe:
         self.trainer: MiCoTrainer | None = None
         self.scan: ScanReport | None = None
         self.trainable_names: list[str] = []
+        self.parameter_counts: dict[str, int] = {}
         self.resumed_from: str | None = None
         self.status = "not started"
         self.train_metrics: dict[str, Any] = {}
@@ -120,12 +121,17 @@ class TrainRecipe:
                 if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
                     param.data = param.data.float()
         self.trainable_names = trainable_parameter_names(self.model)
+        self.parameter_counts = {
+            "total": sum(p.numel() for p in self.model.parameters()),
+            "trainable": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+            "trainable_tensors": len(self.trainable_names),
+        }
         logger.info(
             "stage %s: %d trainable tensors, %s of %s parameters",
             self.stage.name,
             len(self.trainable_names),
-            f"{sum(p.numel() for p in self.model.parameters() if p.requires_grad):,}",
-            f"{sum(p.numel() for p in self.model.parameters()):,}",
+            f"{self.parameter_counts['trainable']:,}",
+            f"{self.parameter_counts['total']:,}",
         )
 
         data = cfg.data
@@ -497,7 +503,6 @@ class TrainRecipe:
         runtime = self.train_metrics.get("train_runtime") or self._wall or None
         session_tokens = trainer.session_tokens if trainer is not None else 0
         losses = [e["loss"] for e in (state.log_history if state else []) if "loss" in e]
-        params = list(self.model.parameters()) if self.model is not None else []
         return {
             "status": self.status,
             "stage": self.stage.name,
@@ -515,11 +520,7 @@ class TrainRecipe:
             "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,
             "peak_memory": peak_memory(),
-            "parameters": {
-                "total": sum(p.numel() for p in params),
-                "trainable": sum(p.numel() for p in params if p.requires_grad),
-                "trainable_tensors": len(self.trainable_names),
-            },
+            "parameters": self.parameter_counts,
             "data": self.scan.summary() if self.scan else None,
             "packing": self.config.data.packing,
             "deepspeed": self.config.train.deepspeed,
