@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("mico_chat.commands.chat", "chat with a model about video, audio, images, depth maps"),
     "demo": ("mico_chat.commands.demo", "the main job: a chat about a generated clip with the default model"),
     "data": ("mico_chat.commands.data", "validate, convert, generate (synthetic world) and caption training data"),
+    "train": ("mico_chat.commands.train", "train a stage (alignment, instruction tuning, LoRA/QLoRA, new modality) from a YAML"),
 }
 
 

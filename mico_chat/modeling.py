@@ -86,28 +86,47 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         self.language_model.set_output_embeddings(value)
 
     # ------------------------------------------------------------------ media
-    def encode_media(self, media: Mapping[str | Modality, torch.Tensor]) -> dict[Modality, torch.Tensor]:
+    def encode_media(
+        self,
+        media: Mapping[str | Modality, torch.Tensor] | None = None,
+        encoder_features: Mapping[str | Modality, torch.Tensor] | None = None,
+    ) -> dict[Modality, torch.Tensor]:
         """Encoder + connector per modality: ``{modality: values} -> {modality: (N, M, d_llm)}``.
 
         ``values`` are the processor's tensors for ``N`` items (shapes: see :class:`MiCoEncoder`).
+        ``encoder_features`` are encoder outputs computed earlier, ``{modality: (N, S*(1+P), D)}``
+        (a frozen encoder's cached features during training); they skip the encoder. A modality
+        may come one way or the other, not both.
         """
-        inputs = {Modality.parse(m): v for m, v in media.items() if v is not None and v.numel() > 0}
-        if not inputs:
-            return {}
-        features = self.encoder(inputs)
+        inputs = {Modality.parse(m): v for m, v in (media or {}).items() if v is not None and v.numel() > 0}
+        cached = {Modality.parse(m): f for m, f in (encoder_features or {}).items() if f is not None and f.numel() > 0}
+        both = sorted(str(m) for m in set(inputs) & set(cached))
+        if both:
+            raise ValueError(f"{', '.join(both)}: give media or encoder_features for a modality, not both")
+        features: dict[Modality, torch.Tensor] = self.encoder(inputs) if inputs else {}
+        layouts = {m: self.encoder.layout(m, self.encoder.as_segments(m, v).shape[1]) for m, v in inputs.items()}
+        for modality, feats in cached.items():
+            per_segment = self.encoder.layout(modality, 1).tokens_per_segment
+            if feats.dim() != 3 or feats.shape[1] % per_segment:
+                raise ValueError(
+                    f"{modality} encoder_features must be (N, S*{per_segment}, D), got {tuple(feats.shape)}"
+                )
+            features[modality] = feats
+            layouts[modality] = self.encoder.layout(modality, feats.shape[1] // per_segment)
         projected = {}
         for modality, feats in features.items():
-            num_segments = self.encoder.as_segments(modality, inputs[modality]).shape[1]
-            layout = self.encoder.layout(modality, num_segments)
-            projected[modality] = self.connectors[modality.value](feats, layout)  # (N, M, d_llm)
+            projected[modality] = self.connectors[modality.value](feats, layouts[modality])  # (N, M, d_llm)
         return projected
 
     def embed_inputs(
-        self, input_ids: torch.LongTensor, media: Mapping[str | Modality, torch.Tensor] | None = None
+        self,
+        input_ids: torch.LongTensor,
+        media: Mapping[str | Modality, torch.Tensor] | None = None,
+        encoder_features: Mapping[str | Modality, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """LLM input embeddings ``(B, L, d_llm)`` with each placeholder run replaced by its media features."""
         embeds = self.get_input_embeddings()(input_ids)  # (B, L, d)
-        projected = self.encode_media(media or {})
+        projected = self.encode_media(media, encoder_features)
         token_ids = self.config.media_token_ids
         for modality in self.config.modalities:
             token_id = token_ids.get(modality.value)
@@ -135,6 +154,7 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         media: Mapping[str, torch.Tensor] | None = None,
         labels: torch.LongTensor | None = None,
+        encoder_features: Mapping[str, torch.Tensor] | None = None,
         position_ids: torch.LongTensor | None = None,
         past_key_values=None,
         inputs_embeds: torch.Tensor | None = None,
@@ -142,12 +162,18 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> MiCoChatOutput:
-        """Causal-LM forward. ``labels`` (``-100`` = ignored) give the shifted next-token loss."""
+        """Causal-LM forward. ``labels`` (``-100`` = ignored) give the shifted next-token loss.
+
+        ``encoder_features`` replace ``media`` for modalities whose encoder outputs were computed
+        beforehand (see :meth:`encode_media`). Packed rows (several samples in one row, each with
+        position ids from 0 and no ``attention_mask``) attend only within each sample when
+        ``use_cache=False``.
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if inputs_embeds is None:
-            inputs_embeds = self.embed_inputs(input_ids, media)
-        elif media:
+            inputs_embeds = self.embed_inputs(input_ids, media, encoder_features)
+        elif media or encoder_features:
             raise ValueError("media must be merged before passing inputs_embeds (use embed_inputs)")
         out = self.language_model(
             inputs_embeds=inputs_embeds,

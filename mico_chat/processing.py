@@ -192,6 +192,23 @@ class MiCoChatProcessor:
         """
         tensors = self.load_media(prepared.media)
         counts = self._token_counts(prepared.media, tensors)
+        out = self.encode_text(prepared, counts, add_generation_prompt=add_generation_prompt, with_labels=with_labels)
+        out["media"] = list(zip(prepared.media, tensors))
+        return out
+
+    def encode_text(
+        self,
+        prepared: PreparedConversation,
+        counts: Sequence[int],
+        *,
+        add_generation_prompt: bool = True,
+        with_labels: bool = False,
+    ) -> dict[str, list[int]]:
+        """The token side of :meth:`encode` without decoding any media: ``input_ids`` (and
+        ``labels``) with the k-th placeholder expanded to ``counts[k]`` tokens.
+
+        Training uses it to measure and check samples before their media are loaded.
+        """
         if with_labels:
             if add_generation_prompt:
                 raise ProcessorError("labels are for complete conversations: use add_generation_prompt=False")
@@ -227,10 +244,10 @@ class MiCoChatProcessor:
                     k += 1
                 else:
                     expanded_labels.append(label)
-            return {"input_ids": expanded_ids, "labels": expanded_labels, "media": list(zip(prepared.media, tensors))}
+            return {"input_ids": expanded_ids, "labels": expanded_labels}
         text = self.template.render(prepared.messages, add_generation_prompt=add_generation_prompt)
         ids = self.tokenizer(text, add_special_tokens=self.template.add_special_tokens)["input_ids"]
-        return {"input_ids": self._expand(ids, counts), "media": list(zip(prepared.media, tensors))}
+        return {"input_ids": self._expand(ids, counts)}
 
     def __call__(
         self,

@@ -1,0 +1,367 @@
+"""Records -> training samples: the scan, the dataset, the encoder-feature cache and the sampler.
+
+Before training, :func:`scan_records` reads every record once without decoding any media: it
+turns the record into a conversation (a caption pair becomes ``user: placeholders [+
+instruction]`` / ``assistant: caption``), tokenizes it with the model's template, builds the
+per-message loss mask and checks it against the assistant messages, measures the sample's length
+(media tokens included) and, optionally, reads each media file's header. Records that fail are
+skipped and counted (:class:`ScanReport`), or stop the run in strict mode. A loss mask that does
+not cover the assistant's words raises :class:`LabelMaskError` in every mode.
+
+:class:`SampleDataset` then decodes the media of one sample at a time; its ``lengths`` feed the
+length-grouped sampler and packing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Sampler
+from tqdm.auto import tqdm
+
+from mico_chat import media as media_io
+from mico_chat.instruct_data.records import BadRecord, Record, read_records
+from mico_chat.modality import Modality
+from mico_chat.processing import IGNORE_INDEX, MediaItem, MiCoChatProcessor, PreparedConversation, ProcessorError
+from mico_chat.templates import TemplateError
+
+from .errors import DataError, LabelMaskError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """One scanned training sample: what to load, and how long it is in tokens."""
+
+    record_id: str
+    source: str
+    messages: tuple[Mapping[str, str], ...]
+    media: tuple[MediaItem, ...]
+    length: int
+    num_labels: int
+
+
+@dataclass
+class ScanReport:
+    """What the scan kept and what it skipped (with reasons)."""
+
+    samples: list[SampleSpec] = field(default_factory=list)
+    skipped: list[BadRecord] = field(default_factory=list)
+    num_records: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        reasons: dict[str, int] = {}
+        for bad in self.skipped:
+            key = bad.reason.split(":")[0] if ": " in bad.reason else bad.reason
+            reasons[key[:80]] = reasons.get(key[:80], 0) + 1
+        return {
+            "records": self.num_records,
+            "samples": len(self.samples),
+            "skipped": len(self.skipped),
+            "skipped_by_reason": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+            "scan_seconds": round(self.seconds, 3),
+        }
+
+
+def record_messages(record: Record, caption_kinds: Sequence[str], instruction: str | None) -> list[dict[str, str]]:
+    """The conversation a record trains on.
+
+    A conversation record is used as it is. A caption pair becomes one exchange: the user turn
+    holds the media placeholders (in media order) and ``instruction``, the assistant turn the first
+    caption found among ``caption_kinds``. Raises ``ValueError`` when a caption pair has none of them.
+    """
+    if record.messages:
+        return [dict(m) for m in record.messages]
+    caption = next((record.captions[k] for k in caption_kinds if record.captions.get(k)), None)
+    if caption is None:
+        raise ValueError(
+            f"caption pair has no caption of kinds {list(caption_kinds)} (it has {sorted(record.captions)})"
+        )
+    user = "\n".join(ref.modality.placeholder for ref in record.media)
+    if instruction:
+        user = f"{user}\n{instruction}"
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": caption}]
+
+
+def expected_segments(modality: Modality, processor: MiCoChatProcessor) -> int:
+    """Segments one item will have after preprocessing (frames, audio windows; 1 for pictures)."""
+    if modality is Modality.VIDEO:
+        return processor.settings.num_frames
+    if modality is Modality.AUDIO:
+        return processor.settings.audio_clips
+    return 1
+
+
+def _squash(text: str) -> str:
+    return "".join(text.split())
+
+
+def check_label_mask(
+    processor: MiCoChatProcessor, messages: Sequence[Mapping[str, str]], input_ids: Sequence[int], labels: Sequence[int]
+) -> None:
+    """Raise :class:`LabelMaskError` unless the trained tokens hold every assistant message, in order.
+
+    Compared with whitespace removed, so a tokenizer's space handling does not matter; what must
+    hold is that no assistant word is masked out and no other message's text is trained on.
+    """
+    if len(input_ids) != len(labels):
+        raise LabelMaskError(f"{len(input_ids)} input ids but {len(labels)} labels")
+    if any(label != token for token, label in zip(input_ids, labels) if label != IGNORE_INDEX):
+        raise LabelMaskError("labels differ from the input ids they should copy")
+    trained = [token for token, label in zip(input_ids, labels) if label != IGNORE_INDEX]
+    decoded = _squash(processor.tokenizer.decode(trained, skip_special_tokens=False))
+    position = 0
+    for i, msg in enumerate(messages):
+        if msg["role"] != "assistant":
+            continue
+        content = _squash(msg["content"])
+        found = decoded.find(content, position)
+        if found < 0:
+            raise LabelMaskError(
+                f"assistant message {i} ({msg['content'][:60]!r}) is not covered by the trained tokens "
+                f"({processor.tokenizer.decode(trained)[:120]!r}); the template '{processor.config.chat_template}' "
+                "and the tokenizer disagree on where messages end"
+            )
+        position = found + len(content)
+    replies = [_squash(m["content"]) for m in messages if m["role"] == "assistant"]
+    users = []
+    for msg in messages:
+        if msg["role"] == "user":
+            text = msg["content"]
+            for placeholder in processor.placeholders.values():
+                text = text.replace(placeholder, " ")
+            users.append(_squash(text))
+    leaked = [u for u in users if len(u) > 12 and u in decoded and not any(u in r for r in replies)]
+    if leaked:
+        raise LabelMaskError(f"user text {leaked[0][:60]!r} is among the trained tokens")
+
+
+def scan_records(
+    paths: Sequence[str | Path],
+    processor: MiCoChatProcessor,
+    *,
+    media_root: str | Path | None = None,
+    caption_kinds: Sequence[str] = ("omni", "vision", "audio", "subtitle"),
+    instruction: str | None = None,
+    max_length: int | None = None,
+    strict: bool = False,
+    probe_media: bool = True,
+    limit: int | None = None,
+    progress: bool = True,
+) -> ScanReport:
+    """Read, check and measure every record (no media decoded); see the module docstring.
+
+    Args:
+        paths: record files (``.jsonl`` / ``.json``).
+        media_root: folder media paths are relative to (default: the record file's folder).
+        max_length: longest sample in tokens; longer ones are skipped.
+        strict: raise :class:`DataError` at the first bad record instead of skipping it.
+        probe_media: read each media file's header (catches unreadable files before training).
+        limit: stop after this many good samples.
+    """
+    report = ScanReport()
+    start = time.perf_counter()
+    limit_ = max_length or getattr(processor.config.text_config, "max_position_embeddings", None)
+    bar = tqdm(desc="scanning records", unit="rec", disable=not progress)
+    for path in paths:
+        path = Path(path)
+        root = Path(media_root) if media_root is not None else path.parent
+        for k, item in enumerate(read_records(path), start=1):
+            if limit is not None and len(report.samples) >= limit:
+                break
+            report.num_records += 1
+            bar.update(1)
+            if isinstance(item, BadRecord):
+                _skip(report, item, strict)
+                continue
+            source = f"{path} record {k}"
+            try:
+                report.samples.append(
+                    _scan_one(item, source, processor, root, caption_kinds, instruction, limit_, probe_media)
+                )
+            except (ValueError, ProcessorError, TemplateError, media_io.MediaError, FileNotFoundError) as err:
+                if isinstance(err, LabelMaskError):
+                    raise LabelMaskError(f"{source} (id {item.id}): {err}") from None
+                _skip(report, BadRecord(source, k, str(err), item.id), strict)
+    bar.close()
+    report.seconds = time.perf_counter() - start
+    logger.info(
+        "scanned %d records: %d samples, %d skipped (%.1f s)",
+        report.num_records,
+        len(report.samples),
+        len(report.skipped),
+        report.seconds,
+    )
+    return report
+
+
+def _skip(report: ScanReport, bad: BadRecord, strict: bool) -> None:
+    if strict:
+        raise DataError(f"{bad} (strict mode: fix the record or set data.strict=false to skip bad records)")
+    report.skipped.append(bad)
+    logger.warning("skipping %s", bad)
+
+
+def _scan_one(
+    record: Record,
+    source: str,
+    processor: MiCoChatProcessor,
+    root: Path,
+    caption_kinds: Sequence[str],
+    instruction: str | None,
+    max_length: int | None,
+    probe_media: bool,
+) -> SampleSpec:
+    messages = record_messages(record, caption_kinds, instruction)
+    items = []
+    for ref in record.media:
+        path = ref.resolve(root)
+        if not path.is_file():
+            raise FileNotFoundError(f"media file {path} is missing")
+        if probe_media:
+            media_io.probe(path, limits=processor.settings.limits)
+        items.append(MediaItem(ref.modality, str(path), ref.options()))
+    prepared = processor.prepare(messages, items)
+    counts = [processor.config.num_media_tokens(it.modality, expected_segments(it.modality, processor)) for it in items]
+    enc = processor.encode_text(prepared, counts, add_generation_prompt=False, with_labels=True)
+    length = len(enc["input_ids"])
+    if max_length is not None and length > max_length:
+        raise ValueError(f"sample is {length} tokens (media included); the limit is {max_length}")
+    check_label_mask(processor, prepared.messages, enc["input_ids"], enc["labels"])
+    num_labels = sum(1 for label in enc["labels"][1:] if label != IGNORE_INDEX)
+    return SampleSpec(record.id, source, tuple(prepared.messages), tuple(items), length, num_labels)
+
+
+# ---------------------------------------------------------------------------------------- dataset
+
+
+class SampleDataset(Dataset):
+    """Scanned samples -> ``{"input_ids", "labels", "media" | "features", "id"}`` (lists / tensors).
+
+    ``media`` is a list of ``(modality, tensor)`` in placeholder order (shapes: see
+    :mod:`mico_chat.preprocess`); with an encoder-feature cache, ``features`` holds the cached
+    encoder outputs ``(S*(1+P), D)`` instead and nothing is decoded.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[SampleSpec],
+        processor: MiCoChatProcessor,
+        features: Sequence[Sequence[tuple[str, torch.Tensor]]] | None = None,
+    ):
+        if features is not None and len(features) != len(samples):
+            raise ValueError(f"{len(features)} cached feature lists for {len(samples)} samples")
+        self.samples = list(samples)
+        self.processor = processor
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [s.length for s in self.samples]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        spec = self.samples[index]
+        prepared = PreparedConversation([dict(m) for m in spec.messages], list(spec.media))
+        try:
+            if self.features is not None:
+                feats = self.features[index]
+                counts = [self._count(Modality.parse(m), f) for m, f in feats]
+                enc = self.processor.encode_text(prepared, counts, add_generation_prompt=False, with_labels=True)
+                out = {"features": list(feats), "media": []}
+            else:
+                enc = self.processor.encode(prepared, add_generation_prompt=False, with_labels=True)
+                out = {"media": [(item.modality.value, tensor) for item, tensor in enc["media"]], "features": []}
+        except (media_io.MediaError, ProcessorError, TemplateError, ValueError) as err:
+            raise DataError(f"{spec.source} (id {spec.record_id}): {err}") from err
+        if len(enc["input_ids"]) != spec.length:
+            raise DataError(
+                f"{spec.source} (id {spec.record_id}): {len(enc['input_ids'])} tokens now, {spec.length} at the scan "
+                "(a media item gave a different number of frames or windows than the settings ask for)"
+            )
+        out.update(input_ids=enc["input_ids"], labels=enc["labels"], id=spec.record_id)
+        return out
+
+    def _count(self, modality: Modality, feats: torch.Tensor) -> int:
+        per_segment = self.processor.config.encoder_config.layout(modality, 1).tokens_per_segment
+        return self.processor.config.num_media_tokens(modality, feats.shape[0] // per_segment)
+
+
+@torch.no_grad()
+def cache_encoder_features(
+    dataset: SampleDataset, encoder: torch.nn.Module, *, dtype: torch.dtype = torch.float32, progress: bool = True
+) -> list[list[tuple[str, torch.Tensor]]]:
+    """Run the (frozen) encoder once over every sample's media; returns per-sample
+    ``[(modality, (S*(1+P), D))]`` in placeholder order, stored in ``dtype`` on the CPU.
+
+    The encoder must not train: its outputs would go stale after the first step.
+    """
+    if any(p.requires_grad for p in encoder.parameters()):
+        raise ValueError("encoder features can only be cached for a frozen encoder")
+    was_training = encoder.training
+    encoder.eval()
+    param = next(encoder.parameters())
+    out = []
+    for spec in tqdm(dataset.samples, desc="caching encoder features", unit="sample", disable=not progress):
+        try:
+            tensors = dataset.processor.load_media(spec.media)
+        except (media_io.MediaError, ValueError) as err:
+            raise DataError(f"{spec.source} (id {spec.record_id}): {err}") from err
+        feats = []
+        for item, tensor in zip(spec.media, tensors):
+            encoded = encoder({item.modality: tensor[None].to(param.device, param.dtype)})[item.modality]  # (1, L, D)
+            feats.append((item.modality.value, encoded[0].to("cpu", dtype)))
+        out.append(feats)
+    encoder.train(was_training)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- sampler
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Shuffled indices where each run of ``group_size`` has similar lengths (less padding).
+
+    The order of epoch ``e`` is a function of ``(seed, e)`` only, so a resumed run replays it
+    exactly. Indices are shuffled, cut into mega-batches of ``50 * group_size``, each sorted by
+    length (longest first) and cut into groups; the groups are shuffled, with the group holding the
+    longest sample first so that an out-of-memory shows at the first step.
+    """
+
+    def __init__(self, lengths: Sequence[int], group_size: int, seed: int = 0):
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        self.lengths = list(lengths)
+        self.group_size = group_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        mega = 50 * self.group_size
+        groups: list[list[int]] = []
+        for start in range(0, len(order), mega):
+            chunk = sorted(order[start : start + mega], key=lambda i: -self.lengths[i])
+            groups.extend(chunk[k : k + self.group_size] for k in range(0, len(chunk), self.group_size))
+        shuffled = [groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()]
+        if shuffled:
+            longest = max(range(len(shuffled)), key=lambda g: max(self.lengths[i] for i in shuffled[g]))
+            shuffled[0], shuffled[longest] = shuffled[longest], shuffled[0]
+        return iter([i for group in shuffled for i in group])

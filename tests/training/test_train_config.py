@@ -1,0 +1,120 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from mico_chat.training import TrainConfigError, config_from_dict, load_config
+from mico_chat.training.config import parse_override
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "configs").glob("*/*.yaml"))
+STAGES = ("stage1_align", "stage2_instruct", "stage2_lora", "stage2_qlora", "new_modality")
+
+
+def minimal(**sections):
+    base = {"stage": "stage1_align", "data": {"train": ["a.jsonl"]}, "train": {"output_dir": "runs/x"}}
+    base.update(sections)
+    return base
+
+
+def test_yaml_values_and_dotted_overrides_reach_the_dataclasses():
+    cfg = config_from_dict(
+        minimal(),
+        [
+            "train.learning_rate=1e-4",
+            "data.train=[a.jsonl,b.jsonl]",
+            "data.packing=true",
+            "stage.modalities=[video]",
+            "model.encoder={preset: large}",
+            "train.resume=false",
+        ],
+    )
+    assert cfg.train.learning_rate == pytest.approx(1e-4) and isinstance(cfg.train.learning_rate, float)
+    assert cfg.data.train == ["a.jsonl", "b.jsonl"] and cfg.data.packing is True
+    assert cfg.stage.name == "stage1_align" and cfg.stage.modalities == ["video"]
+    assert cfg.model.encoder == {"preset": "large"} and cfg.train.resume is False
+    assert config_from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()  # round trip
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.learning_rat=1"], r"unknown config key\(s\) train.learning_rat"),
+        (["train.max_steps=ten"], "train.max_steps must be an integer"),
+        (["data.packing=3"], "data.packing must be true or false"),
+        (["stage.name=stage3"], "stage.name 'stage3' is not a registered stage"),
+        (["train.learning_rate"], "must look like key=value"),
+        (["stage=new_modality"], r"stage new_modality trains the connectors of named modalities"),
+        (["train.bf16=sometimes"], "train.bf16 must be true, false or auto"),
+        (["data.pack_length=512"], "data.pack_length needs data.packing=true"),
+        (["stage=stage2_qlora", "train.deepspeed=z.json"], "does not run under DeepSpeed"),
+        (["model.init_from=runs/s1/model", "model.llm=/x"], "model.init_from is a saved MiCo-Chat folder"),
+    ],
+)
+def test_bad_values_name_the_key(overrides, message):
+    with pytest.raises(TrainConfigError, match=message):
+        config_from_dict(minimal(), overrides)
+
+
+def test_required_values_must_be_set(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("stage: stage1_align\ndata: {train: ['???']}\ntrain: {output_dir: '???'}\n")
+    with pytest.raises(TrainConfigError, match=r"required value\(s\) not set: data.train, train.output_dir"):
+        load_config(path)
+    cfg = load_config(path, ["data.train=x.jsonl", "train.output_dir=runs/y"])
+    assert cfg.data.train == ["x.jsonl"]
+    with pytest.raises(TrainConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_parse_override_reads_yaml_values():
+    assert parse_override("a.b=[1, 2]") == ("a.b", [1, 2])
+    assert parse_override("a=null") == ("a", None)
+    with pytest.raises(TrainConfigError, match="not a dotted config key"):
+        parse_override("a..b=1")
+
+
+def required_overrides(path: Path) -> list[str]:
+    text = path.read_text()
+    out = ["data.train=records.jsonl"]
+    if 'llm: "???"' in text:
+        out.append("model.llm=/models/vicuna-7b-v1.5")
+    if 'encoder_weights: "???"' in text:
+        out.append("model.encoder_weights=/models/mico.safetensors")
+    return out
+
+
+def test_every_llm_ships_every_stage_with_a_launch_command():
+    assert {p.parent.name for p in CONFIGS} == {"default", "vicuna7b"}
+    for llm in ("default", "vicuna7b"):
+        assert sorted(p.stem for p in CONFIGS if p.parent.name == llm) == sorted(STAGES)
+    for path in CONFIGS:
+        header = path.read_text().split("\nstage")[0]
+        assert "# Launch" in header and "mico_chat.cli train" in header or "mico-chat train" in header, path
+        cfg = load_config(path, required_overrides(path))
+        assert cfg.stage.name == path.stem, path
+        assert cfg.train.output_dir == f"runs/{path.parent.name}/{path.stem}"
+        if cfg.train.deepspeed:
+            assert (REPO / cfg.train.deepspeed).is_file(), path
+
+
+def test_vicuna_configs_follow_the_paper_setting():
+    s1 = load_config(
+        REPO / "configs/vicuna7b/stage1_align.yaml", required_overrides(REPO / "configs/vicuna7b/stage1_align.yaml")
+    )
+    assert (s1.train.learning_rate, s1.train.per_device_train_batch_size, s1.model.chat_template) == (1e-3, 32, "plain")
+    s2 = load_config(REPO / "configs/vicuna7b/stage2_instruct.yaml", ["data.train=x.jsonl"])
+    assert (s2.train.learning_rate, s2.model.chat_template, s2.data.max_length) == (2e-5, "vicuna_v1", 2048)
+    assert s2.train.deepspeed.endswith("zero3.json")
+
+
+def test_deepspeed_configs_are_valid_json_with_their_stage():
+    expected = {"zero2": (2, False), "zero3": (3, False), "zero3_offload": (3, True)}
+    for name, (stage, offload) in expected.items():
+        ds = json.loads((REPO / "configs/deepspeed" / f"{name}.json").read_text())
+        zero = ds["zero_optimization"]
+        assert zero["stage"] == stage
+        assert ("offload_optimizer" in zero) == offload
+        if stage == 3:
+            assert zero["stage3_gather_16bit_weights_on_model_save"] is True  # exports need whole weights
+        assert ds["train_micro_batch_size_per_gpu"] == "auto"  # the YAML's batch size rules

@@ -1,0 +1,134 @@
+"""Records -> samples: conversions, the scan (skip and count, strict), the loss-mask check, the sampler."""
+
+import json
+
+import pytest
+import torch
+from mico_chat.instruct_data.records import parse_record
+
+from mico_chat.processing import IGNORE_INDEX
+from mico_chat.training import DataError, LabelMaskError
+from mico_chat.training.data import LengthGroupedSampler, SampleDataset, check_label_mask, record_messages, scan_records
+
+
+@pytest.fixture(scope="module")
+def processor(tiny):
+    return tiny[1]
+
+
+def test_a_caption_pair_becomes_one_exchange():
+    record = parse_record(
+        {
+            "id": 1,
+            "media": [{"modality": "video", "path": "a.mp4"}, {"modality": "audio", "path": "a.mp4"}],
+            "captions": {"vision": "a red ball", "omni": "a red ball bounces with a thud"},
+        }
+    )
+    assert record_messages(record, ["omni", "vision"], None) == [
+        {"role": "user", "content": "<video>\n<audio>"},
+        {"role": "assistant", "content": "a red ball bounces with a thud"},
+    ]
+    assert record_messages(record, ["vision"], "Describe it.")[0]["content"] == "<video>\n<audio>\nDescribe it."
+    with pytest.raises(ValueError, match=r"no caption of kinds \['subtitle'\]"):
+        record_messages(record, ["subtitle"], None)
+
+
+def write_records(path, rows):
+    path.write_text("".join(r if isinstance(r, str) else json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def qa(i, image, question="What colour is this picture?", answer="red"):
+    return {
+        "id": f"r{i}",
+        "media": [{"modality": "image", "path": image}],
+        "conversations": [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}],
+    }
+
+
+def bad_data(tmp_path):
+    from train_fixtures import colour_images
+
+    images = colour_images(tmp_path, 2)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    rows = [
+        qa(0, images[0][0]),
+        "{not json\n",
+        qa(2, "missing.png"),
+        {"id": "r3", "media": [{"modality": "image", "path": images[1][0]}], "captions": {"audio": "a beep"}},
+        {"id": "r4", "conversations": [{"from": "human", "value": "<image>\nHi"}, {"from": "gpt", "value": "x"}]},
+        qa(5, images[1][0], question="word " * 200),
+        qa(6, "broken.png"),
+        qa(7, images[1][0], answer="blue"),
+    ]
+    return write_records(tmp_path / "mixed.jsonl", rows)
+
+
+def test_scan_skips_and_counts_bad_records_with_reasons(processor, tmp_path):
+    path = bad_data(tmp_path)
+    report = scan_records([path], processor, caption_kinds=["vision"], max_length=120, progress=False)
+    assert [s.record_id for s in report.samples] == ["r0", "r7"]
+    reasons = {bad.id: bad.reason for bad in report.skipped}
+    assert len(report.skipped) == 6 and report.num_records == 8
+    assert "not valid JSON" in [b.reason for b in report.skipped if b.id is None][0]
+    assert "missing.png is missing" in reasons["r2"]
+    assert "no caption of kinds ['vision']" in reasons["r3"]
+    assert "do not match media" in reasons["r4"]
+    assert "the limit is 120" in reasons["r5"]
+    assert "broken.png" in reasons["r6"]
+    assert report.summary()["skipped"] == 6
+    # every sample is measured without decoding media: the length is what the dataset yields
+    dataset = SampleDataset(report.samples, processor)
+    item = dataset[0]
+    assert len(item["input_ids"]) == report.samples[0].length == len(item["labels"])
+    image_id = processor.config.media_token_ids["image"]
+    labels = torch.tensor(item["labels"])
+    assert (labels[torch.tensor(item["input_ids"]) == image_id] == IGNORE_INDEX).all()
+    assert processor.tokenizer.decode([t for t in item["labels"] if t != IGNORE_INDEX]) == "red<|im_end|>\n"
+
+
+def test_strict_mode_stops_at_the_first_bad_record(processor, tmp_path):
+    path = bad_data(tmp_path)
+    with pytest.raises(DataError, match=r"mixed.jsonl:2: not valid JSON .*strict mode"):
+        scan_records([path], processor, caption_kinds=["vision"], strict=True, progress=False)
+
+
+def test_the_loss_mask_must_cover_each_assistant_message(processor):
+    messages = [
+        {"role": "user", "content": "Name a colour please, any colour"},
+        {"role": "assistant", "content": "green"},
+    ]
+    from mico_chat.processing import PreparedConversation
+
+    enc = processor.encode_text(PreparedConversation(messages, []), [], add_generation_prompt=False, with_labels=True)
+    ids, labels = enc["input_ids"], enc["labels"]
+    check_label_mask(processor, messages, ids, labels)  # consistent: no error
+    cut = list(labels)
+    first = next(i for i, x in enumerate(cut) if x != IGNORE_INDEX)
+    cut[first] = IGNORE_INDEX  # the first assistant token is no longer trained
+    with pytest.raises(LabelMaskError, match="assistant message 1"):
+        check_label_mask(processor, messages, ids, cut)
+    leaky = [t for t in ids]  # every token trained, user text included
+    with pytest.raises(LabelMaskError, match="user text"):
+        check_label_mask(processor, messages, ids, leaky)
+    with pytest.raises(LabelMaskError, match="differ from the input ids"):
+        check_label_mask(processor, messages, ids, [x if x == IGNORE_INDEX else x + 1 for x in labels])
+
+
+def test_length_grouped_sampler_is_a_seeded_function_of_the_epoch():
+    lengths = [int(x) for x in torch.randint(5, 500, (300,), generator=torch.Generator().manual_seed(0))]
+    sampler = LengthGroupedSampler(lengths, group_size=4, seed=3)
+    first = list(sampler)
+    assert sorted(first) == list(range(300)) and list(sampler) == first
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert second != first and sorted(second) == list(range(300))
+    assert list(LengthGroupedSampler(lengths, 4, seed=3)) == first  # a fresh process replays epoch 0
+    again = LengthGroupedSampler(lengths, 4, seed=3)
+    again.set_epoch(1)
+    assert list(again) == second
+    assert lengths[first[0]] == max(lengths)  # the longest group comes first
+    spread = [
+        max(lengths[i] for i in first[k : k + 4]) - min(lengths[i] for i in first[k : k + 4]) for k in range(0, 300, 4)
+    ]
+    assert sum(spread) / len(spread) < 60  # groups hold similar lengths (random groups: ~290)
