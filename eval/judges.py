@@ -50,6 +50,7 @@ class JudgeConfig:
         timeout_s: per-request timeout.
         max_tokens: reply token limit (``None``: the endpoint's default; local: 256).
         workers: concurrent requests to an HTTP endpoint.
+        retry_wait_s: wait before the first transport retry (doubling after each, at most 8 s).
         cache: verdict cache file (JSONL); ``None`` keeps verdicts in memory only.
     """
 
@@ -61,6 +62,7 @@ class JudgeConfig:
     timeout_s: float = 60.0
     max_tokens: int | None = None
     workers: int = 4
+    retry_wait_s: float = 0.25
     cache: Path | None = None
 
     def __post_init__(self) -> None:
@@ -224,7 +226,7 @@ class OpenAIJudge(Judge):
                     raise JudgeError(f"judge {self.config.model} at {self.config.base_url}: HTTP {err.status_code}: {err.message}") from None
                 last = err
             if attempt + 1 < self.config.max_retries:
-                time.sleep(min(8.0, 0.25 * 2**attempt))
+                time.sleep(min(8.0, self.config.retry_wait_s * 2**attempt))
         raise JudgeError(
             f"judge {self.config.model} at {self.config.base_url or 'api.openai.com'}: no answer after "
             f"{self.config.max_retries} attempts ({type(last).__name__}: {last})"
