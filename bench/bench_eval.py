@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 import torch
-
-from mico_chat.api import ChatModel, GenerationSettings
 from mico_chat.eval.cache import PredictionCache
 from mico_chat.eval.minisuite import build_all
 from mico_chat.eval.registry import get_task
 from mico_chat.eval.runner import generate_predictions
+
+from mico_chat.api import ChatModel, GenerationSettings
 
 
 def stage_times(chat: ChatModel, items, batch_size: int, settings: GenerationSettings) -> dict[str, float]:
@@ -55,7 +55,9 @@ def stage_times(chat: ChatModel, items, batch_size: int, settings: GenerationSet
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--benchmark", default="mme", help="mini suite to read items from (mme, mmbench, msvd_qa, clotho_aqa, ...)")
+    parser.add_argument(
+        "--benchmark", default="mme", help="mini suite to read items from (mme, mmbench, msvd_qa, clotho_aqa, ...)"
+    )
     parser.add_argument("--items", type=int, default=16)
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--max-new-tokens", type=int, help="default: the benchmark's")
@@ -86,8 +88,13 @@ def main() -> None:
             runs.append(time.perf_counter() - start)
         rows[size] = {"seconds": statistics.median(runs), **stage_times(chat, items, size, settings)}
     base = len(items) / rows[sizes[0]]["seconds"]
-    print(f"benchmark={args.benchmark} items={len(items)} max_new_tokens={settings.max_new_tokens} threads={args.threads} repeats={args.repeats} (median)")
-    print("| batch | items/s | vs batch 1 | prepare s | encoder s | LLM prefill s | LLM decode s | decode steps | prompt tokens |")
+    print(
+        f"benchmark={args.benchmark} items={len(items)} max_new_tokens={settings.max_new_tokens} "
+        f"threads={args.threads} repeats={args.repeats} (median)"
+    )
+    print(
+        "| batch | items/s | vs batch 1 | prepare s | encoder s | LLM prefill s | LLM decode s | decode steps | prompt tokens |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for size, r in rows.items():
         rate = len(items) / r["seconds"]

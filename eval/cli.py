@@ -133,7 +133,10 @@ def run_benchmark_cli(task: Any, args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / "eval" / bench.name
     judge = make_judge(args, out)
     if bench.config.needs_judge and judge is None:
-        print(f"note: {bench.config.title} is scored by an LLM judge; without --judge only the predictions are written", file=sys.stderr)
+        print(
+            f"note: {bench.config.title} is scored by an LLM judge; without --judge only the predictions are written",
+            file=sys.stderr,
+        )
     chat = ChatModel.load(args.model, llm=args.llm, device=args.device, dtype=args.dtype)
     settings = with_max_new_tokens(resolve_settings(bench, None), args.max_new_tokens)
     result = evaluate(

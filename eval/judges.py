@@ -223,7 +223,9 @@ class OpenAIJudge(Judge):
                 last = err
             except openai.APIStatusError as err:
                 if err.status_code not in self.RETRY_STATUSES:
-                    raise JudgeError(f"judge {self.config.model} at {self.config.base_url}: HTTP {err.status_code}: {err.message}") from None
+                    raise JudgeError(
+                        f"judge {self.config.model} at {self.config.base_url}: HTTP {err.status_code}: {err.message}"
+                    ) from None
                 last = err
             if attempt + 1 < self.config.max_retries:
                 time.sleep(min(8.0, self.config.retry_wait_s * 2**attempt))

@@ -172,7 +172,9 @@ class MiCoChatLM(TemplateLM):
         bar.close()
         return [r if r is not None else "" for r in results]
 
-    def _generate(self, contexts: list[list[int]], until: list[str], max_new: int, do_sample: bool, temperature: float) -> list[str]:
+    def _generate(
+        self, contexts: list[list[int]], until: list[str], max_new: int, do_sample: bool, temperature: float
+    ) -> list[str]:
         width = max(len(c) for c in contexts)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
         ids = torch.full((len(contexts), width), pad, dtype=torch.long)
@@ -180,7 +182,11 @@ class MiCoChatLM(TemplateLM):
         for row, ctx in enumerate(contexts):  # left padding, as for chat generation
             ids[row, width - len(ctx) :] = torch.tensor(ctx)
             mask[row, width - len(ctx) :] = 1
-        sampling = {"do_sample": True, "temperature": temperature} if do_sample else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        sampling = (
+            {"do_sample": True, "temperature": temperature}
+            if do_sample
+            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        )
         new_tokens = self.chat.model.generate(
             input_ids=ids.to(self._device),
             attention_mask=mask.to(self._device),

@@ -93,7 +93,22 @@ def build_mmbench(items: Sequence[MiniItem], out: Path, *, circular_copies: bool
     """An MMBench TSV (base64 images); with ``circular_copies`` the rotated copies are included,
     sharing their image by index, as in VLMEvalKit's ``MMBench_DEV_EN.tsv``."""
     letters = "ABCD"
-    header = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image", "source", "l2-category", "comment", "split"]
+    header = [
+        "index",
+        "question",
+        "hint",
+        "A",
+        "B",
+        "C",
+        "D",
+        "answer",
+        "category",
+        "image",
+        "source",
+        "l2-category",
+        "comment",
+        "split",
+    ]
     rows = []
     for g, item in enumerate(items):
         if not 2 <= len(item.options) <= 4 or item.answer not in item.options:
@@ -199,7 +214,13 @@ BUILDERS: Mapping[str, Callable[[Sequence[MiniItem], Path], Path]] = {
 
 # ---------------------------------------------------------------------------- generated media
 SHAPES = {"square": "red", "circle": "green", "triangle": "blue"}
-COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40), "white": (240, 240, 240)}
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (40, 70, 220),
+    "yellow": (230, 210, 40),
+    "white": (240, 240, 240),
+}
 
 
 def make_image(path: Path, shape: str, colour: str, background: str = "white", size: int = 64) -> Path:
@@ -250,21 +271,46 @@ def generated_items(media_dir: Path) -> dict[str, list[MiniItem]]:
     mme = []
     for n, task in enumerate(MME_SUBTASKS):
         shape, colour = list(images)[n % len(images)]
-        mme.append(MiniItem(images[shape, colour], f"Is there a {colour} {shape} in the image? Please answer yes or no.", "Yes", category=task))
+        mme.append(
+            MiniItem(
+                images[shape, colour], f"Is there a {colour} {shape} in the image? Please answer yes or no.", "Yes", category=task
+            )
+        )
         other = "green" if colour != "green" else "red"
-        mme.append(MiniItem(images[shape, colour], f"Is there a {other} {shape} in the image? Please answer yes or no.", "No", category=task))
+        mme.append(
+            MiniItem(
+                images[shape, colour], f"Is there a {other} {shape} in the image? Please answer yes or no.", "No", category=task
+            )
+        )
 
     mmbench = [
-        MiniItem(images["square", "red"], "What shape is shown?", "square", ("circle", "square", "triangle", "star"), "image_scene"),
-        MiniItem(images["circle", "green"], "What colour is the shape?", "green", ("red", "green", "blue"), "attribute_recognition",
-                 meta={"l2-category": "finegrained_perception (instance-level)", "hint": "Look at the middle of the image."}),
+        MiniItem(
+            images["square", "red"], "What shape is shown?", "square", ("circle", "square", "triangle", "star"), "image_scene"
+        ),
+        MiniItem(
+            images["circle", "green"],
+            "What colour is the shape?",
+            "green",
+            ("red", "green", "blue"),
+            "attribute_recognition",
+            meta={"l2-category": "finegrained_perception (instance-level)", "hint": "Look at the middle of the image."},
+        ),
         MiniItem(images["triangle", "blue"], "Is the shape a triangle?", "yes", ("yes", "no"), "image_scene"),
     ]
 
     videos = [
-        MiniItem(clips[0], "What happens in the video?", "A red square moves from left to right on a blue background while a tone beeps."),
+        MiniItem(
+            clips[0],
+            "What happens in the video?",
+            "A red square moves from left to right on a blue background while a tone beeps.",
+        ),
         MiniItem(clips[1], "What colour is the background?", "The background is blue."),
-        MiniItem(clips[2], "What does the square do first, and what after?", "It starts on the left and then moves to the right.", category="temporal"),
+        MiniItem(
+            clips[2],
+            "What does the square do first, and what after?",
+            "It starts on the left and then moves to the right.",
+            category="temporal",
+        ),
         MiniItem(clips[0], "Which object moves?", "A red square.", question2="What is the object that travels across the frame?"),
     ]
     qa = [
@@ -273,9 +319,42 @@ def generated_items(media_dir: Path) -> dict[str, list[MiniItem]]:
         MiniItem(clips[2], "how many squares are there?", "one"),
     ]
     captions = [
-        MiniItem(tones[440], "", "", references=("A single tone beeps once.", "A short beep sounds.", "One electronic beep is heard.", "A high tone plays briefly.", "A beep sounds once.")),
-        MiniItem(tones[880], "", "", references=("A tone beeps twice.", "Two short beeps sound.", "An electronic beep repeats two times.", "Two high tones play.", "A device beeps twice.")),
-        MiniItem(tones[220], "", "", references=("A low tone beeps three times.", "Three low beeps sound.", "A deep beep repeats three times.", "Three short low tones play.", "A machine beeps three times.")),
+        MiniItem(
+            tones[440],
+            "",
+            "",
+            references=(
+                "A single tone beeps once.",
+                "A short beep sounds.",
+                "One electronic beep is heard.",
+                "A high tone plays briefly.",
+                "A beep sounds once.",
+            ),
+        ),
+        MiniItem(
+            tones[880],
+            "",
+            "",
+            references=(
+                "A tone beeps twice.",
+                "Two short beeps sound.",
+                "An electronic beep repeats two times.",
+                "Two high tones play.",
+                "A device beeps twice.",
+            ),
+        ),
+        MiniItem(
+            tones[220],
+            "",
+            "",
+            references=(
+                "A low tone beeps three times.",
+                "Three low beeps sound.",
+                "A deep beep repeats three times.",
+                "Three short low tones play.",
+                "A machine beeps three times.",
+            ),
+        ),
     ]
     aqa = [
         MiniItem(tones[440], "Is there a beep?", "yes"),
@@ -294,7 +373,9 @@ def generated_items(media_dir: Path) -> dict[str, list[MiniItem]]:
     }
 
 
-def build_all(out: Path, *, only: Sequence[str] | None = None, items: Mapping[str, Sequence[MiniItem]] | None = None) -> dict[str, Path]:
+def build_all(
+    out: Path, *, only: Sequence[str] | None = None, items: Mapping[str, Sequence[MiniItem]] | None = None
+) -> dict[str, Path]:
     """Build mini suites under ``out/<benchmark>/``; returns the ``--data`` path of each.
 
     ``items`` defaults to :func:`generated_items` (media written to ``out/_media``).

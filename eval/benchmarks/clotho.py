@@ -36,8 +36,12 @@ AUDIO_SUFFIXES = ("", ".wav", ".flac", ".mp3", ".ogg")
 PREDICTIONS_CSV = "clotho_captions_predicted.csv"
 REFERENCES_CSV = "clotho_captions_references.csv"
 AQA_PREDICTIONS_CSV = "clotho_aqa_predictions.csv"
-CIDER_RULE = "pycocoevalcap 1.2 PTBTokenizer + Cider (CIDEr-D), all files together, sorted by file name (DCASE caption-evaluation-tools)"
-AQA_RULE = "exact match, ignore_case + ignore_punctuation, per answer row (lmms-eval clotho_aqa; lm-eval 0.4.13 exact_match_hf_evaluate)"
+CIDER_RULE = (
+    "pycocoevalcap 1.2 PTBTokenizer + Cider (CIDEr-D), all files together, sorted by file name (DCASE caption-evaluation-tools)"
+)
+AQA_RULE = (
+    "exact match, ignore_case + ignore_punctuation, per answer row (lmms-eval clotho_aqa; lm-eval 0.4.13 exact_match_hf_evaluate)"
+)
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
@@ -87,7 +91,9 @@ def spice_unavailable_reason() -> str | None:
     needed = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
     absent = [n for n in needed if not (lib / n).is_file()]
     if absent:
-        return f"SPICE needs Stanford CoreNLP 3.6.0 ({', '.join(absent)} in {lib}), which pycocoevalcap downloads; not present here"
+        return (
+            f"SPICE needs Stanford CoreNLP 3.6.0 ({', '.join(absent)} in {lib}), which pycocoevalcap downloads; not present here"
+        )
     return None
 
 
@@ -188,8 +194,12 @@ class ClothoCaption(Benchmark):
         if self.options.get("references"):
             references_csv = Path(self.options["references"])
         if references_csv is None:
-            raise DataError(f"{path}: scoring a predictions CSV needs its references: --option references=clotho_captions_evaluation.csv")
-        predictions = {r["file_name"]: r["caption_predicted"] for r in _read_csv(predictions_csv, ["file_name", "caption_predicted"])}
+            raise DataError(
+                f"{path}: scoring a predictions CSV needs its references: --option references=clotho_captions_evaluation.csv"
+            )
+        predictions = {
+            r["file_name"]: r["caption_predicted"] for r in _read_csv(predictions_csv, ["file_name", "caption_predicted"])
+        }
         references = {r["file_name"]: reference_captions(r) for r in _read_csv(references_csv, ["file_name"])}
         return caption_scores(predictions, references)
 

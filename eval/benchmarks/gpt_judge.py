@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the official prompts are kept line for line, as in the official scripts)
 """The judge prompts and verdict parsing of Video-ChatGPT's quantitative evaluation, shared by the
 Video-ChatGPT benchmark and the zero-shot video QA benchmarks (MSVD-QA, MSRVTT-QA, ActivityNet-QA).
 
@@ -332,7 +333,9 @@ def score_results_file(path: Path, criterion: Criterion) -> ScoreReport:
         report.metrics[criterion.name] = score_sum / count if count else float("nan")
         report.counts = {criterion.name + "_judged": count, criterion.name + "_unparseable": unparseable}
     if unparseable:
-        report.notes.append(f"{criterion.name}: {unparseable} unparseable judge verdict(s) excluded (listed in {unparseable_file(criterion)})")
+        report.notes.append(
+            f"{criterion.name}: {unparseable} unparseable judge verdict(s) excluded (listed in {unparseable_file(criterion)})"
+        )
     return report
 
 

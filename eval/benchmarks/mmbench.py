@@ -312,7 +312,9 @@ def score_predictions(path: Path, *, judge: Judge | None = None, attempts: int =
     frame = read_tsv(path)
     if "prediction" not in frame.columns:
         raise DataError(f"{path}: no prediction column")
-    report = ScoreReport(rules={"mmbench": RULE, "answer_extraction": "exact matching" + (f" + judge {judge.config.model}" if judge else "")})
+    report = ScoreReport(
+        rules={"mmbench": RULE, "answer_extraction": "exact matching" + (f" + judge {judge.config.model}" if judge else "")}
+    )
     if "answer" not in frame.columns or frame["answer"].isna().all():
         report.unavailable["overall"] = "no answers in this TSV (test split): submit the predictions to the MMBench server"
         return report
@@ -348,7 +350,12 @@ def score_predictions(path: Path, *, judge: Judge | None = None, attempts: int =
                 continue
             choices = build_choices(row)
             prompt = judge_prompt(str(row["question"]), build_option_str(choices), row["prediction"])
-            verdict = ask_and_parse(judge, [[{"role": "user", "content": prompt}]], lambda reply: can_infer(reply, build_choices(row)), attempts=attempts)[0]
+            verdict = ask_and_parse(
+                judge,
+                [[{"role": "user", "content": prompt}]],
+                lambda reply, choices=choices: can_infer(reply, choices),
+                attempts=attempts,
+            )[0]
             judged += 1
             if verdict.value is None:
                 judge_unparseable += 1

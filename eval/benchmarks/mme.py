@@ -126,7 +126,7 @@ class MME(Benchmark):
 
     config = BenchmarkConfig(name="mme", title="MME", max_new_tokens=32)
     rules = {"mme": RULE}
-    score_input = f"a run folder, or a folder of official results files (<subtask>.txt)"
+    score_input = "a run folder, or a folder of official results files (<subtask>.txt)"
 
     def _root(self, data: Path) -> Path:
         nested = data / "MME_Benchmark_release_version"
@@ -152,7 +152,9 @@ class MME(Benchmark):
             else:
                 image_dir = qa_dir = task_dir
             for qa_file in sorted(qa_dir.glob("*.txt")):
-                image = next((image_dir / (qa_file.stem + s) for s in IMAGE_SUFFIXES if (image_dir / (qa_file.stem + s)).is_file()), None)
+                image = next(
+                    (image_dir / (qa_file.stem + s) for s in IMAGE_SUFFIXES if (image_dir / (qa_file.stem + s)).is_file()), None
+                )
                 if image is None:
                     raise DataError(f"{qa_file}: no image {qa_file.stem}.jpg/.png beside it in {image_dir}")
                 lines = [line for line in qa_file.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -180,7 +182,12 @@ class MME(Benchmark):
         if limit is None or limit >= len(items):
             return list(items)
         chosen = list(items[:limit])
-        while len(chosen) < len(items) and chosen and items[len(chosen)].meta["image"] == chosen[-1].meta["image"] and items[len(chosen)].meta["subtask"] == chosen[-1].meta["subtask"]:
+        while (
+            len(chosen) < len(items)
+            and chosen
+            and items[len(chosen)].meta["image"] == chosen[-1].meta["image"]
+            and items[len(chosen)].meta["subtask"] == chosen[-1].meta["subtask"]
+        ):
             chosen.append(items[len(chosen)])
         return chosen
 

@@ -50,7 +50,15 @@ def judge_prediction_files(
         keys = ["Q1", "Q2", "A", "pred1", "pred2"] if criterion.questions == "consistency" else ["Q", "A", "pred"]
         entries = read_json_list(pred_path, ["video_name", *keys])
         names = official_keys([e["video_name"] for e in entries])
-        written.append(judge_entries(judge, criterion, [(k, _qa_set(e, criterion.questions)) for k, e in zip(names, entries)], directory, attempts=attempts))
+        written.append(
+            judge_entries(
+                judge,
+                criterion,
+                [(k, _qa_set(e, criterion.questions)) for k, e in zip(names, entries)],
+                directory,
+                attempts=attempts,
+            )
+        )
     return written
 
 
@@ -161,4 +169,3 @@ class VideoChatGPTBench(Benchmark):
         report = score_judge_results(path)
         report.rules.update(self.rules)
         return report
-

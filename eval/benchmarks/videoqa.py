@@ -29,7 +29,9 @@ VIDEO_DIRS = ("videos", "all_test", "Test_Videos", "video", ".")
 class VideoQA(Benchmark):
     """Open-ended video QA with GPT-judge accuracy (yes/no) and score (0-5)."""
 
-    config = BenchmarkConfig(name="video_qa", title="Video QA", max_new_tokens=64, needs_judge=True, options={"judge_attempts": 3})
+    config = BenchmarkConfig(
+        name="video_qa", title="Video QA", max_new_tokens=64, needs_judge=True, options={"judge_attempts": 3}
+    )
     rules = {"qa": QA.rule}
     score_input = "a run folder, or a judge-result JSON (qa_results.json)"
 
@@ -52,14 +54,21 @@ class VideoQA(Benchmark):
         for n, (q, a) in enumerate(zip(questions, answers)):
             qid = q.get("question_id", n)
             if "question_id" in a and a["question_id"] != qid:
-                raise DataError(f"{data}/test_a.json: entry {n} answers question {a['question_id']!r}, test_q.json has {qid!r} there")
+                raise DataError(
+                    f"{data}/test_a.json: entry {n} answers question {a['question_id']!r}, test_q.json has {qid!r} there"
+                )
             items.append(
                 EvalItem(
                     id=str(qid),
                     prompt=str(q["question"]) + self.config.prompt_suffix,
                     media=(MediaInput("video", find_video(video_dirs, str(q["video_name"]))),),
                     reference=a["answer"],
-                    meta={"video_name": str(q["video_name"]), "question": q["question"], "question_id": qid, "type": a.get("type")},
+                    meta={
+                        "video_name": str(q["video_name"]),
+                        "question": q["question"],
+                        "question_id": qid,
+                        "type": a.get("type"),
+                    },
                 )
             )
         return items
@@ -107,8 +116,12 @@ class MSVDQA(VideoQA):
 
 
 class MSRVTTQA(VideoQA):
-    config = BenchmarkConfig(name="msrvtt_qa", title="MSRVTT-QA", max_new_tokens=64, needs_judge=True, options={"judge_attempts": 3})
+    config = BenchmarkConfig(
+        name="msrvtt_qa", title="MSRVTT-QA", max_new_tokens=64, needs_judge=True, options={"judge_attempts": 3}
+    )
 
 
 class ActivityNetQA(VideoQA):
-    config = BenchmarkConfig(name="activitynet_qa", title="ActivityNet-QA", max_new_tokens=64, needs_judge=True, options={"judge_attempts": 3})
+    config = BenchmarkConfig(
+        name="activitynet_qa", title="ActivityNet-QA", max_new_tokens=64, needs_judge=True, options={"judge_attempts": 3}
+    )

@@ -41,7 +41,9 @@ class FakeJudgeServer:
                             "object": "chat.completion",
                             "created": 0,
                             "model": body["model"],
-                            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+                            "choices": [
+                                {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
+                            ],
                             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                         }
                     ).encode()

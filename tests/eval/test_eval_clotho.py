@@ -4,7 +4,6 @@ import csv
 import json
 
 import pytest
-
 from mico_chat.eval.benchmarks.clotho import (
     PREDICTIONS_CSV,
     ClothoAQA,
@@ -62,7 +61,11 @@ def test_aqa_scores_every_annotator_row(mini_data, tmp_path):
     assert items[0].prompt == "Is there a beep?\nAnswer the question using a single word only. "
     from mico_chat.eval.items import Prediction
 
-    preds = {items[0].id: Prediction(items[0].id, "Yes."), items[1].id: Prediction(items[1].id, "2"), items[2].id: Prediction(items[2].id, "yes")}
+    preds = {
+        items[0].id: Prediction(items[0].id, "Yes."),
+        items[1].id: Prediction(items[1].id, "2"),
+        items[2].id: Prediction(items[2].id, "yes"),
+    }
     path = bench.write_outputs(items, preds, tmp_path)
     report = bench.score(path)
     assert report.counts == {"rows": 9, "questions": 3}

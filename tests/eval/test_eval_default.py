@@ -5,7 +5,6 @@ re-scored offline. Short replies keep it to seconds of generation."""
 import json
 
 import pytest
-
 from fake_judge import FakeJudgeServer
 from mico_chat.eval.judges import JudgeConfig, build_judge
 from mico_chat.eval.registry import get_task
@@ -26,7 +25,17 @@ def test_default_model_mini_suites(mini_data, tmp_path):
         for name, limit in (("mme", 2), ("msvd_qa", 1), ("clotho_aqa", 1)):
             bench = get_task(name)()
             out = tmp_path / name
-            result = evaluate(bench, chat, data=mini_data[name], out=out, limit=limit, batch_size=2, settings=settings, judge=judge, progress=False)
+            result = evaluate(
+                bench,
+                chat,
+                data=mini_data[name],
+                out=out,
+                limit=limit,
+                batch_size=2,
+                settings=settings,
+                judge=judge,
+                progress=False,
+            )
             payload = json.loads(result.results.read_text())
             assert payload["model"]["llm"] == "smollm2-135m-instruct" and payload["generation"]["max_new_tokens"] == 8
             assert all(p.prompt_tokens > 0 for p in result.predictions.values())

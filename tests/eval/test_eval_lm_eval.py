@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (task YAML lines)
 """MiCo-Chat as an lm-eval model: a local MMLU-format task and a generation task run offline
 through lm-eval's own runner, and the adapter's numbers equal a direct computation."""
 
@@ -9,7 +10,6 @@ import torch
 pytest.importorskip("lm_eval")
 
 from lm_eval.api.instance import Instance  # noqa: E402
-
 from mico_chat.eval.lm_eval_adapter import MiCoChatLM, run_lm_eval  # noqa: E402
 
 MMLU_YAML = """task: tiny_mmlu
@@ -68,7 +68,9 @@ QUESTIONS = [
 def tasks_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("lm_eval_tasks")
     (root / "mmlu.jsonl").write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
-    (root / "gen.jsonl").write_text("".join(json.dumps({"question": q["question"], "answer": q["choices"][q["answer"]]}) + "\n" for q in QUESTIONS))
+    (root / "gen.jsonl").write_text(
+        "".join(json.dumps({"question": q["question"], "answer": q["choices"][q["answer"]]}) + "\n" for q in QUESTIONS)
+    )
     (root / "tiny_mmlu.yaml").write_text(MMLU_YAML.format(data=root / "mmlu.jsonl"))
     (root / "tiny_gen.yaml").write_text(GEN_YAML.format(data=root / "gen.jsonl"))
     return root
@@ -89,7 +91,9 @@ def test_mmlu_format_task_runs_offline_and_matches_direct_scoring(tiny_chat, tas
     acc = results["results"]["tiny_mmlu"]["acc,none"]
     expected = []
     for q in QUESTIONS:
-        prompt = f"{q['question']}\nA. {q['choices'][0]}\nB. {q['choices'][1]}\nC. {q['choices'][2]}\nD. {q['choices'][3]}\nAnswer:"
+        prompt = (
+            f"{q['question']}\nA. {q['choices'][0]}\nB. {q['choices'][1]}\nC. {q['choices'][2]}\nD. {q['choices'][3]}\nAnswer:"
+        )
         scores = [direct_logprob(tiny_chat, prompt, f" {letter}") for letter in "ABCD"]
         expected.append(scores.index(max(scores)) == q["answer"])
     assert acc == pytest.approx(sum(expected) / len(expected))
@@ -102,7 +106,10 @@ def test_generation_task_with_whitespace_filter(tiny_chat, tasks_dir):
 
 def test_adapter_methods(tiny_chat):
     lm = MiCoChatLM(chat=tiny_chat, batch_size=2)
-    requests = [Instance("loglikelihood", {}, ("The capital of France is", " Paris"), 0), Instance("loglikelihood", {}, ("", "hello world"), 1)]
+    requests = [
+        Instance("loglikelihood", {}, ("The capital of France is", " Paris"), 0),
+        Instance("loglikelihood", {}, ("", "hello world"), 1),
+    ]
     (ll, greedy), (ll_empty, _) = lm.loglikelihood(requests, disable_tqdm=True)
     assert ll == pytest.approx(direct_logprob(tiny_chat, "The capital of France is", " Paris"), abs=1e-4)
     assert isinstance(greedy, bool) and ll_empty < 0
@@ -113,7 +120,10 @@ def test_adapter_methods(tiny_chat):
     lm_short = MiCoChatLM(chat=tiny_chat, max_length=8)  # forces several windows: every token still scored once
     assert lm_short.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)], disable_tqdm=True)[0] < 0
     outs = lm.generate_until(
-        [Instance("generate_until", {}, ("Q: What is the capital of France?\nA:", {"until": ["\n"], "max_gen_toks": 5}), i) for i in range(3)],
+        [
+            Instance("generate_until", {}, ("Q: What is the capital of France?\nA:", {"until": ["\n"], "max_gen_toks": 5}), i)
+            for i in range(3)
+        ],
         disable_tqdm=True,
     )
     assert len(set(outs)) == 1 and "\n" not in outs[0]  # greedy, batched, cut at the stop string

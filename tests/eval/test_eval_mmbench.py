@@ -3,7 +3,7 @@
 import json
 
 import pytest
-
+from fake_judge import FakeJudgeServer
 from mico_chat.eval.benchmarks.mmbench import (
     CIRCULAR_OFFSET,
     MMBench,
@@ -15,7 +15,6 @@ from mico_chat.eval.benchmarks.mmbench import (
 )
 from mico_chat.eval.items import DataError
 from mico_chat.eval.judges import JudgeConfig, build_judge
-from fake_judge import FakeJudgeServer
 
 
 def test_can_infer_matches_vlmevalkit(fixtures):
@@ -80,7 +79,8 @@ def test_judge_that_never_parses_is_counted_not_random(fixtures, tmp_path):
 def test_judge_prompt_layout():
     choices = build_choices({"A": "left", "B": "right", "C": float("nan")})
     prompt = judge_prompt("Where is it", build_option_str(choices), "on the left side")
-    assert prompt.endswith("Question: Where is it?\nOptions: There are several options: \nA. left\nB. right\n\nAnswer: on the left side\nYour output: ")
+    expected = "Question: Where is it?\nOptions: There are several options: \nA. left\nB. right\n\n"
+    assert prompt.endswith(expected + "Answer: on the left side\nYour output: ")
 
 
 def test_loads_tsv_with_copies_and_image_references(mini_data):

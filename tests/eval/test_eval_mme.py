@@ -4,7 +4,6 @@ import re
 import shutil
 
 import pytest
-
 from mico_chat.eval.benchmarks.mme import MME, SUBTASKS, parse_pred_ans, score_results_dir
 from mico_chat.eval.items import DataError
 
@@ -37,9 +36,22 @@ def test_edge_responses_match_official(fixtures):
 @pytest.mark.parametrize(
     "response, parsed",
     [
-        ("yes", "yes"), ("no", "no"), ("yes.", "yes"), ("  yes", "other"), ("", "other"), ("\n", "other"),
-        ("nope", "no"), ("not sure", "no"), ("the answer is yes", "other"), ("y", "other"), ("noo", "no"),
-        ("yes, it is\n", "yes"), ("absolutely yes", "other"), ("no\n", "no"), ("yesno", "yes"), ("n o", "other"),
+        ("yes", "yes"),
+        ("no", "no"),
+        ("yes.", "yes"),
+        ("  yes", "other"),
+        ("", "other"),
+        ("\n", "other"),
+        ("nope", "no"),
+        ("not sure", "no"),
+        ("the answer is yes", "other"),
+        ("y", "other"),
+        ("noo", "no"),
+        ("yes, it is\n", "yes"),
+        ("absolutely yes", "other"),
+        ("no\n", "no"),
+        ("yesno", "yes"),
+        ("n o", "other"),
     ],
 )
 def test_official_answer_parsing(response, parsed):

@@ -4,7 +4,6 @@ offline re-scoring parity, prediction cache and resume, batching, command line."
 import json
 
 import pytest
-
 from fake_judge import FakeJudgeServer
 from mico_chat.eval.cache import PredictionCache
 from mico_chat.eval.items import DataError
@@ -91,8 +90,23 @@ def test_changed_settings_are_refused(tiny_chat, mini_data, tmp_path):
     bench = get_task("clotho_aqa")()
     evaluate(bench, tiny_chat, data=mini_data["clotho_aqa"], out=tmp_path, progress=False)
     with pytest.raises(DataError, match="different generation"):
-        evaluate(bench, tiny_chat, data=mini_data["clotho_aqa"], out=tmp_path, settings=GenerationSettings(max_new_tokens=3), progress=False)
-    run = evaluate(bench, tiny_chat, data=mini_data["clotho_aqa"], out=tmp_path, settings=GenerationSettings(max_new_tokens=3), overwrite=True, progress=False)
+        evaluate(
+            bench,
+            tiny_chat,
+            data=mini_data["clotho_aqa"],
+            out=tmp_path,
+            settings=GenerationSettings(max_new_tokens=3),
+            progress=False,
+        )
+    run = evaluate(
+        bench,
+        tiny_chat,
+        data=mini_data["clotho_aqa"],
+        out=tmp_path,
+        settings=GenerationSettings(max_new_tokens=3),
+        overwrite=True,
+        progress=False,
+    )
     assert run.generated == 3
 
 
@@ -119,13 +133,15 @@ def test_command_line(tiny_chat, mini_data, tmp_path, capsys):
     assert main(["eval", "list"]) == 0
     assert "mmbench" in capsys.readouterr().out
     out = tmp_path / "run"
-    code = main(["eval", "mme", "--model", str(model_dir), "--data", str(mini_data["mme"]), "--out", str(out), "--batch-size", "4"])
+    code = main(
+        ["eval", "mme", "--model", str(model_dir), "--data", str(mini_data["mme"]), "--out", str(out), "--batch-size", "4"]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "perception:" in printed and "28 generated" in printed
     assert main(["eval", "score", "mme", str(out), "--json", str(tmp_path / "s.json")]) == 0
     rescored = capsys.readouterr().out
-    line = lambda text, key: next(l for l in text.splitlines() if l.startswith(key))  # noqa: E731
+    line = lambda text, key: next(row for row in text.splitlines() if row.startswith(key))  # noqa: E731
     assert line(rescored, "perception:") == line(printed, "perception:")
     assert line(rescored, "cognition:") == line(printed, "cognition:")
     saved = json.loads((tmp_path / "s.json").read_text())["scores"]["metrics"]
