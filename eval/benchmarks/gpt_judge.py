@@ -291,6 +291,18 @@ def judge_entries(
     return path
 
 
+def write_predictions(path: Path, entries: list[dict[str, Any]], criteria: Sequence[Criterion]) -> None:
+    """Write an official prediction file; if its content changed, drop the now stale judge results."""
+    text = json.dumps(entries, indent=2, ensure_ascii=False) + "\n"
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
+    for criterion in criteria:
+        for name in (criterion.results_file, unparseable_file(criterion)):
+            (path.parent / name).unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
 def unparseable_file(criterion: Criterion) -> str:
     return criterion.results_file.replace("_results.json", "_unparseable.json")
 

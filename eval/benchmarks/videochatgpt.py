@@ -23,9 +23,17 @@ from pathlib import Path
 from ..benchmark import Benchmark, BenchmarkConfig
 from ..items import DataError, EvalItem, MediaInput, Prediction
 from ..judges import Judge
-from ..scores import ScoreReport, write_json
+from ..scores import ScoreReport
 from . import gpt_judge
-from .gpt_judge import BENCHMARK_CRITERIA, Criterion, find_video, judge_entries, official_keys, read_json_list
+from .gpt_judge import (
+    BENCHMARK_CRITERIA,
+    Criterion,
+    find_video,
+    judge_entries,
+    official_keys,
+    read_json_list,
+    write_predictions,
+)
 
 QUESTION_FILES = {"generic": "generic_qa.json", "temporal": "temporal_qa.json", "consistency": "consistency_qa.json"}
 PRED_FILES = {"generic": "generic_pred.json", "temporal": "temporal_pred.json", "consistency": "consistency_pred.json"}
@@ -157,7 +165,7 @@ class VideoChatGPTBench(Benchmark):
             else:
                 files.setdefault(kind, []).append({**item.meta["sample"], "pred": text})
         for kind, entries in files.items():
-            write_json(out_dir / PRED_FILES[kind], entries)
+            write_predictions(out_dir / PRED_FILES[kind], entries, [c for c in BENCHMARK_CRITERIA if c.questions == kind])
         if judge is not None:
             judge_prediction_files(out_dir, judge, attempts=self.options["judge_attempts"])
         return out_dir

@@ -20,8 +20,8 @@ from pathlib import Path
 from ..benchmark import Benchmark, BenchmarkConfig
 from ..items import DataError, EvalItem, MediaInput, Prediction
 from ..judges import Judge
-from ..scores import ScoreReport, write_json
-from .gpt_judge import QA, find_video, judge_entries, official_keys, read_json_list, score_results_file
+from ..scores import ScoreReport
+from .gpt_judge import QA, find_video, judge_entries, official_keys, read_json_list, score_results_file, write_predictions
 
 VIDEO_DIRS = ("videos", "all_test", "Test_Videos", "video", ".")
 
@@ -86,7 +86,7 @@ class VideoQA(Benchmark):
             }
             for item in items
         ]
-        write_json(out_dir / self.pred_file, entries)
+        write_predictions(out_dir / self.pred_file, entries, [QA])
         if judge is not None:
             self._judge(out_dir, judge)
         return out_dir

@@ -174,3 +174,15 @@ def test_run_folder_without_judge_reports_unavailable(tmp_path):
 
 def test_official_keys():
     assert gpt_judge.official_keys(["a", "b", "a", "a"]) == ["a_0", "b_0", "a_1", "a_2"]
+
+
+def test_changed_predictions_drop_stale_judge_results(tmp_path):
+    from mico_chat.eval.benchmarks.gpt_judge import QA, write_predictions
+
+    entries = [{"video_name": "v", "Q": "q", "A": "a", "pred": "p"}]
+    write_predictions(tmp_path / "msvd_qa_pred.json", entries, [QA])
+    (tmp_path / "qa_results.json").write_text('{"v_0": [{"pred": "yes", "score": 5}, {}]}')
+    write_predictions(tmp_path / "msvd_qa_pred.json", entries, [QA])  # same predictions: results stay
+    assert (tmp_path / "qa_results.json").is_file()
+    write_predictions(tmp_path / "msvd_qa_pred.json", [{**entries[0], "pred": "other"}], [QA])
+    assert not (tmp_path / "qa_results.json").exists()  # they judged other predictions
