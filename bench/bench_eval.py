@@ -12,6 +12,7 @@ connectors, LLM generate) so the table shows where the time goes.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -78,19 +79,22 @@ def main() -> None:
     for size in sorted(set(sizes)):  # warm-up: first calls pay for lazy initialisation
         chat.generate([i.messages() for i in items[:size]], settings)
 
-    rows = {}
-    for size in sizes:
-        runs = []
-        for r in range(args.repeats):
+    # Interleave batch sizes within each repeat, so load from other processes hits all alike.
+    runs: dict[int, list[float]] = {size: [] for size in sizes}
+    load_before = os.getloadavg()[0]
+    for r in range(args.repeats):
+        for size in sizes:
             cache = PredictionCache(work / f"p{size}_{r}.jsonl", {"batch": size, "repeat": r})
             start = time.perf_counter()
             generate_predictions(chat, items, cache, settings=settings, batch_size=size, progress=None)
-            runs.append(time.perf_counter() - start)
-        rows[size] = {"seconds": statistics.median(runs), **stage_times(chat, items, size, settings)}
+            runs[size].append(time.perf_counter() - start)
+    rows = {size: {"seconds": statistics.median(runs[size]), **stage_times(chat, items, size, settings)} for size in sizes}
+    load_after = os.getloadavg()[0]
     base = len(items) / rows[sizes[0]]["seconds"]
     print(
         f"benchmark={args.benchmark} items={len(items)} max_new_tokens={settings.max_new_tokens} "
-        f"threads={args.threads} repeats={args.repeats} (median)"
+        f"threads={args.threads} repeats={args.repeats} (median) "
+        f"load average {load_before:.2f} -> {load_after:.2f}"
     )
     print(
         "| batch | items/s | vs batch 1 | prepare s | encoder s | LLM prefill s | LLM decode s | decode steps | prompt tokens |"
