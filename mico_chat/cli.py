@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("mico_chat.commands.demo", "the main job: a chat about a generated clip with the default model"),
     "data": ("mico_chat.commands.data", "validate, convert, generate (synthetic world) and caption training data"),
     "train": ("mico_chat.commands.train", "train a stage (alignment, instruction tuning, LoRA/QLoRA, new modality) from a YAML"),
+    "eval": ("mico_chat.eval.cli", "zero-shot benchmarks (MME, MMBench, Video-ChatGPT, video QA, Clotho), re-scoring, lm-eval"),
 }
 
 

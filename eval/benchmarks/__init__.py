@@ -1,0 +1,1 @@
+"""Benchmarks registered in :mod:`mico_chat.eval.registry`."""

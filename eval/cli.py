@@ -1,0 +1,213 @@
+"""``mico-chat eval``: run a benchmark, re-score saved files, build mini suites, run lm-eval.
+
+    mico-chat eval list
+    mico-chat eval mme --model default --data MME_Benchmark_release_version [--limit N] [--batch-size B]
+    mico-chat eval msvd_qa --data MSVD_Zero_Shot_QA --judge openai:gpt-3.5-turbo --judge-base-url URL
+    mico-chat eval score mme runs/eval/mme            # same scores as the run, from its files
+    mico-chat eval mini data/mini                     # small local copies of every benchmark
+    mico-chat eval lm-eval --tasks my_mmlu --include-path tasks/
+
+Benchmarks come from :data:`mico_chat.eval.registry.REGISTRY`; each adds its own arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from mico_chat.errors import ConfigError
+
+from .items import DataError
+from .judges import JudgeError
+from .registry import RESERVED, get_task, task_names
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="eval_command", metavar="BENCHMARK")
+    for name in task_names():
+        if name in RESERVED:
+            raise ValueError(f"benchmark name {name!r} is reserved for a `mico-chat eval` sub-command")
+        task = get_task(name)
+        sp = sub.add_parser(name, help=task.help_text(), description=task.help_text())
+        task.add_arguments(sp)
+    sp = sub.add_parser("score", help="re-score saved result files offline (same numbers as the run)")
+    sp.add_argument("benchmark", choices=task_names())
+    sp.add_argument("path", type=Path, help="a run folder, or the benchmark's official results file(s)")
+    sp.add_argument("--json", type=Path, help="also write the scores as JSON here")
+    add_option_arguments(sp)
+    add_judge_arguments(sp)
+    sub.add_parser("list", help="list the registered benchmarks")
+    sp = sub.add_parser("mini", help="write small local copies of every benchmark (official layouts, generated media)")
+    sp.add_argument("out", type=Path)
+    sp.add_argument("--only", help="comma-separated benchmark names (default: all)")
+    sp = sub.add_parser("lm-eval", help="run lm-eval tasks (e.g. a local MMLU) with a MiCo-Chat model, offline")
+    sp.add_argument("--model", default="default", help="preset name or saved model folder")
+    sp.add_argument("--llm", help="for presets: use this local LLM folder")
+    sp.add_argument("--tasks", required=True, help="comma-separated task names")
+    sp.add_argument("--include-path", type=Path, required=True, help="folder of task YAMLs (data_files absolute)")
+    sp.add_argument("--limit", type=float)
+    sp.add_argument("--batch-size", type=int, default=8)
+    sp.add_argument("--num-fewshot", type=int)
+    sp.add_argument("--apply-chat-template", action="store_true", help="render prompts with the model's chat template")
+    sp.add_argument("--out", type=Path, help="write lm-eval's results JSON here")
+    sp.add_argument("--device")
+
+
+def add_option_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="benchmark option, e.g. prompt_style=llava, circular=false, references=PATH (repeatable)",
+    )
+
+
+def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("judge (benchmarks scored by an LLM)")
+    group.add_argument("--judge", help="openai:MODEL (any OpenAI-compatible endpoint) or local:PRESET_OR_FOLDER")
+    group.add_argument("--judge-base-url", help="endpoint URL, e.g. http://127.0.0.1:8000/v1 (default: OpenAI)")
+    group.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable with the API key")
+    group.add_argument("--judge-max-tokens", type=int)
+    group.add_argument("--judge-retries", type=int, default=3, help="transport attempts per request")
+    group.add_argument("--judge-workers", type=int, default=4, help="concurrent requests")
+    group.add_argument("--judge-cache", type=Path, help="verdict cache (JSONL; default: judge_cache.jsonl in the run folder)")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, task: Any) -> None:
+    """The options of ``mico-chat eval BENCH`` for a generative benchmark."""
+    parser.add_argument("--data", type=Path, required=True, help="the benchmark's data, in its official layout")
+    parser.add_argument("--model", default="default", help="preset name or saved model folder")
+    parser.add_argument("--llm", help="for presets: use this local LLM folder")
+    parser.add_argument("--out", type=Path, help="run folder (default: runs/eval/BENCH); holds the prediction cache")
+    parser.add_argument("--limit", type=int, help="only the first N items (whole groups where scoring needs them)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, help=f"default: {task.config.max_new_tokens}")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: auto)")
+    parser.add_argument("--dtype", help="float32, bfloat16 (default: auto)")
+    parser.add_argument("--overwrite", action="store_true", help="discard a prediction cache made differently")
+    add_option_arguments(parser)
+    add_judge_arguments(parser)
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``["circular=false", "prompt_style=llava"]`` -> ``{"circular": False, "prompt_style": "llava"}``."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option needs KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def make_judge(args: argparse.Namespace, out: Path | None):
+    if not getattr(args, "judge", None):
+        return None
+    from .judges import build_judge
+
+    cache = args.judge_cache or (out / "judge_cache.jsonl" if out is not None else None)
+    return build_judge(
+        args.judge,
+        base_url=args.judge_base_url,
+        api_key_env=args.judge_api_key_env,
+        max_tokens=args.judge_max_tokens,
+        max_retries=args.judge_retries,
+        workers=args.judge_workers,
+        cache=cache,
+    )
+
+
+def run_benchmark_cli(task: Any, args: argparse.Namespace) -> int:
+    from mico_chat.api import ChatModel
+
+    from .runner import evaluate, resolve_settings, with_max_new_tokens
+
+    bench = task(**parse_options(args.option))
+    out = args.out or Path("runs") / "eval" / bench.name
+    judge = make_judge(args, out)
+    if bench.config.needs_judge and judge is None:
+        print(
+            f"note: {bench.config.title} is scored by an LLM judge; without --judge only the predictions are written",
+            file=sys.stderr,
+        )
+    chat = ChatModel.load(args.model, llm=args.llm, device=args.device, dtype=args.dtype)
+    settings = with_max_new_tokens(resolve_settings(bench, None), args.max_new_tokens)
+    result = evaluate(
+        bench,
+        chat,
+        data=args.data,
+        out=out,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        settings=settings,
+        judge=judge,
+        overwrite=args.overwrite,
+    )
+    print(f"== {bench.config.title} ({result.generated} generated, {result.resumed} from the cache)")
+    print(result.report.summary())
+    print(f"results: {result.results}  outputs: {result.outputs}")
+    return 0
+
+
+def score_benchmark_cli(task: Any, path: Path, args: argparse.Namespace) -> int:
+    from .scores import write_json
+
+    bench = task(**parse_options(args.option))
+    judge = make_judge(args, path if path.is_dir() else path.parent)
+    report = bench.score(path, judge=judge)
+    print(f"== {bench.config.title}: {path}")
+    print(report.summary())
+    if args.json:
+        write_json(args.json, {"benchmark": bench.name, "path": str(path), "scores": report.to_dict()})
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    command = args.eval_command
+    try:
+        if command is None or command == "list":
+            for name in task_names():
+                print(f"{name:16s} {get_task(name).help_text()}")
+            return 0 if command == "list" else 2
+        if command == "score":
+            return get_task(args.benchmark).score_cli(args.path, args)
+        if command == "mini":
+            from .minisuite import build_all
+
+            only = args.only.split(",") if args.only else None
+            for name, path in build_all(args.out, only=only).items():
+                print(f"{name:16s} {path}")
+            return 0
+        if command == "lm-eval":
+            from .lm_eval_adapter import run_lm_eval
+
+            results = run_lm_eval(
+                model=args.model,
+                llm=args.llm,
+                tasks=args.tasks.split(","),
+                include_path=args.include_path,
+                limit=args.limit,
+                batch_size=args.batch_size,
+                num_fewshot=args.num_fewshot,
+                apply_chat_template=args.apply_chat_template,
+                device=args.device,
+            )
+            for task_name, metrics in results["results"].items():
+                shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and "stderr" not in k}
+                print(f"{task_name}: {shown}")
+            if args.out:
+                from .scores import write_json
+
+                write_json(args.out, results)
+            return 0
+        return get_task(command).run_cli(args)
+    except (DataError, JudgeError) as err:
+        print(f"mico-chat eval: error: {err}", file=sys.stderr)
+        return 2
