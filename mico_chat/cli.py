@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fetch": ("mico_chat.commands.fetch", "download and convert the default weights (no hub needed)"),
     "chat": ("mico_chat.commands.chat", "chat with a model about video, audio, images, depth maps"),
     "demo": ("mico_chat.commands.demo", "the main job: a chat about a generated clip with the default model"),
+    "serve": ("mico_chat.commands.serve", "web UI for chatting about video and audio (with the OpenAI-compatible API)"),
+    "api": ("mico_chat.commands.api", "OpenAI-compatible HTTP API: /v1/chat/completions, /v1/models, /health"),
 }
 
 
