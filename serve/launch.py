@@ -30,6 +30,7 @@ class ServerOptions:
     allow_media_hosts: tuple[str, ...]
     max_batch_size: int
     max_waiting: int
+    max_new_tokens: int
     limits: ServeLimits
 
     @classmethod
@@ -55,6 +56,7 @@ class ServerOptions:
             allow_media_hosts=tuple(args.allow_media_host or ()),
             max_batch_size=args.max_batch_size,
             max_waiting=args.max_waiting,
+            max_new_tokens=args.max_new_tokens,
             limits=limits,
         )
 
@@ -79,6 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, default_port: int) -> None
     parser.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body in MiB (default 64)")
     parser.add_argument("--max-media-mb", type=float, default=48.0, help="largest media item in MiB (default 48)")
     parser.add_argument("--max-media-seconds", type=float, default=600.0, help="longest video/audio (default 600)")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="reply length when a request gives none (default 256)")
     parser.add_argument("--max-tokens-limit", type=int, default=1024, help="most new tokens a request may ask (default 1024)")
 
 
@@ -87,13 +90,17 @@ def load_engine(options: ServerOptions):
     from dataclasses import replace
 
     from mico_chat.api import ChatModel
+    from mico_chat.errors import ConfigError
 
     from .engine import ChatEngine, EngineConfig
 
+    if options.max_new_tokens > options.limits.max_new_tokens:
+        raise ConfigError(f"--max-new-tokens {options.max_new_tokens} is over --max-tokens-limit {options.limits.max_new_tokens}")
     print(f"loading {options.model} ...", file=sys.stderr, flush=True)
     chat = ChatModel.load(
         options.model, llm=options.llm, device=options.device, quantization=options.quantization, device_map=options.device_map
     )
+    chat.defaults = replace(chat.defaults, max_new_tokens=options.max_new_tokens)
     limits = options.limits.media_limits
     media = replace(
         chat.processor.settings,

@@ -98,8 +98,9 @@ def build_ui(engine: ChatEngine, config: UiConfig) -> gr.Blocks:
                 check_upload("image", image)
                 lines.append(f"**{LABELS['image']}** {Path(image).name}: ready")
         except MediaError as err:
-            gr.Warning(f"Cannot use this upload: {err}")
-            return frames, plot, f"**Cannot use this upload**: {err}"
+            message = f"{Path(err.path).name}: {err.reason}"  # the upload's name, not the server's temp path
+            gr.Warning(f"Cannot use this upload: {message}")
+            return [], None, f"**Cannot use this upload**: {message}"
         return frames, plot, "  \n".join(lines) or "Upload a video, audio or image, or try an example below."
 
     def display(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -127,7 +128,7 @@ def build_ui(engine: ChatEngine, config: UiConfig) -> gr.Blocks:
         if isinstance(err, EngineClosedError):
             return f"The server is stopping: {err}"
         if isinstance(err, MediaError):
-            return f"Cannot use this upload: {err}"
+            return f"Cannot use this upload: {Path(err.path).name}: {err.reason}"
         return f"Cannot answer: {err}"
 
     async def respond(text, video, audio, image, num_frames, use_audio, temperature, max_tokens, session):
@@ -191,7 +192,7 @@ def build_ui(engine: ChatEngine, config: UiConfig) -> gr.Blocks:
                     with gr.Tab("Image"):
                         image = gr.Image(label="Image", sources=["upload", "webcam", "clipboard"], type="filepath", height=240, elem_id="image-input")
                 status = gr.Markdown("Upload a video, audio or image, or try an example below.", elem_id="media-status")
-                frames = gr.Gallery(label="Frames the model sees", columns=4, height=190, elem_id="frames-preview", allow_preview=True)
+                frames = gr.Gallery(label="Frames the model sees", columns=4, height="auto", elem_id="frames-preview", allow_preview=True)
                 waveform = gr.Plot(label="What the model hears (16 kHz waveform)", elem_id="waveform")
                 with gr.Accordion("Settings", open=False):
                     num_frames = gr.Slider(1, max_frames, value=model_frames, step=1, label="Frames sampled per video")
@@ -202,7 +203,7 @@ def build_ui(engine: ChatEngine, config: UiConfig) -> gr.Blocks:
                     )
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(label="Chat", height=520, elem_id="chatbot", placeholder="Ask about your clip.")
-                question = gr.Textbox(show_label=False, placeholder="Ask about the clip and press Enter", elem_id="question", lines=1)
+                question = gr.Textbox(label="Question", show_label=False, placeholder="Ask about the clip and press Enter", elem_id="question", lines=1)
                 with gr.Row():
                     send = gr.Button("Send", variant="primary", elem_id="send")
                     regen = gr.Button("Regenerate", elem_id="regenerate")

@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
             "media content are not meaningful until the trained default ships."
         )
     engine = load_engine(options)
-    ui_config = UiConfig(title="MiCo-Chat", note=note, examples=example_clips(), limits=options.limits)
+    ui_config = UiConfig(
+        title="MiCo-Chat", note=note, examples=example_clips(), limits=options.limits, max_new_tokens=options.max_new_tokens
+    )
     demo = build_ui(engine, ui_config)
     if args.share:
         print("note: --share runs gradio's launcher: the web UI only, no /v1 API", flush=True)
