@@ -138,10 +138,11 @@ class ChatModel:
             device: ``cpu``, ``cuda``, ``cuda:1`` or ``auto`` (default).
             dtype: ``float32`` (CPU default), ``bfloat16`` (CUDA default), ...
             auto_fetch: fetch known weights on first use (with a progress bar).
-            quantization: ``"4bit"`` (NF4, double quantization) or ``"8bit"`` (LLM.int8) loading of
-                the LLM's linear layers with bitsandbytes; ``dtype`` is then the compute dtype. The
-                encoder, connectors and ``lm_head`` stay in ``dtype``. A 7B LLM needs about 4 GB
-                (4-bit) or 7.5 GB (8-bit) instead of 14 GB in bf16.
+            quantization: ``"4bit"`` (NF4, double quantization, computing in ``dtype``) or ``"8bit"``
+                (LLM.int8; the whole model then computes in float16, the only dtype its kernels
+                take) loading of the LLM's linear layers with bitsandbytes. The encoder, connectors
+                and ``lm_head`` are not quantized. By parameter count, a 7B LLM's weights take about
+                3.9 GB in 4-bit and 6.7 GB in 8-bit instead of 13.5 GB in bf16.
             device_map: place the LLM's layers over several devices with accelerate, e.g.
                 ``"auto"`` (fill the GPUs in order) or ``{"model.layers.0": 0, ...}``; the encoder
                 and connectors go to the device of the input embeddings. Needs ``accelerate``.
@@ -149,7 +150,8 @@ class ChatModel:
         from .presets import PRESETS, load_preset  # deferred: presets pull in the weights machinery
 
         device_ = _pick_device(device)
-        dtype_ = _pick_dtype(dtype, device_)
+        # LLM.int8 multiplies in float16 and logs a warning on every call given anything else.
+        dtype_ = torch.float16 if quantization == "8bit" else _pick_dtype(dtype, device_)
         name = str(name_or_path)
         placement = llm_placement(quantization, device_map, device_, dtype_)
         if name in PRESETS:
@@ -546,8 +548,6 @@ def llm_placement(
             )
         elif quantization == "8bit":
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
-            # LLM.int8 multiplies in float16 and logs a warning on every call that gets anything else.
-            kwargs["dtype"] = torch.float16
         else:
             raise ValueError(f"quantization must be '4bit' or '8bit', got {quantization!r}")
     if device_map is not None:
