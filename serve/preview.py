@@ -56,20 +56,26 @@ def preview_media(path: str, kind: str, *, num_frames: int, with_audio: bool, li
     return Preview(frames, waveform, "; ".join(facts))
 
 
+def waveform_envelope(samples: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Min and max of ``samples`` ``(N,)`` over ``columns`` equal spans: ``(starts, lows, highs)``,
+    each ``(min(columns, N),)``; ``starts`` are sample indices."""
+    n = len(samples)
+    columns = max(1, min(columns, n))
+    edges = np.linspace(0, n, columns + 1).astype(int)
+    lows = np.array([samples[a:b].min() if b > a else 0.0 for a, b in zip(edges[:-1], edges[1:])])
+    highs = np.array([samples[a:b].max() if b > a else 0.0 for a, b in zip(edges[:-1], edges[1:])])
+    return edges[:-1], lows, highs
+
+
 def waveform_figure(samples: np.ndarray, rate: int = WAVEFORM_RATE, *, width_px: int = 600):
     """A small matplotlib figure of ``samples`` ``(N,)`` in [-1, 1]: min/max per pixel column."""
     from matplotlib.figure import Figure  # a bare Figure renders with Agg: no pyplot, no display needed
 
-    n = max(1, len(samples))
-    columns = min(width_px, n)
-    edges = np.linspace(0, n, columns + 1).astype(int)
-    lows = np.array([samples[a:b].min() if b > a else 0.0 for a, b in zip(edges[:-1], edges[1:])])
-    highs = np.array([samples[a:b].max() if b > a else 0.0 for a, b in zip(edges[:-1], edges[1:])])
-    times = edges[:-1] / rate
+    starts, lows, highs = waveform_envelope(samples, width_px)
     fig = Figure(figsize=(6, 1.6), dpi=100)
     ax = fig.add_subplot()
-    ax.fill_between(times, lows, highs, color="#3b6fd4", linewidth=0)
-    ax.set_xlim(0, n / rate)
+    ax.fill_between(starts / rate, lows, highs, color="#3b6fd4", linewidth=0)
+    ax.set_xlim(0, max(1, len(samples)) / rate)
     ax.set_ylim(-1, 1)
     ax.set_xlabel("seconds")
     ax.set_yticks([])
