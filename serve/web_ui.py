@@ -22,7 +22,6 @@ import gradio as gr
 
 from mico_chat.api import GenerationSettings
 from mico_chat.media import MediaError, probe
-from mico_chat.processing import ProcessorError
 
 from .config import ServeLimits
 from .engine import ChatEngine, EngineClosedError, QueueFullError
@@ -156,21 +155,24 @@ def build_ui(engine: ChatEngine, config: UiConfig) -> gr.Blocks:
             gr.Warning("Nothing to regenerate yet.")
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
-        async for update in _stream(messages[:-1], gr.skip(), num_frames, use_audio, temperature, max_tokens, session, []):
+        async for update in _stream(messages[:-1], None, num_frames, use_audio, temperature, max_tokens, session, []):
             yield update
 
-    async def _stream(messages, text_back, num_frames, use_audio, temperature, max_tokens, session, new):
+    async def _stream(messages, question, num_frames, use_audio, temperature, max_tokens, session, new):
+        """Stream the answer to ``messages``; ``question`` is the text box's content to give back on
+        failure (``None``: the text box was not used, as for Regenerate, and is left alone)."""
+        box = gr.skip() if question is None else question
         shown = display(messages) + [{"role": "assistant", "content": ""}]
-        yield shown, "", gr.skip(), "Thinking..."
+        yield shown, gr.skip() if question is None else "", gr.skip(), "Thinking..."
         reply = ""
         try:
             async for piece in stream_reply(messages, num_frames, use_audio, temperature, max_tokens):
                 reply += piece
                 shown[-1]["content"] = reply
                 yield shown, gr.skip(), gr.skip(), gr.skip()
-        except (MediaError, ProcessorError, QueueFullError, EngineClosedError, ValueError) as err:
+        except Exception as err:  # shown to the user; the conversation and the question are kept
             gr.Warning(failure_text(err))
-            yield display(session["messages"]), text_back, gr.skip(), f"**{failure_text(err)}**"
+            yield display(session["messages"]), box, gr.skip(), f"**{failure_text(err)}**"
             return
         attached = [*session["attached"], *(path for _, path in new)]
         session = {"messages": [*messages, {"role": "assistant", "content": reply}], "attached": attached}

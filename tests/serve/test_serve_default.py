@@ -94,6 +94,15 @@ def test_browser_chat_about_an_uploaded_clip(default_server, serve_media, tmp_pa
             shot = tmp_path / "serve_ui.png"
             page.screenshot(path=str(shot), full_page=True)
             shutil.copy(shot, DOCS / "serve_ui.png")
+
+            # Regenerate re-answers the same question (greedy: the same answer); Clear empties the chat.
+            page.locator("#regenerate").click()
+            page.wait_for_function("document.querySelector('#media-status').innerText.trim() === 'Thinking...'", timeout=30_000)
+            page.wait_for_function("document.querySelector('#media-status').innerText.trim() === 'Done.'", timeout=120_000)
+            assert page.locator("#chatbot .bot").count() == 1
+            assert words(page.locator("#chatbot .bot").last.inner_text()) == words(final)
+            page.locator("#clear").click()
+            page.wait_for_function("document.querySelectorAll('#chatbot .bot').length === 0", timeout=30_000)
         finally:
             browser.close()
 
