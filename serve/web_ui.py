@@ -194,7 +194,7 @@ def build_ui(engine: ChatEngine, config: UiConfig) -> gr.Blocks:
                     with gr.Tab("Image"):
                         image = gr.Image(label="Image", sources=["upload", "webcam", "clipboard"], type="filepath", height=240, elem_id="image-input")
                 status = gr.Markdown("Upload a video, audio or image, or try an example below.", elem_id="media-status")
-                frames = gr.Gallery(label="Frames the model sees", columns=4, height="auto", elem_id="frames-preview", allow_preview=True)
+                frames = gr.Gallery(label="Frames the model sees", columns=4, height=230, elem_id="frames-preview", allow_preview=True)
                 waveform = gr.Plot(label="What the model hears (16 kHz waveform)", elem_id="waveform")
                 with gr.Accordion("Settings", open=False):
                     num_frames = gr.Slider(1, max_frames, value=model_frames, step=1, label="Frames sampled per video")

@@ -338,3 +338,10 @@ def test_a_chunked_body_over_the_limit_is_413_too(api):
 
     response = httpx.post(f"{api.url}/v1/chat/completions", content=chunks(), headers={"Content-Type": "application/json"})
     assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+
+
+def test_a_prompt_longer_than_the_context_is_400(api):
+    status, body = error_of(
+        lambda: api.client().chat.completions.create(model=TINY_NAME, messages=[{"role": "user", "content": "hello world " * 2000}])
+    )
+    assert status == 400 and "context" in body["message"] and api.engine.stats()["waiting"] == 0
