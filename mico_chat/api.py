@@ -286,8 +286,8 @@ class ChatModel:
         every decoding step: a row for which it is true stops generating and gets no more events.
         Closing the iterator early stops the whole batch.
 
-        Prompts in one batch must hold media of the same shapes per modality
-        (:attr:`PreparedPrompt.batch_key`).
+        Media of one modality must have one shape across the batch (:attr:`PreparedPrompt.batch_key`);
+        prompts without media fit any batch.
         """
         if not prompts:
             return
@@ -374,7 +374,7 @@ class PreparedPrompt:
 
     @property
     def batch_key(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
-        """Media shapes per item; prompts batch together when their keys hold the same shape per modality."""
+        """``(modality, shape)`` of its media; prompts batch together when no modality has two shapes."""
         return tuple(sorted({(item.modality.value, tuple(t.shape)) for item, t in self.encoded["media"]}))
 
 

@@ -7,11 +7,11 @@ The web UI and the HTTP API both submit conversations here. A request goes throu
 2. **Preparation** (a small thread pool, off the event loop): media are decoded and the prompt is
    tokenized with :meth:`ChatModel.prepare`. Bad media fail here, before any streaming starts, so
    the caller can still answer with a proper status code.
-3. **Generation** (one scheduler thread): waiting requests with the same generation settings and
-   media shapes are taken together, up to ``max_batch_size``, and decoded as one batch with
-   :meth:`ChatModel.stream_batch`; every row streams to its own caller. Requests arriving while a
-   batch runs wait for the next one (static batching: simple, and on 2 CPU cores a batch of 16
-   roughly triples token throughput over one-at-a-time; see docs/benchmarks.md ``## Serving``).
+3. **Generation** (one scheduler thread): waiting requests with the same generation settings (and
+   media of one shape per modality; text-only requests fit anywhere) are taken together, up to
+   ``max_batch_size``, and decoded as one batch with :meth:`ChatModel.stream_batch`; every row
+   streams to its own caller. Requests arriving while a batch runs wait for the next one (static
+   batching; measured against one-at-a-time in docs/benchmarks.md, ``## Serving``).
 
     engine = ChatEngine(ChatModel.load("default"), EngineConfig(max_batch_size=8))
     reply = await engine.submit(messages, GenerationSettings(max_new_tokens=64))
@@ -76,10 +76,6 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue
     cancelled: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def batch_key(self) -> tuple:
-        return (self.settings, self.prompt.batch_key)
 
     def deliver(self, item: StreamEvent | BaseException) -> None:
         """Hand an event to the caller's event loop (from the scheduler thread)."""
@@ -250,9 +246,21 @@ class ChatEngine:
             pending.append(job)
 
     def _take_batch(self, pending: deque[_Job]) -> list[_Job]:
-        """The oldest job and the following ones that can share its batch, in arrival order."""
-        key = pending[0].batch_key
-        batch = [job for job in pending if job.batch_key == key][: self.config.max_batch_size]
+        """The oldest job and the following ones that can share its batch, in arrival order.
+
+        Rows share a batch when their generation settings are equal and media of one modality have
+        one shape (they are stacked); rows without media fit any batch.
+        """
+        settings = pending[0].settings
+        shapes: dict[str, tuple[int, ...]] = {}
+        batch = []
+        for job in pending:
+            if len(batch) == self.config.max_batch_size:
+                break
+            if job.settings != settings or any(shapes.get(m, s) != s for m, s in job.prompt.batch_key):
+                continue
+            shapes.update(job.prompt.batch_key)
+            batch.append(job)
         for job in batch:
             pending.remove(job)
         return batch

@@ -104,3 +104,25 @@ def test_a_closed_engine_refuses_requests(chat):
 def test_config_is_checked():
     with pytest.raises(ValueError):
         EngineConfig(max_batch_size=0)
+
+
+def test_text_only_requests_join_a_batch_with_media_but_different_frame_counts_do_not(chat):
+    import numpy as np
+
+    engine = ChatEngine(chat, EngineConfig(max_batch_size=8, batch_window_s=0.2))
+    frames = np.random.default_rng(0).integers(0, 255, size=(6, 32, 32, 3), dtype=np.uint8)
+    video = [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": "what?"}]}]
+    try:
+
+        async def go():
+            return await asyncio.gather(
+                engine.complete(video),
+                engine.complete(conv("hello world")),
+                engine.complete(video, num_frames=2),  # another shape: its own batch
+            )
+
+        results = run(go())
+        assert results[0] == chat.complete(video) and results[1] == chat.complete(conv("hello world"))
+        assert engine.stats()["batches"] == 2
+    finally:
+        engine.close()
