@@ -145,7 +145,7 @@ class ChatModel:
                 3.9 GB in 4-bit and 6.7 GB in 8-bit instead of 13.5 GB in bf16.
             device_map: place the LLM's layers over several devices with accelerate, e.g.
                 ``"auto"`` (fill the GPUs in order) or ``{"model.layers.0": 0, ...}``; the encoder
-                and connectors go to the device of the input embeddings. Needs ``accelerate``.
+                and connectors go to the device of the input embeddings.
         """
         from .presets import PRESETS, load_preset  # deferred: presets pull in the weights machinery
 
@@ -183,7 +183,10 @@ class ChatModel:
         return replace(settings or self.defaults, **overrides)
 
     def _inputs(self, conversations: Sequence[Messages]) -> dict[str, Any]:
-        batch = self.processor(list(conversations), add_generation_prompt=True, padding_side="left")
+        return self._on_device(self.processor(list(conversations), add_generation_prompt=True, padding_side="left"))
+
+    def _on_device(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """A processor batch moved to the model's device (media in the model's dtype)."""
         dtype = next(self.model.parameters()).dtype
         return {
             "input_ids": batch["input_ids"].to(self.device),
@@ -292,13 +295,7 @@ class ChatModel:
         if not prompts:
             return
         settings = self._settings(settings, overrides)
-        batch = self.processor.collate([p.encoded for p in prompts], padding_side="left")
-        dtype = next(self.model.parameters()).dtype
-        inputs = {
-            "input_ids": batch["input_ids"].to(self.device),
-            "attention_mask": batch["attention_mask"].to(self.device),
-            "media": {m: t.to(self.device, dtype) for m, t in batch["media"].items()},
-        }
+        inputs = self._on_device(self.processor.collate([p.encoded for p in prompts], padding_side="left"))
         rows = [_RowDecoder(self.processor.tokenizer, self.stop_strings) for _ in prompts]
         steps: queue.Queue[list[int] | BaseException | None] = queue.Queue()
         abandoned = threading.Event()
