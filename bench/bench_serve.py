@@ -48,6 +48,7 @@ class Outcome:
     tokens: int = 0
     completed: int = 0
     errors: list[str] = field(default_factory=list)
+    window: tuple[float, float] = (0.0, 0.0)  # perf_counter() start and end of the load window
 
 
 def start_server(model: str, batch_size: int, clients: int, max_tokens: int) -> tuple[subprocess.Popen, str]:
@@ -68,9 +69,8 @@ def start_server(model: str, batch_size: int, clients: int, max_tokens: int) -> 
 
 def sample_rss(pid: int, samples: list[tuple[float, int]], stop: threading.Event) -> None:
     proc = psutil.Process(pid)
-    start = time.perf_counter()
     while not stop.wait(0.5):
-        samples.append((time.perf_counter() - start, proc.memory_info().rss))
+        samples.append((time.perf_counter(), proc.memory_info().rss))
 
 
 async def client_loop(client: AsyncOpenAI, index: int, video_url: str, until: float, max_tokens: int, out: Outcome) -> None:
@@ -108,7 +108,9 @@ async def run_clients(url: str, clients: int, duration_s: float, max_tokens: int
     # One warm-up request per kind (first-call costs are not what is measured).
     for index in (0, 1):
         await client_loop(client, index, video_url, time.perf_counter() + 1e-3, max_tokens, Outcome())
-    until = time.perf_counter() + duration_s
+    start = time.perf_counter()
+    until = start + duration_s
+    out.window = (start, until)
     await asyncio.gather(*(client_loop(client, i, video_url, until, max_tokens, out) for i in range(clients)))
     await client.close()
     return out
@@ -150,8 +152,9 @@ def main() -> int:
             sampler.join()
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
-        rss = [r for _, r in samples]
-        half = len(rss) // 2
+        # Resident memory during the load window, as the max of each quarter (MiB): flat = bounded.
+        window = [r for t, r in samples if out.window[0] <= t <= out.window[1]]
+        quarters = [window[i * len(window) // 4 : (i + 1) * len(window) // 4] for i in range(4)]
         rows.append({
             "batch": batch_size,
             "requests": out.completed,
@@ -161,21 +164,20 @@ def main() -> int:
             "latency_p50": percentile(out.latency_s, 50),
             "tok_s": out.tokens / args.duration,
             "errors": len(out.errors),
-            "rss_first_half_max": max(rss[:half]) / 2**20 if half else float("nan"),
-            "rss_second_half_max": max(rss[half:]) / 2**20 if rss else float("nan"),
+            "rss_quarters": [max(q) / 2**20 if q else float("nan") for q in quarters],
         })  # fmt: skip
         if out.errors:
             print(f"batch {batch_size}: {len(out.errors)} errors, e.g. {out.errors[0]}", flush=True)
         print(f"batch {batch_size}: done ({out.completed} requests)", flush=True)
 
     print(f"\nload after: {os.getloadavg()[0]:.2f}")
-    print("| max batch | requests | requests/s | TTFT p50 (s) | TTFT p95 (s) | latency p50 (s) | tokens/s | errors | RSS max, 1st half -> 2nd half (MiB) |")
+    print("| max batch | requests | requests/s | TTFT p50 (s) | TTFT p95 (s) | latency p50 (s) | tokens/s | errors | server RSS, max per quarter of the run (MiB) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['batch']} | {r['requests']} | {r['rps']:.2f} | {r['ttft_p50']:.2f} | {r['ttft_p95']:.2f} | "
             f"{r['latency_p50']:.2f} | {r['tok_s']:.1f} | {r['errors']} | "
-            f"{r['rss_first_half_max']:.0f} -> {r['rss_second_half_max']:.0f} |"
+            f"{' / '.join(f'{q:.0f}' for q in r['rss_quarters'])} |"
         )
     if len(rows) > 1:
         base = rows[0]
