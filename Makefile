@@ -31,8 +31,9 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 fetch: setup
 	$(VENV)/bin/mico-chat fetch
 
+# The web UI with the default model on http://127.0.0.1:7860 (Ctrl-C stops it).
 demo: fetch
-	$(VENV)/bin/mico-chat demo
+	$(VENV)/bin/mico-chat serve
 
 test: fetch
 	$(PY) -m pytest $(PYTEST_ARGS)

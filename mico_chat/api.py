@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from transformers import TextIteratorStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
 
 from .modeling import MiCoChatForConditionalGeneration
-from .processing import MiCoChatProcessor
+from .preprocess import MediaSettings
+from .processing import MiCoChatProcessor, ProcessorError
 
 Messages = Sequence[Mapping[str, Any]]
 
@@ -124,6 +127,8 @@ class ChatModel:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         auto_fetch: bool = True,
+        quantization: Literal["4bit", "8bit"] | None = None,
+        device_map: str | dict[str, Any] | None = None,
     ) -> ChatModel:
         """Load a preset (``default``, see :mod:`mico_chat.presets`) or a saved MiCo-Chat folder.
 
@@ -133,19 +138,36 @@ class ChatModel:
             device: ``cpu``, ``cuda``, ``cuda:1`` or ``auto`` (default).
             dtype: ``float32`` (CPU default), ``bfloat16`` (CUDA default), ...
             auto_fetch: fetch known weights on first use (with a progress bar).
+            quantization: ``"4bit"`` (NF4, double quantization, computing in ``dtype``) or ``"8bit"``
+                (LLM.int8; the whole model then computes in float16, the only dtype its kernels
+                take) loading of the LLM's linear layers with bitsandbytes. The encoder, connectors
+                and ``lm_head`` are not quantized. By parameter count, a 7B LLM's weights take about
+                3.9 GB in 4-bit and 6.7 GB in 8-bit instead of 13.5 GB in bf16.
+            device_map: place the LLM's layers over several devices with accelerate, e.g.
+                ``"auto"`` (fill the GPUs in order) or ``{"model.layers.0": 0, ...}``; the encoder
+                and connectors go to the device of the input embeddings.
         """
         from .presets import PRESETS, load_preset  # deferred: presets pull in the weights machinery
 
         device_ = _pick_device(device)
-        dtype_ = _pick_dtype(dtype, device_)
+        # LLM.int8 multiplies in float16 and logs a warning on every call given anything else.
+        dtype_ = torch.float16 if quantization == "8bit" else _pick_dtype(dtype, device_)
         name = str(name_or_path)
+        placement = llm_placement(quantization, device_map, device_, dtype_)
         if name in PRESETS:
-            model, processor = load_preset(name, llm=llm, dtype=dtype_, auto_fetch=auto_fetch)
+            model, processor = load_preset(name, llm=llm, dtype=dtype_, auto_fetch=auto_fetch, llm_load_kwargs=placement)
         else:
             if llm is not None:
                 raise ValueError("llm= replaces the LLM of a preset; a saved model folder already has its LLM")
-            model, processor = load_folder(Path(name_or_path), dtype=dtype_)
-        return cls(model.to(device_), processor, name=name)
+            model, processor = load_folder(Path(name_or_path), dtype=dtype_, load_kwargs=placement)
+        if placement:
+            # The LLM is already placed (and may span devices): follow its input embeddings.
+            home = model.get_input_embeddings().weight.device
+            model.encoder.to(home, dtype_)
+            model.connectors.to(home, dtype_)
+        else:
+            model.to(device_)
+        return cls(model, processor, name=name)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Save model (safetensors) and processor so ``ChatModel.load(directory)`` restores them exactly."""
@@ -161,7 +183,10 @@ class ChatModel:
         return replace(settings or self.defaults, **overrides)
 
     def _inputs(self, conversations: Sequence[Messages]) -> dict[str, Any]:
-        batch = self.processor(list(conversations), add_generation_prompt=True, padding_side="left")
+        return self._on_device(self.processor(list(conversations), add_generation_prompt=True, padding_side="left"))
+
+    def _on_device(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """A processor batch moved to the model's device (media in the model's dtype)."""
         dtype = next(self.model.parameters()).dtype
         return {
             "input_ids": batch["input_ids"].to(self.device),
@@ -225,27 +250,98 @@ class ChatModel:
 
         The pieces join to exactly what :meth:`chat` returns for the same settings (greedy).
         """
+        for event in self.stream_batch([self.prepare(messages)], settings, **overrides):
+            if event.text:
+                yield event.text
+
+    def prepare(self, messages: Messages, *, media_settings: MediaSettings | None = None) -> PreparedPrompt:
+        """Decode the media of one conversation and tokenize it, ready for :meth:`stream_batch`.
+
+        This is the step that fails on bad input (``MediaError``, ``ProcessorError`` for a prompt
+        longer than the LLM's context), so a server can answer it before streaming starts.
+
+        Args:
+            media_settings: sample this conversation's media differently (e.g. more frames)
+                without touching the shared processor; ``None`` uses ``processor.settings``.
+        """
+        processor = self.processor
+        if media_settings is not None and media_settings != processor.settings:
+            processor = MiCoChatProcessor(processor.tokenizer, processor.config, media_settings)
+        encoded = processor.encode(processor.prepare(messages), add_generation_prompt=True)
+        limit = getattr(self.model.config.text_config, "max_position_embeddings", None)
+        if limit is not None and len(encoded["input_ids"]) >= limit:
+            raise ProcessorError(f"the prompt is {len(encoded['input_ids'])} tokens; the model's context is {limit}")
+        return PreparedPrompt(encoded)
+
+    def stream_batch(
+        self,
+        prompts: Sequence[PreparedPrompt],
+        settings: GenerationSettings | None = None,
+        *,
+        cancelled: Callable[[int], bool] | None = None,
+        **overrides,
+    ) -> Iterator[StreamEvent]:
+        """Generate replies to several prepared prompts in one left-padded batch, streaming every row.
+
+        Yields :class:`StreamEvent` ``(index, text)`` pieces as tokens arrive, and one last event per
+        row carrying its :class:`ChatResult`. Each row's pieces join to its ``result.text``, which
+        equals :meth:`chat` on that conversation alone (greedy). ``cancelled(i)`` is polled after
+        every decoding step: a row for which it is true stops generating and gets no more events.
+        Closing the iterator early stops the whole batch.
+
+        Media of one modality must have one shape across the batch (:attr:`PreparedPrompt.batch_key`);
+        prompts without media fit any batch.
+        """
+        if not prompts:
+            return
         settings = self._settings(settings, overrides)
-        inputs = self._inputs([messages])
-        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        failure: list[BaseException] = []
+        inputs = self._on_device(self.processor.collate([p.encoded for p in prompts], padding_side="left"))
+        rows = [_RowDecoder(self.processor.tokenizer, self.stop_strings) for _ in prompts]
+        steps: queue.Queue[list[int] | BaseException | None] = queue.Queue()
+        abandoned = threading.Event()
+
+        def row_stopped(index: int) -> bool:
+            return abandoned.is_set() or rows[index].done or (cancelled is not None and cancelled(index))
 
         def run() -> None:
             try:
                 with self._lock:
                     if settings.seed is not None:
                         torch.manual_seed(settings.seed)
-                    self.model.generate(**inputs, **self._generate_kwargs(settings), streamer=streamer)
+                    self.model.generate(
+                        **inputs,
+                        **self._generate_kwargs(settings),
+                        streamer=_StepStreamer(steps),
+                        stopping_criteria=StoppingCriteriaList([_RowStop(row_stopped)]),
+                    )
             except BaseException as err:  # re-raised in the consumer below
-                failure.append(err)
-                streamer.end()
+                steps.put(err)
+            finally:
+                steps.put(None)
 
         worker = threading.Thread(target=run, name="mico-chat-generate", daemon=True)
         worker.start()
-        yield from _StreamCleaner(self.stop_strings).clean(streamer)
-        worker.join()
-        if failure:
-            raise failure[0]
+        try:
+            while (step := steps.get()) is not None:
+                if isinstance(step, BaseException):
+                    raise step
+                for index, token in enumerate(step):
+                    row = rows[index]
+                    if row.done or (cancelled is not None and cancelled(index)):
+                        continue
+                    text = row.push(token, is_eos=token in self.eos_token_ids)
+                    if row.ended or len(row.tokens) >= settings.max_new_tokens:
+                        text += row.finish()
+                        yield StreamEvent(index, text, row.result(prompts[index].prompt_tokens, settings))
+                    elif text:
+                        yield StreamEvent(index, text)
+            for index, row in enumerate(rows):
+                if not row.done and not (cancelled is not None and cancelled(index)):
+                    text = row.finish()  # generation ended for a reason of its own (a stop string split oddly)
+                    yield StreamEvent(index, text, row.result(prompts[index].prompt_tokens, settings))
+        finally:
+            abandoned.set()
+            worker.join()
 
     def describe(self) -> dict[str, Any]:
         """What is loaded: name, LLM, encoder shape, connectors, template (for UIs and result files)."""
@@ -262,41 +358,205 @@ class ChatModel:
         }
 
 
+@dataclass(frozen=True)
+class PreparedPrompt:
+    """One conversation ready to generate from (:meth:`ChatModel.prepare`): tokens with media
+    placeholders expanded, and the decoded media tensors. Opaque except for these properties."""
+
+    encoded: Mapping[str, Any]
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.encoded["input_ids"])
+
+    @property
+    def batch_key(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """``(modality, shape)`` of its media; prompts batch together when no modality has two shapes."""
+        return tuple(sorted({(item.modality.value, tuple(t.shape)) for item, t in self.encoded["media"]}))
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """A piece of one row's reply; ``result`` is set on that row's last event (its ``text`` may be empty)."""
+
+    index: int
+    text: str
+    result: ChatResult | None = None
+
+
+class _StepStreamer(BaseStreamer):
+    """Hands each decoding step's new tokens ``(B,)`` to a queue (the prompt, put first, is skipped)."""
+
+    def __init__(self, steps: queue.Queue):
+        self.steps = steps
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        self.steps.put(value.reshape(-1).tolist())
+
+    def end(self) -> None:
+        pass  # the generating thread signals the end itself, also on errors
+
+
+class _RowStop(StoppingCriteria):
+    """Per-row stop: ``stopped(i)`` true ends row i (cancelled by its client, or finished by us)."""
+
+    def __init__(self, stopped: Callable[[int], bool]):
+        self.stopped = stopped
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs) -> torch.BoolTensor:
+        flags = [self.stopped(i) for i in range(input_ids.shape[0])]
+        return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
+
+
+class _RowDecoder:
+    """Turns one row's token ids into clean text pieces, trimmed as :meth:`ChatModel.chat` trims.
+
+    Decoded text is released up to its last space or newline (a later token can change how the last
+    word decodes; TextIteratorStreamer's rule), a trailing partial UTF-8 character is held, and
+    :class:`_StreamCleaner` removes surrounding whitespace and everything from a stop string on.
+    """
+
+    def __init__(self, tokenizer: Any, stop_strings: Sequence[str]):
+        self.tokenizer = tokenizer
+        self.stop_strings = list(stop_strings)
+        self.cleaner = _StreamCleaner(stop_strings)
+        self.tokens: list[int] = []
+        self.released = 0  # characters of the decoded text already handed to the cleaner
+        self.parts: list[str] = []
+        self.eos = False
+        self.done = False
+
+    @property
+    def ended(self) -> bool:
+        """The reply is over: EOS, or a stop string appeared."""
+        return self.eos or self.cleaner.stopped
+
+    def push(self, token: int, *, is_eos: bool) -> str:
+        """Add one generated token; returns the text that became final (may be empty)."""
+        if is_eos:
+            self.eos = True
+            return ""
+        self.tokens.append(token)
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if any(s in text for s in self.stop_strings):
+            return self._release(text, len(text))
+        if text.endswith("\ufffd"):
+            return ""
+        return self._release(text, len(text) if text.endswith("\n") else text.rfind(" ") + 1)
+
+    def finish(self) -> str:
+        """No more tokens: returns the rest of the reply."""
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        released = self._release(text, len(text))
+        rest = self.cleaner.finish()
+        self.parts.append(rest)
+        self.done = True
+        return released + rest
+
+    def result(self, prompt_tokens: int, settings: GenerationSettings) -> ChatResult:
+        stopped = self.ended or len(self.tokens) < settings.max_new_tokens
+        return ChatResult("".join(self.parts), prompt_tokens, len(self.tokens), "stop" if stopped else "length")
+
+    def _release(self, text: str, cut: int) -> str:
+        if cut <= self.released:
+            return ""
+        out = self.cleaner.push(text[self.released : cut])
+        self.released = cut
+        self.parts.append(out)
+        return out
+
+
 class _StreamCleaner:
     """Strips surrounding whitespace and anything from a stop string on, as :meth:`ChatModel.chat` does.
 
     Text that could be the start of a stop string, and trailing whitespace, are held back until
-    more text shows what they are.
+    more text shows what they are. Push pieces with :meth:`push`, then call :meth:`finish` once.
     """
 
     def __init__(self, stop_strings: Sequence[str]):
         self.stop_strings = list(stop_strings)
+        self.pending = ""
+        self.started = False
+        self.stopped = False
+
+    def push(self, piece: str) -> str:
+        """Add text; returns what is certainly part of the clean reply (may be empty)."""
+        if self.stopped:
+            return ""
+        pending = self.pending + piece
+        if not self.started:
+            pending = pending.lstrip()
+            if not pending:
+                self.pending = ""
+                return ""
+            self.started = True
+        cut = min((pending.find(s) for s in self.stop_strings if s in pending), default=-1)
+        if cut >= 0:
+            self.pending = pending[:cut]
+            self.stopped = True
+            return ""
+        hold_stop = max((k for s in self.stop_strings for k in range(1, len(s)) if pending.endswith(s[:k])), default=0)
+        hold = max(hold_stop, len(pending) - len(pending.rstrip()))  # trailing space may be the end
+        ready, self.pending = pending[: len(pending) - hold], pending[len(pending) - hold :]
+        return ready
+
+    def finish(self) -> str:
+        """The rest of the reply, without trailing whitespace."""
+        tail, self.pending = self.pending.rstrip(), ""
+        return tail
 
     def clean(self, pieces: Iterator[str]) -> Iterator[str]:
-        pending = ""
-        started = False
+        """Clean a whole stream of pieces (for callers holding an iterator)."""
         for piece in pieces:
-            pending += piece
-            if not started:
-                pending = pending.lstrip()
-                if not pending:
-                    continue
-                started = True
-            cut = min((pending.find(s) for s in self.stop_strings if s in pending), default=-1)
-            if cut >= 0:
-                pending = pending[:cut]
-                break
-            hold_stop = max((k for s in self.stop_strings for k in range(1, len(s)) if pending.endswith(s[:k])), default=0)
-            hold = max(hold_stop, len(pending) - len(pending.rstrip()))  # trailing space may be the end
-            ready, pending = pending[: len(pending) - hold], pending[len(pending) - hold :]
+            ready = self.push(piece)
             if ready:
                 yield ready
-        tail = pending.rstrip()
+            if self.stopped:
+                break
+        tail = self.finish()
         if tail:
             yield tail
 
 
-def load_folder(directory: Path, *, dtype: torch.dtype) -> tuple[MiCoChatForConditionalGeneration, MiCoChatProcessor]:
+def llm_placement(
+    quantization: str | None, device_map: str | dict[str, Any] | None, device: torch.device, dtype: torch.dtype
+) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments for a quantized and/or spread LLM (empty for a plain load).
+
+    Only the LLM's linear layers are quantized: ``llm_int8_skip_modules`` keeps ``lm_head`` and, when a
+    whole MiCo-Chat folder is loaded, the ``encoder`` and ``connectors`` in ``dtype``.
+    """
+    kwargs: dict[str, Any] = {}
+    if quantization is not None:
+        from transformers import BitsAndBytesConfig
+
+        skip = ["lm_head", "encoder", "connectors"]
+        if quantization == "4bit":
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=dtype,
+                llm_int8_skip_modules=skip,
+            )
+        elif quantization == "8bit":
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+        else:
+            raise ValueError(f"quantization must be '4bit' or '8bit', got {quantization!r}")
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    elif quantization is not None:
+        kwargs["device_map"] = {"": str(device)}  # bitsandbytes quantizes while placing the weights
+    return kwargs
+
+
+def load_folder(
+    directory: Path, *, dtype: torch.dtype, load_kwargs: Mapping[str, Any] | None = None
+) -> tuple[MiCoChatForConditionalGeneration, MiCoChatProcessor]:
     """Load a folder written by :meth:`ChatModel.save_pretrained` (clear errors for anything else)."""
     config_path = directory / "config.json"
     if not directory.is_dir():
@@ -312,6 +572,6 @@ def load_folder(directory: Path, *, dtype: torch.dtype) -> tuple[MiCoChatForCond
             f"{directory} holds a {model_type!r} model, not a MiCo-Chat one; to chat with media around this LLM "
             f"use ChatModel.load('default', llm='{directory}') (untrained connectors) or train one"
         )
-    model = MiCoChatForConditionalGeneration.from_pretrained(directory, dtype=dtype)
+    model = MiCoChatForConditionalGeneration.from_pretrained(directory, **{"dtype": dtype, **(load_kwargs or {})})
     processor = MiCoChatProcessor.from_pretrained(directory, config=model.config)
     return model, processor

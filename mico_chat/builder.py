@@ -47,6 +47,7 @@ def build_model(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
     llm_name: str | None = None,
+    llm_load_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[MiCoChatForConditionalGeneration, MiCoChatProcessor]:
     """A MiCo-Chat model with the LLM's pretrained weights and freshly initialised encoder/connectors.
 
@@ -60,6 +61,8 @@ def build_model(
         settings: media settings of the processor.
         seed: seeds the initialisation of encoder and connectors, so an untrained model is reproducible.
         llm_name: what to record as ``llm_name_or_path`` (defaults to ``llm``).
+        llm_load_kwargs: extra ``from_pretrained`` arguments for the LLM (``quantization_config``,
+            ``device_map``); a quantized LLM keeps its own dtypes and placement.
 
     Returns:
         ``(model, processor)``; the model is in eval mode.
@@ -74,7 +77,7 @@ def build_model(
 
         path = resolve_model_path(llm)
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
-        language_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        language_model = AutoModelForCausalLM.from_pretrained(path, **{"dtype": dtype, **(llm_load_kwargs or {})})
         llm_name = llm_name or str(llm)
     encoder_config = _encoder_config(encoder)
     token_ids = extend_tokenizer(tokenizer, [Modality.parse(m) for m in encoder_config.modalities])
@@ -96,7 +99,11 @@ def build_model(
     model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     _init_new_rows(model, first_new=min(token_ids.values()))
     model.language_model.config.vocab_size = model.get_input_embeddings().weight.shape[0]
-    model.to(dtype)
+    if getattr(language_model, "is_quantized", False) or getattr(language_model, "hf_device_map", None):
+        model.encoder.to(dtype)  # quantized or spread weights keep their own dtype and devices
+        model.connectors.to(dtype)
+    else:
+        model.to(dtype)
     model.eval()
     return model, MiCoChatProcessor(tokenizer, model.config, settings)
 

@@ -36,8 +36,12 @@ def load_preset(
     llm: str | os.PathLike | None = None,
     dtype: torch.dtype = torch.float32,
     auto_fetch: bool = True,
+    llm_load_kwargs: Mapping[str, Any] | None = None,
 ):
-    """Build the preset's model and processor (``llm`` replaces the preset's LLM)."""
+    """Build the preset's model and processor (``llm`` replaces the preset's LLM).
+
+    ``llm_load_kwargs`` go to the LLM's ``from_pretrained`` (quantization, ``device_map``).
+    """
     from mico_chat.builder import build_model, load_extra_weights
     from mico_chat.preprocess import MediaSettings
     from mico_chat.weights import resolve_model_path
@@ -54,6 +58,7 @@ def load_preset(
         dtype=dtype,
         seed=int(spec.get("seed", 0)),
         llm_name=llm_name,
+        llm_load_kwargs=llm_load_kwargs,
     )
     if spec.get("weights"):
         if llm is not None:
