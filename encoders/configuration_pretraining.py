@@ -31,6 +31,9 @@ class MiCoPretrainingConfig(PreTrainedConfig):
         fusion_groups: modality groups encoded as one multimodal context whose global feature is a
             linear map of the concatenated per-modality features (MiCo's ``contra_head_va``),
             e.g. ``["audio+video"]``.
+        joint_context: encode a group of two or more modalities as one multimodal context (MiCo
+            eq. 1: every token attends across modalities). ``False`` encodes each modality on its
+            own, as MiCo's released model does (it fuses modalities only in the text tower).
         condition_tokens: which encoder tokens the text tower's cross-attention reads: ``"all"``,
             or ``"cls_mean"`` (per segment the CLS token and the mean of its patches, as MiCo's
             ``pool_video`` option; much cheaper).
@@ -56,6 +59,7 @@ class MiCoPretrainingConfig(PreTrainedConfig):
     max_logit_scale: float = 100.0
     label_smoothing: float = 0.0
     fusion_groups: list[str] | None = None
+    joint_context: bool = True
     condition_tokens: Literal["all", "cls_mean"] = "cls_mean"
     generation_mask_prob: float = 0.6
     mask_token_id: int = 103

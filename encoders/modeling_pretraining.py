@@ -181,7 +181,8 @@ class MiCoForPretraining(MiCoForPretrainingPreTrainedModel):
         *,
         sampling_context: torch.Tensor | None = None,
     ) -> Encoded:
-        """Encode the group's media; two or more modalities form one multimodal context (eq. 1).
+        """Encode the group's media; two or more modalities form one multimodal context (eq. 1)
+        unless ``config.joint_context`` is off.
 
         Returns ``{modality: (features (N, S * (1 + P), D), layout)}``.
         """
@@ -190,7 +191,9 @@ class MiCoForPretraining(MiCoForPretrainingPreTrainedModel):
         if missing:
             raise ValueError(f"group {group_key(group)} needs media for {missing}")
         inputs = {m: media[m.value] for m in group}
-        features = self.encoder(inputs, joint=len(group) > 1, sampling_context=sampling_context)
+        features = self.encoder(
+            inputs, joint=self.config.joint_context and len(group) > 1, sampling_context=sampling_context
+        )
         return {
             m: (features[m], self.encoder.layout(m, self.encoder.as_segments(m, inputs[m]).shape[1])) for m in group
         }
