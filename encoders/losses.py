@@ -10,6 +10,12 @@ import torch
 import torch.nn.functional as F
 
 
+def _rand(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Uniform [0, 1) numbers drawn on the generator's device (a CPU generator also drives GPU runs)."""
+    origin = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=origin).to(device)
+
+
 def contrastive_loss(
     media: torch.Tensor,
     text: torch.Tensor,
@@ -62,7 +68,8 @@ def sample_hard_negatives(
     empty = weights.sum(1) <= 0
     if bool(empty.any()):
         weights[empty] = (~eye[empty]).float()
-    return torch.multinomial(weights, 1, generator=generator).squeeze(1)
+    origin = generator.device if generator is not None else weights.device
+    return torch.multinomial(weights.to(origin), 1, generator=generator).squeeze(1).to(logits.device)
 
 
 def matching_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -94,17 +101,17 @@ def mask_caption_tokens(
     eligible[:, 0] = False
     if not bool(eligible.any(1).all()):
         raise ValueError("every caption needs at least one token after [CLS] to mask")
-    chosen = (torch.rand(ids.shape, generator=generator, device=ids.device) < mask_prob) & eligible
+    chosen = (_rand(ids.shape, generator, ids.device) < mask_prob) & eligible
     # A caption with nothing chosen gets one random eligible position (VAST redraws until one is).
     none = ~chosen.any(1)
     if bool(none.any()):
-        noise = torch.rand(ids.shape, generator=generator, device=ids.device).masked_fill(~eligible, -1.0)
+        noise = _rand(ids.shape, generator, ids.device).masked_fill(~eligible, -1.0)
         pick = noise.argmax(1)
         chosen[none, pick[none]] = True
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
-    action = torch.rand(ids.shape, generator=generator, device=ids.device)
+    action = _rand(ids.shape, generator, ids.device)
     start, stop = random_token_range
-    random_ids = torch.randint(start, stop, ids.shape, generator=generator, device=ids.device)
+    random_ids = (start + _rand(ids.shape, generator, ids.device) * (stop - start)).long().clamp(max=stop - 1)
     ids = torch.where(chosen & (action < 0.8), torch.full_like(ids, mask_token_id), ids)
     ids = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, ids)
     return ids, labels
