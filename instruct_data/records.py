@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mico_chat.modality import Modality
+from mico_chat.modality import Modality, find_placeholders
 
 ROLE_FROM_LLAVA = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 CAPTION_KINDS = ("vision", "audio", "omni", "subtitle")
@@ -186,20 +186,7 @@ def _messages(raw: Mapping[str, Any]) -> list[dict[str, str]]:
 
 def placeholders_in(messages: list[Mapping[str, str]]) -> list[Modality]:
     """Media placeholders in the order they appear across the messages."""
-    found = []
-    for msg in messages:
-        text = msg["content"]
-        hits = sorted((pos, m) for m in Modality for pos in _positions(text, m.placeholder))
-        found.extend(m for _, m in hits)
-    return found
-
-
-def _positions(text: str, token: str) -> list[int]:
-    out, start = [], text.find(token)
-    while start != -1:
-        out.append(start)
-        start = text.find(token, start + len(token))
-    return out
+    return [m for msg in messages for m in find_placeholders(msg["content"])]
 
 
 def parse_record(raw: Any, *, max_chars: int = 100_000) -> Record:

@@ -14,6 +14,7 @@ entry in :mod:`mico_chat.processing` and, if it is a new input kind, a patch emb
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -53,6 +54,19 @@ class Modality(str, enum.Enum):
 
 # Input kind -> number of channels its patch embedding reads.
 INPUT_CHANNELS: dict[str, int] = {"rgb": 3, "audio": 1, "depth": 1, "normal": 3}
+
+def find_placeholders(text: str, modalities: Iterable[Modality] = tuple(Modality)) -> list[Modality]:
+    """The media placeholders in ``text``, in order of appearance: ``"<video> and <audio>"`` ->
+    ``[VIDEO, AUDIO]``."""
+    hits = []
+    for modality in modalities:
+        token = modality.placeholder
+        start = text.find(token)
+        while start != -1:
+            hits.append((start, modality))
+            start = text.find(token, start + len(token))
+    return [m for _, m in sorted(hits, key=lambda hit: hit[0])]
+
 
 INPUT_KINDS: dict[Modality, str] = {
     Modality.IMAGE: "rgb",

@@ -30,7 +30,7 @@ import torch
 from transformers import AutoTokenizer, BatchFeature
 
 from mico_chat import media as media_io
-from mico_chat.modality import Modality
+from mico_chat.modality import Modality, find_placeholders
 
 from .configuration import MiCoChatConfig
 from .preprocess import MediaSettings, preprocess
@@ -149,13 +149,7 @@ class MiCoChatProcessor:
         return media_io.probe(item.source, limits=self.settings.limits).has_audio
 
     def _check_placeholders(self, prepared: PreparedConversation) -> None:
-        found: list[Modality] = []
-        for msg in prepared.messages:
-            text = msg["content"] or ""
-            positions = sorted(
-                (pos, m) for m, token in self.placeholders.items() for pos in _find_all(text, token)
-            )
-            found.extend(m for _, m in positions)
+        found = [m for msg in prepared.messages for m in find_placeholders(msg["content"] or "", self.placeholders)]
         expected = [item.modality for item in prepared.media]
         if found != expected:
             raise ProcessorError(
@@ -334,11 +328,3 @@ class MiCoChatProcessor:
         config = config or MiCoChatConfig.from_pretrained(directory)
         tokenizer = AutoTokenizer.from_pretrained(directory)
         return cls(tokenizer, config, MediaSettings.from_dict(payload.get("media_settings", {})))
-
-
-def _find_all(text: str, token: str) -> list[int]:
-    out, start = [], text.find(token)
-    while start != -1:
-        out.append(start)
-        start = text.find(token, start + len(token))
-    return out
