@@ -227,6 +227,12 @@ def parse_record(raw: Any, *, max_chars: int = 100_000) -> Record:
 
 def read_records(path: str | os.PathLike, *, max_chars: int = 100_000) -> Iterator[Record | BadRecord]:
     """Yield a :class:`Record` or :class:`BadRecord` for each record of a ``.jsonl`` or ``.json`` file."""
+    for _, item in read_numbered_records(path, max_chars=max_chars):
+        yield item
+
+
+def read_numbered_records(path: str | os.PathLike, *, max_chars: int = 100_000) -> Iterator[tuple[int, Record | BadRecord]]:
+    """Like :func:`read_records`, with each record's line number (its 1-based index in a ``.json`` list)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such records file")
@@ -242,13 +248,13 @@ def read_records(path: str | os.PathLike, *, max_chars: int = 100_000) -> Iterat
         rows = _jsonl_rows(path)
     for line, raw, error in rows:
         if error is not None:
-            yield BadRecord(str(path), line, error)
+            yield line, BadRecord(str(path), line, error)
             continue
         try:
-            yield parse_record(raw, max_chars=max_chars)
+            yield line, parse_record(raw, max_chars=max_chars)
         except RecordError as err:
             rid = raw.get("id") if isinstance(raw, Mapping) else None
-            yield BadRecord(str(path), line, str(err), None if rid is None else str(rid))
+            yield line, BadRecord(str(path), line, str(err), None if rid is None else str(rid))
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:

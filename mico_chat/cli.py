@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fetch": ("mico_chat.commands.fetch", "download and convert the default weights (no hub needed)"),
     "chat": ("mico_chat.commands.chat", "chat with a model about video, audio, images, depth maps"),
     "demo": ("mico_chat.commands.demo", "the main job: a chat about a generated clip with the default model"),
+    "data": ("mico_chat.commands.data", "validate, convert, generate (synthetic world) and caption training data"),
 }
 
 

@@ -1,0 +1,254 @@
+"""``mico-chat data``: validate, convert, generate and caption training data.
+
+    mico-chat data validate records.jsonl --media-root DIR          # report bad records (exit 1 if any)
+    mico-chat data convert msrvtt train_val_videodatainfo.json msrvtt.jsonl --split train
+    mico-chat data synth --out world/ --n 10000 --seed 0 --split train
+    mico-chat data omni-caption captions.jsonl omni.jsonl --model default
+    mico-chat data pseudolabel videos/ labels.jsonl --model default
+    mico-chat data instruct captions.jsonl instruct.jsonl --per-record 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+SUBCOMMANDS = {
+    "validate": "check records files: format, placeholders, lengths, media (in parallel)",
+    "convert": "convert a public dataset's annotation file into records",
+    "synth": "generate the synthetic audio-visual world (clips, stills, depth, captions, questions)",
+    "omni-caption": "write omni captions from vision/audio captions and subtitles with an LLM (VAST)",
+    "pseudolabel": "label videos without text by captioning their frames (Lialin et al.)",
+    "instruct": "make instruction conversations from caption records (templates, optional LLM rewriting)",
+}
+
+
+def _llm_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("LLM (the project's ChatModel, or any OpenAI-compatible endpoint)")
+    group.add_argument("--model", default="default", help="preset or saved MiCo-Chat folder for ChatModel (default: default)")
+    group.add_argument("--llm", help="with a preset: use this local HF causal-LM folder as its LLM")
+    group.add_argument("--device", default="auto")
+    group.add_argument("--openai-base-url", help="use this OpenAI-compatible endpoint instead, e.g. http://127.0.0.1:8000/v1")
+    group.add_argument("--openai-model", help="model name at the endpoint")
+    group.add_argument("--openai-api-key", default=None, help="API key (default: $OPENAI_API_KEY, else 'EMPTY')")
+    group.add_argument("--max-new-tokens", type=int, default=96)
+    group.add_argument("--batch-size", type=int, default=8)
+    group.add_argument("--max-retries", type=int, default=2, help="retries of a rejected output (sampled)")
+    group.add_argument("--log", type=Path, help="where rejected outputs are logged (default: OUT.log.jsonl)")
+    group.add_argument("--no-progress", action="store_true")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+
+    p = sub.add_parser("validate", help=SUBCOMMANDS["validate"], description=SUBCOMMANDS["validate"])
+    p.add_argument("files", nargs="+", type=Path, help=".jsonl or .json records files")
+    p.add_argument("--media-root", type=Path, help="folder media paths are relative to (default: each file's folder)")
+    p.add_argument("--check", default="decode", choices=("none", "exists", "probe", "decode"), help="media check level (default: decode)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--strict", action="store_true", help="stop at the first bad record")
+    p.add_argument("--json", type=Path, help="also write the full report as JSON")
+    p.add_argument("--max-listed", type=int, default=200, help="bad records printed (all go to --json)")
+    p.add_argument("--no-progress", action="store_true")
+
+    from mico_chat.instruct_data.convert import CONVERTERS
+
+    p = sub.add_parser("convert", help=SUBCOMMANDS["convert"], description=SUBCOMMANDS["convert"])
+    p.add_argument("format", choices=sorted(CONVERTERS), help="; ".join(f"{c.name}: {c.help}" for c in CONVERTERS.values()))
+    p.add_argument("input", type=Path)
+    p.add_argument("output", type=Path, help="records .jsonl to write")
+    p.add_argument("--path-template", help="media path from a row's fields, e.g. '{page_dir}/{videoid}.mp4' (default: per format)")
+    p.add_argument("--split", help="keep one split (MSR-VTT: train, validate, test)")
+    p.add_argument("--captions", default="all", choices=("all", "first"), help="one record per caption (all) or per item")
+    p.add_argument("--with-audio", action="store_true", help="video datasets: also pair the video's audio track")
+    p.add_argument("--path-column", default="path", help="caption-csv: media path column")
+    p.add_argument("--caption-column", default="caption", help="caption-csv: caption column")
+    p.add_argument("--id-column", help="caption-csv: id column (default: FILE-LINE)")
+    p.add_argument("--modality", default="video", choices=("video", "audio", "image", "depth", "normal"), help="caption-csv")
+    p.add_argument("--caption-kind", default="vision", choices=("vision", "audio", "omni", "subtitle"), help="caption-csv")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any row was rejected")
+
+    p = sub.add_parser("synth", help=SUBCOMMANDS["synth"], description=SUBCOMMANDS["synth"])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--n", type=int, required=True, help="number of clips")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="train", choices=("train", "heldout"))
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--size", type=int, default=128, help="frame side in pixels (128-224)")
+    p.add_argument("--speech", default="auto", choices=("auto", "on", "off"), help="espeak-ng speech (auto: when installed)")
+    p.add_argument("--qa-per-family", type=int, default=1)
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("omni-caption", help=SUBCOMMANDS["omni-caption"], description=SUBCOMMANDS["omni-caption"])
+    p.add_argument("input", type=Path, help="caption records (.jsonl)")
+    p.add_argument("output", type=Path, help="records with captions.omni (.jsonl; a rerun resumes)")
+    p.add_argument("--fallback", default="none", choices=("none", "concat"), help="after all retries: leave for a rerun, or concatenate")
+    p.add_argument("--pseudolabel", action="store_true", help="first pseudo-label records without a vision caption (needs --model)")
+    p.add_argument("--media-root", type=Path, help="for --pseudolabel: media root (default: the input's folder)")
+    _llm_arguments(p)
+
+    p = sub.add_parser("pseudolabel", help=SUBCOMMANDS["pseudolabel"], description=SUBCOMMANDS["pseudolabel"])
+    p.add_argument("input", type=Path, help="records (.jsonl) with a video or image each, or a folder of videos")
+    p.add_argument("output", type=Path, help="records with captions.vision (.jsonl; a rerun resumes)")
+    p.add_argument("--media-root", type=Path, help="media root (default: the input's folder, or the input folder)")
+    p.add_argument("--chunk-s", type=float, default=8.0, help="one frame per chunk of this many seconds (default 8, as the paper)")
+    p.add_argument("--max-frames", type=int, default=4)
+    p.add_argument("--combine", default="auto", choices=("auto", "join", "llm"), help="how frame captions become one label")
+    _llm_arguments(p)
+
+    p = sub.add_parser("instruct", help=SUBCOMMANDS["instruct"], description=SUBCOMMANDS["instruct"])
+    p.add_argument("input", type=Path, help="caption records (.jsonl)")
+    p.add_argument("output", type=Path, help="instruction records (.jsonl)")
+    p.add_argument("--kinds", default="description,open,yesno,mc", help="comma-separated template kinds")
+    p.add_argument("--per-record", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rewrite", action="store_true", help="instead: an LLM writes a conversation per record (LLaVA-style)")
+    p.add_argument("--turns", type=int, default=3, help="with --rewrite: questions per conversation")
+    _llm_arguments(p)
+
+
+def _generator(args: argparse.Namespace):
+    import os
+
+    from mico_chat.instruct_data.llm import ChatModelGenerator, OpenAIGenerator, SamplingSettings
+
+    settings = SamplingSettings(max_new_tokens=args.max_new_tokens)
+    if args.openai_base_url:
+        if not args.openai_model:
+            raise ValueError("--openai-base-url needs --openai-model")
+        key = args.openai_api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        return OpenAIGenerator(args.openai_base_url, args.openai_model, api_key=key, settings=settings)
+    return ChatModelGenerator(_chat_model(args), settings)
+
+
+def _chat_model(args: argparse.Namespace):
+    from mico_chat.api import ChatModel
+
+    return ChatModel.load(args.model, llm=args.llm, device=args.device)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from mico_chat.instruct_data.validate import validate_records, write_report
+
+    report = validate_records(args.files, args.media_root, check=args.check, workers=args.workers, strict=args.strict,
+                              progress=not args.no_progress)  # fmt: skip
+    print(report.format(args.max_listed))
+    if args.json:
+        write_report(args.json, report)
+        print(f"report: {args.json}")
+    return 0 if report.ok else 1
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from mico_chat.instruct_data.convert import ConvertOptions, convert
+
+    options = ConvertOptions(
+        path_template=args.path_template, split=args.split, captions=args.captions, with_audio=args.with_audio,
+        path_column=args.path_column, caption_column=args.caption_column, id_column=args.id_column,
+        modality=args.modality, caption_kind=args.caption_kind,
+    )  # fmt: skip
+    result = convert(args.format, args.input, args.output, options)
+    print(result.format())
+    return 1 if args.strict and result.rejected else 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from mico_chat.instruct_data.synth import WorldConfig, generate_world
+    from mico_chat.instruct_data.synth.scene import SceneConfig
+
+    config = WorldConfig(scene=SceneConfig(size=args.size), speech=args.speech, qa_per_family=args.qa_per_family)
+    summary = generate_world(args.out, args.n, seed=args.seed, split=args.split, workers=args.workers, config=config,
+                             progress=not args.no_progress)  # fmt: skip
+    speech = summary.speech.engine if summary.speech.enabled else f"off ({summary.speech.reason})"
+    print(f"{summary.out_dir}: {summary.n} {summary.split} clips, {summary.num_records} instruction records, "
+          f"{summary.num_captions} caption records in {summary.seconds:.1f} s ({summary.clips_per_second:.1f} clips/s, "
+          f"{summary.workers} workers); speech: {speech}")  # fmt: skip
+    print(json.dumps(summary.families))
+    return 0
+
+
+def _omni(args: argparse.Namespace) -> int:
+    from mico_chat.instruct_data.omni_caption import OmniCaptionConfig, generate_omni_captions, read_caption_records
+
+    records, bad = read_caption_records(args.input)
+    for b in bad:
+        print(f"skipped: {b}", file=sys.stderr)
+    if args.pseudolabel:
+        records = _pseudolabel_missing(args, records)
+    config = OmniCaptionConfig(batch_size=args.batch_size, max_retries=args.max_retries, fallback=args.fallback)
+    report = generate_omni_captions(records, args.output, _generator(args), config, log=args.log, progress=not args.no_progress)
+    print(report.format())
+    if report.failed:
+        print(f"{len(report.failed)} clips without an accepted omni caption; rerun to retry them", file=sys.stderr)
+    return 0
+
+
+def _pseudolabel_missing(args: argparse.Namespace, records: list) -> list:
+    from mico_chat.instruct_data.pseudolabel import ChatModelCaptioner, PseudoLabelConfig, pseudolabel
+    from mico_chat.instruct_data.records import Record, read_records
+
+    missing = [r for r in records if not r.captions.get("vision")]
+    if not missing:
+        return records
+    labelled = args.output.with_name(args.output.name + ".pseudolabel.jsonl")
+    config = PseudoLabelConfig(batch_size=args.batch_size, max_retries=args.max_retries)
+    report = pseudolabel(missing, labelled, ChatModelCaptioner(_chat_model(args)), media_root=args.media_root or args.input.parent,
+                         config=config, progress=not args.no_progress)  # fmt: skip
+    print(report.format())
+    by_id = {r.id: r for r in read_records(labelled) if isinstance(r, Record)}
+    return [by_id.get(r.id, r) for r in records]
+
+
+def _pseudolabel(args: argparse.Namespace) -> int:
+    from mico_chat.instruct_data.omni_caption import read_caption_records
+    from mico_chat.instruct_data.pseudolabel import ChatModelCaptioner, PseudoLabelConfig, pseudolabel, records_from_folder
+
+    if args.input.is_dir():
+        records, root = records_from_folder(args.input), args.media_root or args.input
+    else:
+        records, bad = read_caption_records(args.input)
+        for b in bad:
+            print(f"skipped: {b}", file=sys.stderr)
+        root = args.media_root or args.input.parent
+    chat = _chat_model(args)
+    combiner = None
+    if args.combine == "llm" or (args.combine == "auto" and args.openai_base_url):
+        combiner = _generator(args)
+    config = PseudoLabelConfig(chunk_s=args.chunk_s, max_frames=args.max_frames, combine=args.combine,
+                               batch_size=args.batch_size, max_retries=args.max_retries)  # fmt: skip
+    report = pseudolabel(records, args.output, ChatModelCaptioner(chat), combiner=combiner, media_root=root, config=config,
+                         log=args.log, progress=not args.no_progress)  # fmt: skip
+    print(report.format())
+    return 0
+
+
+def _instruct(args: argparse.Namespace) -> int:
+    from mico_chat.instruct_data.instruct import InstructConfig, make_instructions, rewrite
+    from mico_chat.instruct_data.omni_caption import read_caption_records
+    from mico_chat.instruct_data.records import parse_record, write_records
+
+    records, bad = read_caption_records(args.input)
+    for b in bad:
+        print(f"skipped: {b}", file=sys.stderr)
+    if args.rewrite:
+        report = rewrite(records, args.output, _generator(args), turns=args.turns, batch_size=args.batch_size,
+                         max_retries=args.max_retries, log=args.log, progress=not args.no_progress)  # fmt: skip
+        print(report.format())
+        return 0
+    config = InstructConfig(kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()), per_record=args.per_record, seed=args.seed)
+    made = [parse_record(raw) for raw in make_instructions(records, config)]
+    count = write_records(args.output, made)
+    print(f"{args.output}: {count} instruction records from {len(records)} caption records")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    handlers = {"validate": _validate, "convert": _convert, "synth": _synth, "omni-caption": _omni,
+                "pseudolabel": _pseudolabel, "instruct": _instruct}  # fmt: skip
+    try:
+        return handlers[args.data_command](args)
+    except ValueError as err:  # ConvertError, RecordError and bad options: the user's input, not a bug
+        print(f"mico-chat data {args.data_command}: error: {err}", file=sys.stderr)
+        return 2
