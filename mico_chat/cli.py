@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("mico_chat.commands.chat", "chat with a model about video, audio, images, depth maps"),
     "demo": ("mico_chat.commands.demo", "the main job: a chat about a generated clip with the default model"),
     "data": ("mico_chat.commands.data", "validate, convert, generate (synthetic world) and caption training data"),
+    "pretrain": ("mico_chat.commands.pretrain", "MiCo pretraining of the omni-modal encoder (YAML config + key=value overrides)"),
+    "eval": ("mico_chat.commands.eval", "evaluate models: retrieval (more benchmarks register in mico_chat.commands.eval)"),
 }
 
 

@@ -125,6 +125,15 @@ def test_recipe_trains_checkpoints_and_exports(world, tmp_path):
     encoder = MiCoEncoder.from_pretrained(encoder_dir)
     assert encoder.config.num_sampling_contexts == 0 and (encoder_dir / "media_settings.json").is_file()
     assert json.loads((model_dir / "media_settings.json").read_text())["num_frames"] == 2
+    # The chat model takes the exported encoder as it is.
+    from mico_chat.builder import build_model
+    from tiny import tiny_llm, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    chat, _ = build_model(tiny_llm(len(tok)), tokenizer=tok, encoder=encoder_dir, connectors={"video": {"type": "linear", "tokens": "cls"}})
+    assert all(torch.equal(v, encoder.state_dict()[k]) for k, v in chat.encoder.state_dict().items())
+    with torch.no_grad():
+        assert chat.encode_media({"video": torch.randn(1, 2, 3, 16, 16)})[Modality.VIDEO].shape == (1, 2, 48)
     with pytest.raises(PretrainConfigError, match="already has checkpoint-4"):
         PretrainRecipe(config_from_dict(tiny_run_config(records, bert, tmp_path / "run", resume=False)), progress=False).setup()
 
