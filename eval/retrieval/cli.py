@@ -23,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--captions", help="caption kind(s) used as texts, comma-separated (default: vision/audio/omni by group)")
     parser.add_argument("--dual-softmax", action="store_true", help="also report dual-softmax inference")
     parser.add_argument("--rerank", type=int, default=0, metavar="K", help="also re-rank the top K with the matching head (MiCo: 50)")
+    parser.add_argument(
+        "--rerank-queries", choices=["text", "item", "both"], default="both",
+        help="which query direction to re-rank (each costs queries x K matching passes)",
+    )  # fmt: skip
     parser.add_argument("--ties", choices=["pessimistic", "optimistic"], default="pessimistic")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--limit", type=int, help="evaluate on the first N items only")
@@ -96,7 +100,8 @@ def _score_model(args: argparse.Namespace) -> int:
         kinds = args.captions.split(",") if args.captions else None
         result = evaluate_retrieval(
             model, tokenizer, table, group, caption_kinds=kinds, batch_size=args.batch_size, dual=args.dual_softmax,
-            rerank_k=args.rerank, ties=args.ties, progress=not args.no_progress,
+            rerank_k=args.rerank, rerank_queries=("text", "item") if args.rerank_queries == "both" else (args.rerank_queries,),
+            ties=args.ties, progress=not args.no_progress,
         )  # fmt: skip
         results.append(result)
         if args.out:

@@ -104,6 +104,7 @@ def evaluate_retrieval(
     batch_size: int = 64,
     dual: bool = False,
     rerank_k: int = 0,
+    rerank_queries: Sequence[str] = ("text", "item"),
     ties: Ties = "pessimistic",
     limit: int | None = None,
     progress: bool = True,
@@ -116,6 +117,8 @@ def evaluate_retrieval(
         caption_kinds: caption kinds used as texts (default :func:`default_caption_kind`).
         dual: also report dual-softmax metrics.
         rerank_k: also report metrics after re-ranking the top ``rerank_k`` with the matching head.
+        rerank_queries: the query directions to re-rank (``text``: text -> item, ``item``:
+            item -> text); each costs ``queries x rerank_k`` matching passes.
         limit: evaluate on the first ``limit`` items only.
     """
     mods = parse_group(group)
@@ -133,17 +136,15 @@ def evaluate_retrieval(
         feats, cond = model.embed_media(mods, media)
         media_feats.append(feats)
         conditions.append(cond if rerank_k else None)
-    text_feats, lowers, masks = [], [], []
+    # All texts padded to the longest one, so the rerank can gather any texts' hidden states.
+    tok = tokenizer(data.texts, padding=True, truncation=True, max_length=model.config.max_text_length, return_tensors="pt")
+    text_feats, lowers = [], []
     for start in tqdm(range(0, len(data.texts), batch_size), desc="encode texts", disable=not progress):
-        tok = tokenizer(
-            data.texts[start : start + batch_size], padding="max_length" if rerank_k else True, truncation=True,
-            max_length=model.config.max_text_length, return_tensors="pt",
-        )  # fmt: skip
-        feats, lower = model.embed_text(mods, tok["input_ids"].to(device), tok["attention_mask"].to(device))
+        ids = tok["input_ids"][start : start + batch_size].to(device)
+        feats, lower = model.embed_text(mods, ids, tok["attention_mask"][start : start + batch_size].to(device))
         text_feats.append(feats)
         if rerank_k:
             lowers.append(lower)
-            masks.append(tok["attention_mask"].to(device))
     item_matrix = torch.cat(media_feats)  # (I, C)
     text_matrix = torch.cat(text_feats)  # (T, C)
     scores = (text_matrix @ item_matrix.T).float().cpu()  # (T, I) cosine similarities
@@ -156,21 +157,17 @@ def evaluate_retrieval(
         }
     if rerank_k:
         condition = torch.cat(conditions)  # (I, M, D)
-        lower, mask = torch.cat(lowers), torch.cat(masks)  # (T, L, D), (T, L)
+        lower, mask = torch.cat(lowers), tok["attention_mask"].to(device)  # (T, L, D), (T, L)
 
         def pair_scorer(text_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
             return model.match_probability(lower[text_idx], mask[text_idx], condition[item_idx]).cpu()
 
-        metrics[f"rerank@{rerank_k}"] = {
-            "text_to_item": retrieval_metrics(
-                rerank_top_k(scores, rerank_k, pair_scorer, query="text", batch_size=batch_size, progress=progress),
-                data.text_item, ties=ties,
-            )["text_to_item"],
-            "item_to_text": retrieval_metrics(
-                rerank_top_k(scores, rerank_k, pair_scorer, query="item", batch_size=batch_size, progress=progress),
-                data.text_item, ties=ties,
-            )["item_to_text"],
-        }  # fmt: skip
+        reranked = {}
+        for query in rerank_queries:
+            direction = "text_to_item" if query == "text" else "item_to_text"
+            matrix = rerank_top_k(scores, rerank_k, pair_scorer, query=query, batch_size=batch_size, progress=progress)
+            reranked[direction] = retrieval_metrics(matrix, data.text_item, ties=ties)[direction]
+        metrics[f"rerank@{rerank_k}"] = reranked
     model.train(was_training)
     details = {"captions": kinds, "ties": ties, "random_R@5": 100.0 * min(5, len(table)) / len(table)}
     return RetrievalResult(key, metrics, scores.numpy(), data, details)

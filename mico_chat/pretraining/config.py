@@ -167,6 +167,8 @@ class TrainSection:
         deepspeed: a DeepSpeed JSON config (GPU runs under ``accelerate launch``).
         gradient_checkpointing: recompute encoder and text activations in the backward pass.
         torch_threads: CPU threads (``None``: torch's default).
+        objectives: restrict every dataset to these objectives (``None``: each dataset's own), for
+            ablations such as contrastive-only (MiCo Table 7 rows l-n).
     """
 
     output_dir: str = REQUIRED
@@ -187,6 +189,7 @@ class TrainSection:
     deepspeed: str | None = None
     gradient_checkpointing: bool = False
     torch_threads: int | None = None
+    objectives: list[str] | None = None
 
 
 @dataclass
@@ -402,6 +405,14 @@ def validate(config: PretrainConfig, source: str = "config") -> None:
             key = "+".join(m.value for m in group)
             if key not in {"+".join(m.value for m in parse_group(g)) for g in config.model.fusion_groups}:
                 fail(f"{where}: group {key} needs model.fusion_groups to include it")
+    if train_objectives := config.train.objectives:
+        if set(train_objectives) - set(OBJECTIVES):
+            fail(f"train.objectives must be a subset of {list(OBJECTIVES)}, got {train_objectives}")
+        if "matching" in train_objectives and "contrastive" not in train_objectives:
+            fail("train.objectives: matching mines hard negatives from the contrastive similarities; add contrastive")
+        for spec in config.data.datasets:
+            if not set(spec.objectives) & set(train_objectives):
+                fail(f"dataset {spec.name} keeps no objective under train.objectives={train_objectives}")
     if config.data.batch_size < 2:
         fail("data.batch_size must be >= 2 (the contrastive loss needs negatives)")
     train = config.train

@@ -23,6 +23,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,11 @@ class PretrainRecipe:
         self.model, self.tokenizer = self._build_model()
         self.settings = MediaSettings.from_dict(cfg.data.media)
         self.tables = self._build_tables()
+        specs = cfg.data.datasets
+        if cfg.train.objectives is not None:
+            specs = [replace(s, objectives=[o for o in s.objectives if o in cfg.train.objectives]) for s in specs]
         self.mixture = PretrainingMixture(
-            [(spec, self.tables[i]) for i, spec in enumerate(cfg.data.datasets)],
+            [(spec, self.tables[i]) for i, spec in enumerate(specs)],
             self.tokenizer,
             batch_size=cfg.data.batch_size,
             max_text_length=self.model.config.max_text_length,
