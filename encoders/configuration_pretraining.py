@@ -34,6 +34,8 @@ class MiCoPretrainingConfig(PreTrainedConfig):
         joint_context: encode a group of two or more modalities as one multimodal context (MiCo
             eq. 1: every token attends across modalities). ``False`` encodes each modality on its
             own, as MiCo's released model does (it fuses modalities only in the text tower).
+        text_pooling: the caption's global feature: the ``"cls"`` state (VAST, MiCo) or the
+            ``"mean"`` of its token states (how sentence encoders such as all-MiniLM-L6-v2 pool).
         condition_tokens: which encoder tokens the text tower's cross-attention reads: ``"all"``,
             or ``"cls_mean"`` (per segment the CLS token and the mean of its patches, as MiCo's
             ``pool_video`` option; much cheaper).
@@ -60,6 +62,7 @@ class MiCoPretrainingConfig(PreTrainedConfig):
     label_smoothing: float = 0.0
     fusion_groups: list[str] | None = None
     joint_context: bool = True
+    text_pooling: Literal["cls", "mean"] = "cls"
     condition_tokens: Literal["all", "cls_mean"] = "cls_mean"
     generation_mask_prob: float = 0.6
     mask_token_id: int = 103
@@ -74,6 +77,8 @@ class MiCoPretrainingConfig(PreTrainedConfig):
             missing = [m for m in parse_group(g) if m.value not in self.encoder_config.modalities]
             if missing or len(parse_group(g)) < 2:
                 raise ValueError(f"fusion group {g!r} needs two or more of the encoder's modalities")
+        if self.text_pooling not in ("cls", "mean"):
+            raise ValueError(f"text_pooling must be 'cls' or 'mean', got {self.text_pooling!r}")
         if self.condition_tokens not in ("all", "cls_mean"):
             raise ValueError(f"condition_tokens must be 'all' or 'cls_mean', got {self.condition_tokens!r}")
         if not 0.0 < self.generation_mask_prob <= 1.0:

@@ -231,12 +231,23 @@ class MiCoForPretraining(MiCoForPretrainingPreTrainedModel):
         the caption alone and are shared by both passes.
         """
         first = self.config.text_config.first_cross_attention_layer
-        lower = self.text(input_ids, attention_mask, sampling_context=sampling_context, stop=first)
-        return self.text.run_layers(lower, attention_mask, start=first), lower
+        # A frozen unimodal path (a locked text tower) needs no autograd graph.
+        frozen = not any(p.requires_grad for n, p in self.text.named_parameters() if ".crossattention." not in n)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            lower = self.text(input_ids, attention_mask, sampling_context=sampling_context, stop=first)
+            upper = self.text.run_layers(lower, attention_mask, start=first)
+        return upper, lower
 
-    def text_features(self, hidden: torch.Tensor) -> torch.Tensor:
-        """L2-normalised contrastive feature of each caption from its [CLS] state: ``(N, contrastive_dim)``."""
-        return F.normalize(self.text_head(hidden[:, 0]), dim=-1)
+    def text_features(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """L2-normalised contrastive feature of each caption: ``(N, contrastive_dim)``, from its
+        [CLS] state (VAST) or the mean of its token states (``text_pooling="mean"``, the pooling
+        sentence encoders such as all-MiniLM-L6-v2 are trained with)."""
+        if self.config.text_pooling == "mean":
+            weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (N, L, 1)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        else:
+            pooled = hidden[:, 0]
+        return F.normalize(self.text_head(pooled), dim=-1)
 
     def matching_logits(self, lower: torch.Tensor, attention_mask: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """Match / no-match logits ``(P, 2)`` of captions (their hidden states at the first
@@ -278,7 +289,7 @@ class MiCoForPretraining(MiCoForPretrainingPreTrainedModel):
         if "contrastive" in batch.objectives:
             hidden, lower = self.encode_text(batch.input_ids, batch.attention_mask, sc)
             media = self.media_features(encoded)
-            text = self.text_features(hidden)
+            text = self.text_features(hidden, batch.attention_mask)
             scale = self.logit_scale.clamp(max=math.log(self.config.max_logit_scale))
             losses["contrastive"], logits = contrastive_loss(media, text, scale, label_smoothing=self.config.label_smoothing)
             if "matching" in batch.objectives:
@@ -345,7 +356,7 @@ class MiCoForPretraining(MiCoForPretrainingPreTrainedModel):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Retrieval features of captions: ``(features (N, C), hidden at the first cross-attention layer)``."""
         hidden, lower = self.encode_text(input_ids, attention_mask, self.sampling_context_for(group, input_ids.shape[0]))
-        return self.text_features(hidden), lower
+        return self.text_features(hidden, attention_mask), lower
 
     @torch.no_grad()
     def match_probability(self, lower: torch.Tensor, attention_mask: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:

@@ -254,3 +254,20 @@ def test_groups_and_caption_joining():
     assert join_captions(["A red circle moves left", "  ", "High beeps."]) == "A red circle moves left. High beeps."
     with pytest.raises(ValueError, match="no non-empty"):
         join_captions(["", " "])
+
+
+def test_mean_pooling_and_a_locked_text_tower():
+    model, tok = tiny_pretraining_model(text_pooling="mean")
+    for name, p in model.text.named_parameters():
+        p.requires_grad_(".crossattention." in name)  # LiT-style: only the new cross-attention trains
+    batch = _batch(tok)
+    out = model(batch, generator=torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert model.text.encoder.layer[2].crossattention.self.query.weight.grad is not None
+    assert all(p.grad is None for n, p in model.text.named_parameters() if ".crossattention." not in n)
+    model.eval()
+    with torch.no_grad():
+        hidden, _ = model.encode_text(batch.input_ids, batch.attention_mask)
+        m = batch.attention_mask[..., None].float()
+        expected = torch.nn.functional.normalize(model.text_head((hidden * m).sum(1) / m.sum(1)), dim=-1)
+        torch.testing.assert_close(model.text_features(hidden, batch.attention_mask), expected)

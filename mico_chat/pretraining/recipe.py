@@ -170,6 +170,7 @@ class PretrainRecipe:
             label_smoothing=cfg.label_smoothing,
             fusion_groups=cfg.fusion_groups,
             joint_context=cfg.joint_context,
+            text_pooling=cfg.text_pooling,
             condition_tokens=cfg.condition_tokens,
             generation_mask_prob=cfg.generation_mask_prob,
             max_text_length=cfg.max_text_length,
