@@ -57,7 +57,11 @@ def bench_rank(repeats: int) -> list[dict]:
         runs = []
         for _ in range(repeats):
             out = subprocess.run(
-                [sys.executable, __file__, "--child", f"{texts},{items}"], capture_output=True, text=True, check=True, cwd=REPO
+                [sys.executable, __file__, "--child", f"{texts},{items}"],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=REPO,
             )
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
         best = min(runs, key=lambda r: r["rank_s"])
@@ -81,11 +85,17 @@ def bench_encode(batch: int, repeats: int) -> list[dict]:
     encoder = MiCoEncoderConfig(**spec)
     text = MiCoTextConfig(cross_attention_layers=[4, 5])  # all-MiniLM-L6-v2's shape
     torch.manual_seed(0)
-    model = MiCoForPretraining(MiCoPretrainingConfig(encoder_config=encoder, text_config=text, fusion_groups=["audio+video"])).eval()
+    model = MiCoForPretraining(
+        MiCoPretrainingConfig(encoder_config=encoder, text_config=text, fusion_groups=["audio+video"])
+    ).eval()
     video = torch.randn(batch, 4, 3, encoder.image_size, encoder.image_size)
     audio = torch.randn(batch, 1, encoder.audio_target_length, encoder.audio_num_mel_bins)
     rows = []
-    for group, media in ((("video",), {"video": video}), (("audio",), {"audio": audio}), (("audio", "video"), {"video": video, "audio": audio})):
+    for group, media in (
+        (("video",), {"video": video}),
+        (("audio",), {"audio": audio}),
+        (("audio", "video"), {"video": video, "audio": audio}),
+    ):
         model.embed_media(group, media)  # warm-up
         times = []
         for _ in range(repeats):
@@ -93,8 +103,18 @@ def bench_encode(batch: int, repeats: int) -> list[dict]:
             model.embed_media(group, media)
             times.append(time.perf_counter() - start)
         best = min(times)
-        rows.append({"group": "+".join(group), "batch": batch, "clips_per_s": batch / best, "times_s": [round(t, 3) for t in times]})
-        print(f"encode {'+'.join(group):<12} batch {batch}: {batch / best:7.1f} clips/s (best of {repeats}: {best:.3f} s)", flush=True)
+        rows.append(
+            {
+                "group": "+".join(group),
+                "batch": batch,
+                "clips_per_s": batch / best,
+                "times_s": [round(t, 3) for t in times],
+            }
+        )
+        print(
+            f"encode {'+'.join(group):<12} batch {batch}: {batch / best:7.1f} clips/s (best of {repeats}: {best:.3f} s)",
+            flush=True,
+        )
     return rows
 
 
@@ -119,7 +139,10 @@ def bench_preprocess(repeats: int) -> dict:
                 preprocess(modality, clip, settings, encoder)
                 times.append(time.perf_counter() - start)
             out[modality.value] = sorted(times)[len(times) // 2]
-    print(f"preprocess per clip (median of {repeats}): video {out['video'] * 1000:.1f} ms, audio {out['audio'] * 1000:.1f} ms", flush=True)
+    print(
+        f"preprocess per clip (median of {repeats}): video {out['video'] * 1000:.1f} ms, audio {out['audio'] * 1000:.1f} ms",
+        flush=True,
+    )
     return {"video_ms": out["video"] * 1000, "audio_ms": out["audio"] * 1000}
 
 
@@ -137,7 +160,10 @@ def main() -> int:
         print(json.dumps(rank_child(texts, items, 256, max(1, texts // items))))
         return 0
     load = os.getloadavg()
-    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; torch threads {args.threads}; cpus {os.cpu_count()}", flush=True)
+    print(
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; torch threads {args.threads}; cpus {os.cpu_count()}",
+        flush=True,
+    )
     results: dict = {"load": load, "threads": args.threads}
     if args.only in (None, "rank"):
         results["rank"] = bench_rank(args.repeats)

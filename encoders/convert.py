@@ -140,7 +140,9 @@ def _fit_encoder_state(
         raise CheckpointError(f"converted keys fit no encoder parameter, e.g. {unknown[:3]}")
     for key, value in out.items():
         if tuple(value.shape) != tuple(own[key].shape):
-            raise CheckpointError(f"{key}: converted shape {tuple(value.shape)}, the encoder has {tuple(own[key].shape)}")
+            raise CheckpointError(
+                f"{key}: converted shape {tuple(value.shape)}, the encoder has {tuple(own[key].shape)}"
+            )
     for key in sorted(set(own) - set(out)):
         out[key] = torch.zeros_like(own[key]) if key.startswith(ZERO_EMBEDDINGS) else own[key]
         if not key.startswith(ZERO_EMBEDDINGS):
@@ -367,13 +369,17 @@ def _mico_vision(state: StateDict, tower: dict, report: ConversionReport) -> tup
     return fields, rgb
 
 
-def _mico_text(state: StateDict, num_attention_heads: int, report: ConversionReport) -> tuple[MiCoTextConfig, StateDict]:
+def _mico_text(
+    state: StateDict, num_attention_heads: int, report: ConversionReport
+) -> tuple[MiCoTextConfig, StateDict]:
     prefix = "multimodal_encoder.bert."
     where = "MiCo checkpoint"
     bert = {k[len(prefix) :]: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
     if not bert:
         raise CheckpointError(f"{where}: no multimodal_encoder.bert.* tensors")
-    for key in [k for k in bert if k.startswith("pooler.") or k in ("embeddings.position_ids", "embeddings.token_type_ids")]:
+    for key in [
+        k for k in bert if k.startswith("pooler.") or k in ("embeddings.position_ids", "embeddings.token_type_ids")
+    ]:
         report.ignored.append(prefix + key)
         bert.pop(key)
     words = bert["embeddings.word_embeddings.weight"]
@@ -444,7 +450,9 @@ def convert_mico_checkpoint(
     text_dim = state["multimodal_encoder.bert.embeddings.word_embeddings.weight"].shape[1]
     text_config, text_state = _mico_text(state, text_num_attention_heads or max(1, text_dim // 64), report)
     grid = vision_fields["image_size"] // vision_fields["patch_size"]
-    frame_tables = {m: state.get(f"{MICO_MODALITY_HEADS[m]}_frame_embedding") for m in modalities if m in MICO_MODALITY_HEADS}
+    frame_tables = {
+        m: state.get(f"{MICO_MODALITY_HEADS[m]}_frame_embedding") for m in modalities if m in MICO_MODALITY_HEADS
+    }
     max_segments = max([8] + [t.shape[1] for t in frame_tables.values() if t is not None])
     encoder_config = MiCoEncoderConfig(
         **vision_fields,
@@ -471,7 +479,12 @@ def convert_mico_checkpoint(
             continue
         if f"contra_head_{theirs[0]}.linear.weight" in state:
             heads[f"contrastive_heads.{m}.weight"] = read(f"contra_head_{theirs[0]}.linear.weight")
-        for leaf, ours in (("0.weight", "proj.weight"), ("0.bias", "proj.bias"), ("1.weight", "norm.weight"), ("1.bias", "norm.bias")):
+        for leaf, ours in (
+            ("0.weight", "proj.weight"),
+            ("0.bias", "proj.bias"),
+            ("1.weight", "norm.weight"),
+            ("1.bias", "norm.bias"),
+        ):
             if f"hidden_trans_{theirs}_multimodal.{leaf}" in state:
                 heads[f"condition_adapters.{m}.{ours}"] = read(f"hidden_trans_{theirs}_multimodal.{leaf}")
         if frame_tables.get(m) is not None:
@@ -490,7 +503,14 @@ def convert_mico_checkpoint(
         fusion_groups.append(group)
     temp = read("contra_temp")
     heads["logit_scale"] = torch.log(1.0 / temp.reshape(()))
-    for leaf in ("linear1.weight", "linear1.bias", "layernorm.weight", "layernorm.bias", "linear2.weight", "linear2.bias"):
+    for leaf in (
+        "linear1.weight",
+        "linear1.bias",
+        "layernorm.weight",
+        "layernorm.bias",
+        "linear2.weight",
+        "linear2.bias",
+    ):
         heads[f"matching_head.{leaf}"] = read(f"itm_head.{leaf}")
     report.ignored.extend(sorted(set(state) - consumed))
     config = MiCoPretrainingConfig(

@@ -249,7 +249,9 @@ class MiCoForPretraining(MiCoForPretrainingPreTrainedModel):
             pooled = hidden[:, 0]
         return F.normalize(self.text_head(pooled), dim=-1)
 
-    def matching_logits(self, lower: torch.Tensor, attention_mask: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    def matching_logits(
+        self, lower: torch.Tensor, attention_mask: torch.Tensor, condition: torch.Tensor
+    ) -> torch.Tensor:
         """Match / no-match logits ``(P, 2)`` of captions (their hidden states at the first
         cross-attention layer, ``(P, L, D)``) against condition tokens ``(P, M, D)``."""
         first = self.config.text_config.first_cross_attention_layer
@@ -291,7 +293,9 @@ class MiCoForPretraining(MiCoForPretrainingPreTrainedModel):
             media = self.media_features(encoded)
             text = self.text_features(hidden, batch.attention_mask)
             scale = self.logit_scale.clamp(max=math.log(self.config.max_logit_scale))
-            losses["contrastive"], logits = contrastive_loss(media, text, scale, label_smoothing=self.config.label_smoothing)
+            losses["contrastive"], logits = contrastive_loss(
+                media, text, scale, label_smoothing=self.config.label_smoothing
+            )
             if "matching" in batch.objectives:
                 losses["matching"] = self._matching_loss(batch, lower, condition, logits, generator)
         if "generation" in batch.objectives:
@@ -344,7 +348,9 @@ class MiCoForPretraining(MiCoForPretrainingPreTrainedModel):
         return torch.full((n,), index, dtype=torch.long, device=self.logit_scale.device)
 
     @torch.no_grad()
-    def embed_media(self, group: Sequence[Modality | str], media: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed_media(
+        self, group: Sequence[Modality | str], media: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Retrieval features of media items: ``(features (N, C), condition tokens (N, M, D_text))``."""
         n = next(iter(media.values())).shape[0]
         encoded = self.encode_group(group, media, sampling_context=self.sampling_context_for(group, n))
@@ -355,11 +361,15 @@ class MiCoForPretraining(MiCoForPretrainingPreTrainedModel):
         self, group: Sequence[Modality | str], input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Retrieval features of captions: ``(features (N, C), hidden at the first cross-attention layer)``."""
-        hidden, lower = self.encode_text(input_ids, attention_mask, self.sampling_context_for(group, input_ids.shape[0]))
+        hidden, lower = self.encode_text(
+            input_ids, attention_mask, self.sampling_context_for(group, input_ids.shape[0])
+        )
         return self.text_features(hidden, attention_mask), lower
 
     @torch.no_grad()
-    def match_probability(self, lower: torch.Tensor, attention_mask: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    def match_probability(
+        self, lower: torch.Tensor, attention_mask: torch.Tensor, condition: torch.Tensor
+    ) -> torch.Tensor:
         """Probability ``(P,)`` that each caption matches its condition tokens (the matching head)."""
         return torch.softmax(self.matching_logits(lower, attention_mask, condition).float(), dim=-1)[:, 1]
 

@@ -44,7 +44,9 @@ class TextEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)  # E'_pos
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.sampling_embedding = (
-            ZeroInitEmbedding(config.num_sampling_contexts, config.hidden_size) if config.num_sampling_contexts > 0 else None
+            ZeroInitEmbedding(config.num_sampling_contexts, config.hidden_size)
+            if config.num_sampling_contexts > 0
+            else None
         )
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -52,7 +54,9 @@ class TextEmbeddings(nn.Module):
     def forward(self, input_ids: torch.Tensor, sampling_context: torch.Tensor | None = None) -> torch.Tensor:
         length = input_ids.shape[1]
         if length > self.position_embeddings.num_embeddings:
-            raise ValueError(f"text of {length} tokens; the tower has {self.position_embeddings.num_embeddings} positions")
+            raise ValueError(
+                f"text of {length} tokens; the tower has {self.position_embeddings.num_embeddings} positions"
+            )
         x = self.word_embeddings(input_ids)  # (B, L, D)
         x = x + self.position_embeddings.weight[:length] + self.token_type_embeddings.weight[0]
         if sampling_context is not None:
@@ -289,7 +293,9 @@ class MiCoTextModel(MiCoTextPreTrainedModel):
             raise ValueError(f"{weights_file}: {len(unknown)} tensors fit no text-tower parameter, e.g. {unknown[:3]}")
         for key, value in state.items():
             if tuple(value.shape) != tuple(own[key].shape):
-                raise ValueError(f"{weights_file}: {key} has shape {tuple(value.shape)}, the tower has {tuple(own[key].shape)}")
+                raise ValueError(
+                    f"{weights_file}: {key} has shape {tuple(value.shape)}, the tower has {tuple(own[key].shape)}"
+                )
         model.load_state_dict(state, strict=False)
         return model, sorted(set(own) - set(state))
 

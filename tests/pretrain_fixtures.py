@@ -20,7 +20,17 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 170, 70), "blue": (40, 90, 230), 
 PITCHES = {"low": 500.0, "high": 1500.0}
 
 
-def write_clip(path: Path, colour: str, direction: str, pitch: str, beeps: int, *, size: int = 32, seconds: float = 1.0, fps: int = 10) -> None:
+def write_clip(
+    path: Path,
+    colour: str,
+    direction: str,
+    pitch: str,
+    beeps: int,
+    *,
+    size: int = 32,
+    seconds: float = 1.0,
+    fps: int = 10,
+) -> None:
     import av
 
     rate = 16000
@@ -122,14 +132,39 @@ def tiny_run_config(records: Path, bert: Path, output_dir: Path, **train) -> dic
             "media": {"num_frames": 2, "audio_clips": 1},
             "cache_dir": str(output_dir.parent / "cache"),
             "datasets": [
-                {"name": "omni", "records": str(records), "group": ["video", "audio"], "captions": ["omni"], "ratio": 1},
+                {
+                    "name": "omni",
+                    "records": str(records),
+                    "group": ["video", "audio"],
+                    "captions": ["omni"],
+                    "ratio": 1,
+                },
                 {"name": "vision", "records": str(records), "group": ["video"], "captions": ["vision"], "ratio": 1},
-                {"name": "audio", "records": str(records), "group": ["audio"], "captions": ["audio"],
-                 "objectives": ["contrastive"], "ratio": 1},
-                {"name": "cross", "records": str(records), "group": ["audio", "video"], "captions": ["audio", "vision"],
-                 "cross_sample": True, "ratio": 1},
+                {
+                    "name": "audio",
+                    "records": str(records),
+                    "group": ["audio"],
+                    "captions": ["audio"],
+                    "objectives": ["contrastive"],
+                    "ratio": 1,
+                },
+                {
+                    "name": "cross",
+                    "records": str(records),
+                    "group": ["audio", "video"],
+                    "captions": ["audio", "vision"],
+                    "cross_sample": True,
+                    "ratio": 1,
+                },
             ],  # fmt: skip
         },
-        "train": {"output_dir": str(output_dir), "max_steps": 4, "learning_rate": 1e-3, "save_steps": 2,
-                  "logging_steps": 1, "warmup_steps": 1, **train},  # fmt: skip
+        "train": {
+            "output_dir": str(output_dir),
+            "max_steps": 4,
+            "learning_rate": 1e-3,
+            "save_steps": 2,
+            "logging_steps": 1,
+            "warmup_steps": 1,
+            **train,
+        },  # fmt: skip
     }

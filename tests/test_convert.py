@@ -45,7 +45,13 @@ def tiny_clip(tmp_path_factory):
 
 def test_clip_vision_weights_give_the_same_features(tiny_clip):
     clip, folder = tiny_clip
-    ours = load_clip_vision(folder, modalities=["image", "video", "audio", "depth"], audio_num_mel_bins=32, audio_target_length=32, audio_patch_size=8)
+    ours = load_clip_vision(
+        folder,
+        modalities=["image", "video", "audio", "depth"],
+        audio_num_mel_bins=32,
+        audio_target_length=32,
+        audio_patch_size=8,
+    )
     assert ours.config.hidden_act == "quick_gelu" and ours.config.pre_layernorm and not ours.config.patch_bias
     pixels = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
@@ -64,7 +70,10 @@ def test_clip_vision_weights_give_the_same_features(tiny_clip):
     grey = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(
-            ours.patch_embeddings["audio"](grey), ours.patch_embeddings["rgb"](grey.expand(-1, 3, -1, -1)), atol=1e-5, rtol=0
+            ours.patch_embeddings["audio"](grey),
+            ours.patch_embeddings["rgb"](grey.expand(-1, 3, -1, -1)),
+            atol=1e-5,
+            rtol=0,
         )
 
 
@@ -73,10 +82,14 @@ def test_clip_model_layout_and_resized_grid(tiny_clip):
     state = {f"vision_model.{k}": v for k, v in clip.state_dict().items()}
     state["text_model.embeddings.token_embedding.weight"] = torch.zeros(4, 4)
     state["logit_scale"] = torch.tensor(1.0)
-    config, converted, report = clip_vision_to_mico(state, {"vision_config": clip.config.to_dict()}, image_size=48, modalities=["image"])
+    config, converted, report = clip_vision_to_mico(
+        state, {"vision_config": clip.config.to_dict()}, image_size=48, modalities=["image"]
+    )
     assert config.image_size == 48 and converted["position_embedding.weight"].shape == (1 + 36, 32)
     assert "logit_scale" in report.ignored and "text_model.embeddings.token_embedding.weight" in report.ignored
-    torch.testing.assert_close(converted["position_embedding.weight"][0], clip.state_dict()["embeddings.position_embedding.weight"][0])
+    torch.testing.assert_close(
+        converted["position_embedding.weight"][0], clip.state_dict()["embeddings.position_embedding.weight"][0]
+    )
     with pytest.raises(CheckpointError, match="unexpected tensors"):
         clip_vision_to_mico({**state, "vision_model.extra.weight": torch.zeros(1)}, clip.config)
     with pytest.raises(CheckpointError, match="missing embeddings.class_embedding"):
@@ -133,8 +146,16 @@ def _mico_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
             b + "gamma_1": 1 + r(D), b + "gamma_2": 1 + r(D),
         })  # fmt: skip
     bert = BertModel(
-        BertConfig(vocab_size=50, hidden_size=TEXT, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                   max_position_embeddings=40, is_decoder=True, add_cross_attention=True)  # fmt: skip
+        BertConfig(
+            vocab_size=50,
+            hidden_size=TEXT,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=40,
+            is_decoder=True,
+            add_cross_attention=True,
+        )  # fmt: skip
     )
     for k, v in bert.state_dict().items():
         s[f"multimodal_encoder.bert.{k}"] = v + r(*v.shape, scale=0.01)
@@ -173,13 +194,25 @@ def _eva_reference(s: dict[str, torch.Tensor], image: torch.Tensor) -> torch.Ten
         b = f"{v}blocks.{i}."
         h = F.layer_norm(x, (D,), s[b + "norm1.weight"], s[b + "norm1.bias"], eps=1e-6)
         bias = torch.cat([s[b + "attn.q_bias"], torch.zeros(D), s[b + "attn.v_bias"]])
-        qkv = F.linear(h, s[b + "attn.qkv.weight"], bias).reshape(x.shape[0], x.shape[1], 3, HEADS, -1).permute(2, 0, 3, 1, 4)
+        qkv = (
+            F.linear(h, s[b + "attn.qkv.weight"], bias)
+            .reshape(x.shape[0], x.shape[1], 3, HEADS, -1)
+            .permute(2, 0, 3, 1, 4)
+        )
         q, k, vv = qkv[0], qkv[1], qkv[2]
         attn = ((q * (D // HEADS) ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
-        h = F.linear((attn @ vv).transpose(1, 2).reshape(x.shape[0], x.shape[1], D), s[b + "attn.proj.weight"], s[b + "attn.proj.bias"])
+        h = F.linear(
+            (attn @ vv).transpose(1, 2).reshape(x.shape[0], x.shape[1], D),
+            s[b + "attn.proj.weight"],
+            s[b + "attn.proj.bias"],
+        )
         x = x + s[b + "gamma_1"] * h
         h = F.layer_norm(x, (D,), s[b + "norm2.weight"], s[b + "norm2.bias"], eps=1e-6)
-        h = F.linear(F.gelu(F.linear(h, s[b + "mlp.fc1.weight"], s[b + "mlp.fc1.bias"])), s[b + "mlp.fc2.weight"], s[b + "mlp.fc2.bias"])
+        h = F.linear(
+            F.gelu(F.linear(h, s[b + "mlp.fc1.weight"], s[b + "mlp.fc1.bias"])),
+            s[b + "mlp.fc2.weight"],
+            s[b + "mlp.fc2.bias"],
+        )
         x = x + s[b + "gamma_2"] * h
     return F.layer_norm(x, (D,), s[v + "norm.weight"], s[v + "norm.bias"], eps=1e-6)
 
@@ -188,7 +221,9 @@ def _eva_reference(s: dict[str, torch.Tensor], image: torch.Tensor) -> torch.Ten
 def mico_release():
     state = _mico_state(torch.Generator().manual_seed(0))
     cfg = {"vision_encoder_type": "evaclip01_giant", "pool_video": True, "audio_melbins": 16, "audio_target_length": 16}
-    model, report = convert_mico_checkpoint(state, cfg, text_num_attention_heads=4, mask_token_id=4, random_token_start=5)
+    model, report = convert_mico_checkpoint(
+        state, cfg, text_num_attention_heads=4, mask_token_id=4, random_token_start=5
+    )
     return state, model, report
 
 
@@ -204,9 +239,19 @@ def test_mico_vision_tower_matches_the_eva_forward(mico_release):
 def test_mico_text_tower_matches_transformers_bert(mico_release):
     state, model, _ = mico_release
     ref = BertModel(
-        BertConfig(vocab_size=50, hidden_size=TEXT, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                   max_position_embeddings=40, is_decoder=True, add_cross_attention=True,
-                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="eager")  # fmt: skip
+        BertConfig(
+            vocab_size=50,
+            hidden_size=TEXT,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=40,
+            is_decoder=True,
+            add_cross_attention=True,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            attn_implementation="eager",
+        )  # fmt: skip
     ).eval()
     prefix = "multimodal_encoder.bert."
     ref.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
@@ -227,7 +272,10 @@ def test_mico_heads_keep_their_meaning(mico_release):
         pooled_v = model.encoder({"video": video})[Modality.VIDEO].view(2, 3, 5, D)[:, :, 0].mean(1)
         pooled_a = model.encoder({"audio": audio})[Modality.AUDIO].view(2, 2, 5, D)[:, :, 0].mean(1)
         # MiCo: contra_head_va(cat(vision, audio)), modalities encoded separately
-        expected = F.normalize(F.linear(torch.cat([pooled_v, pooled_a], 1), state["contra_head_va.weight"], state["contra_head_va.bias"]), dim=-1)
+        expected = F.normalize(
+            F.linear(torch.cat([pooled_v, pooled_a], 1), state["contra_head_va.weight"], state["contra_head_va.bias"]),
+            dim=-1,
+        )
         cond = model.condition_tokens({Modality.VIDEO: encoded[Modality.VIDEO]})
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
     # Condition tokens: MiCo's pool_video (CLS, mean of patches), hidden_trans, frame and type embeddings.
@@ -240,7 +288,9 @@ def test_mico_heads_keep_their_meaning(mico_release):
     for key in ("contra_head_s.linear.weight", "contra_head_vs.weight", "hidden_trans_subtitle_multimodal.0.weight",
                 "vision_encoder.visual.head.weight", "vision_encoder.text.token_embedding.weight"):  # fmt: skip
         assert key in report.ignored
-    assert not any(k.startswith(("contra_head_v.", "itm_head", "multimodal_encoder.bert.encoder")) for k in report.ignored)
+    assert not any(
+        k.startswith(("contra_head_v.", "itm_head", "multimodal_encoder.bert.encoder")) for k in report.ignored
+    )
 
 
 def test_mico_unsupported_towers_raise():
@@ -251,4 +301,6 @@ def test_mico_unsupported_towers_raise():
         convert_mico_checkpoint(state, {})
     state.pop("itm_head.linear1.weight")
     with pytest.raises(CheckpointError, match="missing itm_head.linear1.weight"):
-        convert_mico_checkpoint(state, {"vision_encoder_type": "evaclip01_giant"}, text_num_attention_heads=4, random_token_start=5)
+        convert_mico_checkpoint(
+            state, {"vision_encoder_type": "evaclip01_giant"}, text_num_attention_heads=4, random_token_start=5
+        )

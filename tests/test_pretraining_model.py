@@ -6,7 +6,15 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from mico_chat.encoders import MiCoEncoder, MiCoForPretraining, MiCoTextModel, PretrainingBatch, group_key, join_captions, parse_group
+from mico_chat.encoders import (
+    MiCoEncoder,
+    MiCoForPretraining,
+    MiCoTextModel,
+    PretrainingBatch,
+    group_key,
+    join_captions,
+    parse_group,
+)
 from mico_chat.encoders.losses import contrastive_loss, mask_caption_tokens, sample_hard_negatives
 from mico_chat.modality import Modality
 from tiny_pretraining import CAPTIONS, tiny_pretraining_model, tiny_text_config
@@ -107,7 +115,9 @@ def test_caption_masking_rules():
     mask = torch.ones_like(ids)
     mask[1, 20:] = 0
     gen = torch.Generator().manual_seed(0)
-    masked, labels = mask_caption_tokens(ids, mask, mask_prob=0.6, mask_token_id=4, random_token_range=(5, 9), generator=gen)
+    masked, labels = mask_caption_tokens(
+        ids, mask, mask_prob=0.6, mask_token_id=4, random_token_range=(5, 9), generator=gen
+    )
     chosen = labels != -100
     assert not chosen[:, 0].any() and not chosen[1, 20:].any()
     assert (labels[chosen] == ids[chosen]).all()
@@ -115,10 +125,14 @@ def test_caption_masking_rules():
     assert 0.4 < chosen[0].float().mean() < 0.8
     replaced = masked[chosen]
     assert (replaced == 4).float().mean() > 0.6 and ((replaced >= 5) & (replaced < 9)).any()
-    again = mask_caption_tokens(ids, mask, mask_prob=0.6, mask_token_id=4, random_token_range=(5, 9), generator=torch.Generator().manual_seed(0))
+    again = mask_caption_tokens(
+        ids, mask, mask_prob=0.6, mask_token_id=4, random_token_range=(5, 9), generator=torch.Generator().manual_seed(0)
+    )
     assert torch.equal(again[0], masked) and torch.equal(again[1], labels)
     short = torch.tensor([[2, 7, 3]])
-    _, one = mask_caption_tokens(short, torch.ones_like(short), mask_prob=1e-9, mask_token_id=4, random_token_range=(5, 9))
+    _, one = mask_caption_tokens(
+        short, torch.ones_like(short), mask_prob=1e-9, mask_token_id=4, random_token_range=(5, 9)
+    )
     assert (one != -100).sum() == 1  # at least one token per caption
 
 
@@ -155,7 +169,9 @@ def test_all_objectives_train_every_part(tiny_pt):
     model.zero_grad()
     out = model(_batch(tok, ("audio", "video")), generator=torch.Generator().manual_seed(0))
     assert set(out.losses) == {"contrastive", "matching", "generation"}
-    assert torch.isfinite(out.loss) and out.loss.item() == pytest.approx(sum(v.item() for v in out.losses.values()), rel=1e-5)
+    assert torch.isfinite(out.loss) and out.loss.item() == pytest.approx(
+        sum(v.item() for v in out.losses.values()), rel=1e-5
+    )
     out.loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters()}
     for name in (

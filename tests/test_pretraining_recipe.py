@@ -74,7 +74,9 @@ def test_media_table_caches_and_skips_bad_records(world, tmp_path):
     table = build_media_table(bad_file, ["video", "audio"], settings, enc, cache_dir=tmp_path, progress=False)
     assert len(table) == 5 and table.tensors["video"].shape == (5, 2, 3, 16, 16)
     assert table.tensors["audio"].shape == (5, 1, 32, 16) and table.tensors["video"].dtype == torch.float16
-    assert {why.split(":")[0] for _, why in table.skipped} >= {"not valid JSON (Expecting property name enclosed in double quotes"}
+    assert {why.split(":")[0] for _, why in table.skipped} >= {
+        "not valid JSON (Expecting property name enclosed in double quotes"
+    }
     assert any("missing" in where for where, _ in table.skipped)
     cached = list(tmp_path.glob("with_bad-audio+video-*.safetensors"))
     assert len(cached) == 1
@@ -89,13 +91,26 @@ def test_mixture_batches_are_seeded_and_cross_sampled(world, tmp_path):
     config = config_from_dict(tiny_run_config(records, bert, tmp_path / "out"))
     from mico_chat.encoders import MiCoEncoderConfig
 
-    table = build_media_table(records, ["video", "audio"], MediaSettings(num_frames=2), MiCoEncoderConfig(**TINY_RUN_ENCODER), progress=False)
+    table = build_media_table(
+        records, ["video", "audio"], MediaSettings(num_frames=2), MiCoEncoderConfig(**TINY_RUN_ENCODER), progress=False
+    )
     tok = tiny_bert_tokenizer()
-    mixture = PretrainingMixture([(s, table) for s in config.data.datasets], tok, batch_size=4, max_text_length=24, seed=3, sampling_contexts=True)
+    mixture = PretrainingMixture(
+        [(s, table) for s in config.data.datasets],
+        tok,
+        batch_size=4,
+        max_text_length=24,
+        seed=3,
+        sampling_contexts=True,
+    )
     first = [mixture.batch(step) for step in range(40)]
     again = [mixture.batch(step) for step in range(40)]
     for (i, a), (j, b) in zip(first, again):
-        assert i == j and torch.equal(a.input_ids, b.input_ids) and all(torch.equal(a.media[m], b.media[m]) for m in a.media)
+        assert (
+            i == j
+            and torch.equal(a.input_ids, b.input_ids)
+            and all(torch.equal(a.media[m], b.media[m]) for m in a.media)
+        )
     assert {i for i, _ in first} == {0, 1, 2, 3}  # every dataset is drawn
     index, cross = next((i, b) for i, b in first if i == 3)
     texts = tok.batch_decode(cross.input_ids, skip_special_tokens=True)
@@ -130,17 +145,24 @@ def test_recipe_trains_checkpoints_and_exports(world, tmp_path):
     from tiny import tiny_llm, tiny_tokenizer
 
     tok = tiny_tokenizer()
-    chat, _ = build_model(tiny_llm(len(tok)), tokenizer=tok, encoder=encoder_dir, connectors={"video": {"type": "linear", "tokens": "cls"}})
+    chat, _ = build_model(
+        tiny_llm(len(tok)),
+        tokenizer=tok,
+        encoder=encoder_dir,
+        connectors={"video": {"type": "linear", "tokens": "cls"}},
+    )
     assert all(torch.equal(v, encoder.state_dict()[k]) for k, v in chat.encoder.state_dict().items())
     with torch.no_grad():
         assert chat.encode_media({"video": torch.randn(1, 2, 3, 16, 16)})[Modality.VIDEO].shape == (1, 2, 48)
     with pytest.raises(PretrainConfigError, match="already has checkpoint-4"):
-        PretrainRecipe(config_from_dict(tiny_run_config(records, bert, tmp_path / "run", resume=False)), progress=False).setup()
+        PretrainRecipe(
+            config_from_dict(tiny_run_config(records, bert, tmp_path / "run", resume=False)), progress=False
+        ).setup()
 
 
 def test_resume_continues_exactly(world, tmp_path):
     root, records, bert = world
-    straight = _run(records, bert, tmp_path / "a")
+    _run(records, bert, tmp_path / "a")  # uninterrupted
     _run(records, bert, tmp_path / "b", until=3, save_steps=3)  # "interrupted" after step 3
     resumed = _run(records, bert, tmp_path / "b", save_steps=3)
     assert resumed.step == 4

@@ -52,10 +52,36 @@ def test_eval_command_scores_and_rechecks_saved_matrices(trained, capsys):
     assert video["num_items"] == 10 and video["captions"] == ["vision"]
     assert set(video["metrics"]) == {"contrastive", "dual_softmax", "rerank@3"}
     # The saved matrix reproduces the model's figures exactly.
-    assert main(["eval", "retrieval", "--scores", str(out / "video" / "scores.npy"), "--gt", str(out / "video" / "gt.json"), "--out", str(root / "recheck")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "retrieval",
+                "--scores",
+                str(out / "video" / "scores.npy"),
+                "--gt",
+                str(out / "video" / "gt.json"),
+                "--out",
+                str(root / "recheck"),
+            ]
+        )
+        == 0
+    )
     recheck = json.loads((root / "recheck" / "metrics.json").read_text())["metrics"]["scores"]
     assert recheck == video["metrics"]["contrastive"]
-    assert main(["eval", "retrieval", "--scores", str(out / "video" / "scores.npy"), "--gt", str(out / "audio" / "metrics.json")]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "retrieval",
+                "--scores",
+                str(out / "video" / "scores.npy"),
+                "--gt",
+                str(out / "audio" / "metrics.json"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_rerank_only_reorders_within_the_top_k(trained):

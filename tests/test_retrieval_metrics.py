@@ -67,7 +67,9 @@ def test_chunked_ranks_match_a_plain_loop():
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 5, size=(23, 9)).astype(float)  # many ties
     text_item = np.concatenate([np.arange(9), rng.integers(0, 9, size=14)])
-    slow_t2i = [1 + sum(scores[t, j] >= scores[t, text_item[t]] for j in range(9) if j != text_item[t]) for t in range(23)]
+    slow_t2i = [
+        1 + sum(scores[t, j] >= scores[t, text_item[t]] for j in range(9) if j != text_item[t]) for t in range(23)
+    ]
     slow_i2t = []
     for i in range(9):
         own = [t for t in range(23) if text_item[t] == i]

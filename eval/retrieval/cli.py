@@ -1,8 +1,8 @@
 """``mico-chat eval retrieval``: text <-> video/audio/image retrieval of a pretrained MiCo model.
 
-    mico-chat eval retrieval --model runs/mico/model --data heldout/captions.jsonl --modality video
-    mico-chat eval retrieval --model M --data D --modality audio --rerank 50 --dual-softmax --out results/
-    mico-chat eval retrieval --scores results/video/scores.npy --gt results/video/gt.json
+mico-chat eval retrieval --model runs/mico/model --data heldout/captions.jsonl --modality video
+mico-chat eval retrieval --model M --data D --modality audio --rerank 50 --dual-softmax --out results/
+mico-chat eval retrieval --scores results/video/scores.npy --gt results/video/gt.json
 """
 
 from __future__ import annotations
@@ -20,9 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--modality", action="append", default=None,
         help="query group: video, audio, image or e.g. audio+video (repeat for several; default video)",
     )  # fmt: skip
-    parser.add_argument("--captions", help="caption kind(s) used as texts, comma-separated (default: vision/audio/omni by group)")
+    parser.add_argument(
+        "--captions", help="caption kind(s) used as texts, comma-separated (default: vision/audio/omni by group)"
+    )
     parser.add_argument("--dual-softmax", action="store_true", help="also report dual-softmax inference")
-    parser.add_argument("--rerank", type=int, default=0, metavar="K", help="also re-rank the top K with the matching head (MiCo: 50)")
+    parser.add_argument(
+        "--rerank", type=int, default=0, metavar="K", help="also re-rank the top K with the matching head (MiCo: 50)"
+    )
     parser.add_argument(
         "--rerank-queries", choices=["text", "item", "both"], default="both",
         help="which query direction to re-rank (each costs queries x K matching passes)",
@@ -33,9 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", help="cache of preprocessed media (default: none)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, help="folder for metrics.json, and per group scores.npy + gt.json")
-    parser.add_argument("--scores", type=Path, help="a saved (texts x items) score matrix (.npy) to score instead of a model")
+    parser.add_argument(
+        "--scores", type=Path, help="a saved (texts x items) score matrix (.npy) to score instead of a model"
+    )
     parser.add_argument("--gt", type=Path, help="with --scores: the item of each text row (JSON, see docs)")
-    parser.add_argument("--temperature", type=float, default=0.05, help="with --scores --dual-softmax: the softmax temperature")
+    parser.add_argument(
+        "--temperature", type=float, default=0.05, help="with --scores --dual-softmax: the softmax temperature"
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -69,8 +77,12 @@ def _score_file(args: argparse.Namespace) -> int:
     metrics = {"scores": retrieval_metrics(scores, gt, ties=args.ties)}
     if args.dual_softmax:
         metrics["dual_softmax"] = {
-            "text_to_item": retrieval_metrics(dual_softmax(scores, args.temperature, query="text"), gt, ties=args.ties)["text_to_item"],
-            "item_to_text": retrieval_metrics(dual_softmax(scores, args.temperature, query="item"), gt, ties=args.ties)["item_to_text"],
+            "text_to_item": retrieval_metrics(dual_softmax(scores, args.temperature, query="text"), gt, ties=args.ties)[
+                "text_to_item"
+            ],
+            "item_to_text": retrieval_metrics(dual_softmax(scores, args.temperature, query="item"), gt, ties=args.ties)[
+                "item_to_text"
+            ],
         }
     result = {"group": args.scores.parent.name or "scores", "metrics": metrics}
     print(format_table([result]))
@@ -96,7 +108,9 @@ def _score_model(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir, limit=args.limit, progress=not args.no_progress,
         )  # fmt: skip
         if table.skipped:
-            print(f"{args.data}: skipped {len(table.skipped)} records, e.g. {table.skipped[0][0]}: {table.skipped[0][1]}")
+            print(
+                f"{args.data}: skipped {len(table.skipped)} records, e.g. {table.skipped[0][0]}: {table.skipped[0][1]}"
+            )
         kinds = args.captions.split(",") if args.captions else None
         result = evaluate_retrieval(
             model, tokenizer, table, group, caption_kinds=kinds, batch_size=args.batch_size, dual=args.dual_softmax,

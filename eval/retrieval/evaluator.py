@@ -125,7 +125,12 @@ def evaluate_retrieval(
     key = group_key(mods)
     kinds = list(caption_kinds or [default_caption_kind(mods)])
     if limit is not None:
-        table = MediaTable(table.keys[:limit], table.ids[:limit], table.captions[:limit], {m: v[:limit] for m, v in table.tensors.items()})
+        table = MediaTable(
+            table.keys[:limit],
+            table.ids[:limit],
+            table.captions[:limit],
+            {m: v[:limit] for m, v in table.tensors.items()},
+        )
     data = collect_texts(table, kinds)
     device = model.logit_scale.device
     was_training = model.training
@@ -137,7 +142,9 @@ def evaluate_retrieval(
         media_feats.append(feats)
         conditions.append(cond if rerank_k else None)
     # All texts padded to the longest one, so the rerank can gather any texts' hidden states.
-    tok = tokenizer(data.texts, padding=True, truncation=True, max_length=model.config.max_text_length, return_tensors="pt")
+    tok = tokenizer(
+        data.texts, padding=True, truncation=True, max_length=model.config.max_text_length, return_tensors="pt"
+    )
     text_feats, lowers = [], []
     for start in tqdm(range(0, len(data.texts), batch_size), desc="encode texts", disable=not progress):
         ids = tok["input_ids"][start : start + batch_size].to(device)
@@ -152,8 +159,12 @@ def evaluate_retrieval(
     if dual:
         temperature = float(torch.exp(-model.logit_scale.detach()).clamp(min=1.0 / model.config.max_logit_scale))
         metrics["dual_softmax"] = {
-            "text_to_item": retrieval_metrics(dual_softmax(scores, temperature, query="text"), data.text_item, ties=ties)["text_to_item"],
-            "item_to_text": retrieval_metrics(dual_softmax(scores, temperature, query="item"), data.text_item, ties=ties)["item_to_text"],
+            "text_to_item": retrieval_metrics(
+                dual_softmax(scores, temperature, query="text"), data.text_item, ties=ties
+            )["text_to_item"],
+            "item_to_text": retrieval_metrics(
+                dual_softmax(scores, temperature, query="item"), data.text_item, ties=ties
+            )["item_to_text"],
         }
     if rerank_k:
         condition = torch.cat(conditions)  # (I, M, D)
@@ -201,5 +212,7 @@ def load_retrieval_model(folder: str | os.PathLike, device: str | torch.device =
     model = MiCoForPretraining.from_pretrained(folder).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     settings_file = folder / "media_settings.json"
-    settings = MediaSettings.from_dict(json.loads(settings_file.read_text())) if settings_file.is_file() else MediaSettings()
+    settings = (
+        MediaSettings.from_dict(json.loads(settings_file.read_text())) if settings_file.is_file() else MediaSettings()
+    )
     return model, tokenizer, settings

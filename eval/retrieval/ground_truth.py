@@ -48,7 +48,9 @@ def load_ground_truth(path: str | os.PathLike, num_texts: int, num_items: int) -
         if unknown:
             raise GroundTruthError(f"{path}: text_item names {unknown[0]!r}, which is not in 'items'")
         if len(items) != num_items:
-            raise GroundTruthError(f"{path}: 'items' lists {len(items)} ids but the score matrix has {num_items} columns")
+            raise GroundTruthError(
+                f"{path}: 'items' lists {len(items)} ids but the score matrix has {num_items} columns"
+            )
         index = np.asarray([column[str(r)] for r in rows], dtype=np.int64)
     else:
         raise GroundTruthError(f"{path}: expected a list or an object, got {type(data).__name__}")

@@ -143,7 +143,9 @@ def retrieval_metrics(
     }
 
 
-def dual_softmax(scores: np.ndarray | torch.Tensor, temperature: float, *, query: Literal["text", "item"]) -> torch.Tensor:
+def dual_softmax(
+    scores: np.ndarray | torch.Tensor, temperature: float, *, query: Literal["text", "item"]
+) -> torch.Tensor:
     """Dual-softmax inference (CAMoE; VALOR's and VidLA's evaluation): re-weight each score by a
     softmax over the *other* queries, so a candidate that many queries like is demoted.
 

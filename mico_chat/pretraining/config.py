@@ -278,7 +278,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             f"unknown config key(s) {', '.join(where + k for k in unknown)}; known in "
             f"{prefix or 'the top level'}: {', '.join(sorted(known))}"
         )
-    return cls(**{name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name) for name, value in data.items()})
+    return cls(
+        **{name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name) for name, value in data.items()}
+    )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -341,7 +343,9 @@ def _plain(data: Any) -> Any:
     return data
 
 
-def config_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = (), *, source: str = "config") -> PretrainConfig:
+def config_from_dict(
+    data: Mapping[str, Any], overrides: Sequence[str] = (), *, source: str = "config"
+) -> PretrainConfig:
     """Build a :class:`PretrainConfig` from a mapping plus ``key=value`` overrides; check it."""
     tree = _plain(data)
     for text in overrides:

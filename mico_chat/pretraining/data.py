@@ -62,7 +62,14 @@ class MediaTable:
         return np.array([i for i, caps in enumerate(self.captions) if caps[0].get(kind)], dtype=np.int64)
 
 
-def _cache_key(path: Path, modalities: Sequence[Modality], settings: MediaSettings, encoder: MiCoEncoderConfig, limit: int | None, media_root: str | None) -> str:
+def _cache_key(
+    path: Path,
+    modalities: Sequence[Modality],
+    settings: MediaSettings,
+    encoder: MiCoEncoderConfig,
+    limit: int | None,
+    media_root: str | None,
+) -> str:
     stat = path.stat()
     shape = {k: getattr(encoder, k) for k in ("image_size", "audio_num_mel_bins", "audio_target_length")}
     blob = json.dumps(
@@ -164,7 +171,10 @@ class _TableBuilder:
         if self.limit is not None and len(self.keys) >= self.limit:
             return
         try:
-            values = {m: preprocess(m, r.resolve(self.root), self.settings, self.encoder, **r.options()) for m, r in refs.items()}
+            values = {
+                m: preprocess(m, r.resolve(self.root), self.settings, self.encoder, **r.options())
+                for m, r in refs.items()
+            }
         except (MediaError, FileNotFoundError, ValueError) as err:
             self.skip(where, str(err))
             return

@@ -25,7 +25,9 @@ def _ema(values: list[float], alpha: float) -> list[float]:
     return out
 
 
-def plot_losses(log: str | os.PathLike, out: str | os.PathLike, *, runs: dict[str, str | os.PathLike] | None = None) -> Path | None:
+def plot_losses(
+    log: str | os.PathLike, out: str | os.PathLike, *, runs: dict[str, str | os.PathLike] | None = None
+) -> Path | None:
     """Draw one panel per objective (raw values faint, exponential moving average bold).
 
     ``runs`` plots several runs' ``loss.jsonl`` together (``{label: path}``), e.g. the full

@@ -121,7 +121,9 @@ class PretrainRecipe:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_lambda(cfg.train.schedule, cfg.train.warmup_steps, cfg.train.max_steps)
         )
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, self.optimizer, self.scheduler)
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(
+            self.model, self.optimizer, self.scheduler
+        )
         (self.output_dir / "config.yaml").write_text(cfg.to_yaml())
         if resume_from is not None:
             self.load_checkpoint(resume_from)
@@ -139,7 +141,9 @@ class PretrainRecipe:
 
     def checkpoints(self) -> list[Path]:
         """Complete checkpoints in ``output_dir``, oldest first."""
-        found = [p for p in self.output_dir.glob("checkpoint-*") if (p / "state.json").is_file() and p.name[11:].isdigit()]
+        found = [
+            p for p in self.output_dir.glob("checkpoint-*") if (p / "state.json").is_file() and p.name[11:].isdigit()
+        ]
         return sorted(found, key=lambda p: int(p.name[11:]))
 
     def _build_model(self):
@@ -213,7 +217,12 @@ class PretrainRecipe:
         log_path = self.output_dir / "loss.jsonl"
         window: dict[str, list[float]] = {}
         last_window: dict[str, list[float]] = {}
-        bar = tqdm(total=stop, initial=self.step, desc="pretrain", disable=not self.progress or not self.accelerator.is_main_process)
+        bar = tqdm(
+            total=stop,
+            initial=self.step,
+            desc="pretrain",
+            disable=not self.progress or not self.accelerator.is_main_process,
+        )
         with log_path.open("a", encoding="utf-8") as log:
             while self.step < stop:
                 started = time.perf_counter()
@@ -222,7 +231,9 @@ class PretrainRecipe:
                 with self.accelerator.autocast():
                     out = model(batch.to(device), generator=generator)
                 if not torch.isfinite(out.loss):
-                    raise FloatingPointError(f"step {self.step}: loss is {out.loss.item()} ({ {k: v.item() for k, v in out.losses.items()} })")
+                    raise FloatingPointError(
+                        f"step {self.step}: loss is {out.loss.item()} ({ {k: v.item() for k, v in out.losses.items()} })"
+                    )
                 self.accelerator.backward(out.loss)
                 if cfg.max_grad_norm > 0:
                     self.accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -323,7 +334,9 @@ class PretrainRecipe:
         rng = load_file(str(path / "rng.safetensors"))
         torch.set_rng_state(rng["torch"])
         if torch.cuda.is_available() and "cuda0" in rng:
-            torch.cuda.set_rng_state_all([rng[f"cuda{i}"] for i in range(torch.cuda.device_count()) if f"cuda{i}" in rng])
+            torch.cuda.set_rng_state_all(
+                [rng[f"cuda{i}"] for i in range(torch.cuda.device_count()) if f"cuda{i}" in rng]
+            )
         self.step = int(state["step"])
         log = self.output_dir / "loss.jsonl"
         if log.is_file():
