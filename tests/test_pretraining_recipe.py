@@ -174,3 +174,23 @@ def test_resume_continues_exactly(world, tmp_path):
     assert log_a == log_b
     with pytest.raises(PretrainConfigError, match="learning-rate schedule"):
         _run(records, bert, tmp_path / "b", max_steps=8)
+
+
+def test_learning_rate_multipliers_and_freezing(world, tmp_path):
+    root, records, bert = world
+    config = tiny_run_config(records, bert, tmp_path / "lr")
+    config["model"]["freeze"] = ["text.embeddings", "text.encoder.layer.0."]
+    config["train"]["lr_multipliers"] = {"matching_head": 4, "matching_head.linear2": 10}
+    recipe = PretrainRecipe(config_from_dict(config), progress=False)
+    recipe.setup()
+    lr_of = {id(p): g["lr"] for g in recipe.optimizer.param_groups for p in g["params"]}
+    model = recipe.model
+    assert lr_of[id(model.matching_head.linear1.weight)] == pytest.approx(4e-3)
+    assert lr_of[id(model.matching_head.linear2.weight)] == pytest.approx(1e-2)  # the longest prefix wins
+    assert lr_of[id(model.text_head.weight)] == pytest.approx(1e-3)
+    assert id(model.text.embeddings.word_embeddings.weight) not in lr_of  # frozen: not optimised
+    decay = {id(p): g["weight_decay"] for g in recipe.optimizer.param_groups for p in g["params"]}
+    assert decay[id(model.matching_head.linear1.bias)] == 0.0 and decay[id(model.logit_scale)] == 0.0
+    config["train"]["lr_multipliers"] = {"no_such_module": 2}
+    with pytest.raises(PretrainConfigError, match="no_such_module"):
+        PretrainRecipe(config_from_dict(config), progress=False).setup()

@@ -160,6 +160,9 @@ class TrainSection:
         max_steps: optimiser steps.
         learning_rate, weight_decay, adam_beta1, adam_beta2, max_grad_norm: AdamW and clipping
             (no weight decay on biases, norms, embeddings and the temperature).
+        lr_multipliers: ``{parameter-name prefix: factor}``; a parameter takes the factor of the
+            longest prefix that matches it (e.g. freshly initialised fusion layers learning faster
+            than pretrained ones).
         schedule: ``linear`` or ``cosine`` decay after ``warmup_steps`` of linear warm-up.
         save_steps, save_total_limit: checkpoint period and how many to keep.
         resume: ``auto`` continues from the newest complete checkpoint in ``output_dir``;
@@ -175,6 +178,7 @@ class TrainSection:
     output_dir: str = REQUIRED
     max_steps: int = 1000
     learning_rate: float = 1e-4
+    lr_multipliers: dict = field(default_factory=dict)
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
     adam_beta2: float = 0.98
@@ -418,6 +422,9 @@ def validate(config: PretrainConfig, source: str = "config") -> None:
         for spec in config.data.datasets:
             if not set(spec.objectives) & set(train_objectives):
                 fail(f"dataset {spec.name} keeps no objective under train.objectives={train_objectives}")
+    for prefix, factor in config.train.lr_multipliers.items():
+        if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
+            fail(f"train.lr_multipliers.{prefix} must be a positive number, got {factor!r}")
     if config.data.batch_size < 2:
         fail("data.batch_size must be >= 2 (the contrastive loss needs negatives)")
     train = config.train

@@ -109,14 +109,8 @@ class PretrainRecipe:
                 p.requires_grad_(False)
         if cfg.train.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                (no_decay if any(k in name for k in NO_DECAY) else decay).append(p)
         self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.train.learning_rate,
-            betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
+            self._param_groups(), lr=cfg.train.learning_rate, betas=(cfg.train.adam_beta1, cfg.train.adam_beta2)
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_lambda(cfg.train.schedule, cfg.train.warmup_steps, cfg.train.max_steps)
@@ -127,6 +121,31 @@ class PretrainRecipe:
         (self.output_dir / "config.yaml").write_text(cfg.to_yaml())
         if resume_from is not None:
             self.load_checkpoint(resume_from)
+
+    def _param_groups(self) -> list[dict]:
+        """AdamW groups: weight decay or not (biases, norms, embeddings, temperature), times each
+        ``train.lr_multipliers`` factor (the longest matching name prefix wins)."""
+        train = self.config.train
+        multipliers = sorted(train.lr_multipliers.items(), key=lambda kv: -len(kv[0]))
+        unused = set(train.lr_multipliers)
+        groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            factor = 1.0
+            for prefix, value in multipliers:
+                if name.startswith(prefix):
+                    factor = float(value)
+                    unused.discard(prefix)
+                    break
+            decay = not any(k in name for k in NO_DECAY)
+            groups.setdefault((decay, factor), []).append(p)
+        if unused:
+            raise PretrainConfigError(f"train.lr_multipliers: no trainable parameter starts with {sorted(unused)}")
+        return [
+            {"params": params, "weight_decay": train.weight_decay if decay else 0.0, "lr": train.learning_rate * factor}
+            for (decay, factor), params in sorted(groups.items())
+        ]
 
     def _resume_point(self) -> Path | None:
         resume = self.config.train.resume
