@@ -26,6 +26,7 @@ REGISTRY: MappingProxyType[str, str] = MappingProxyType(
         "activitynet_qa": "mico_chat.eval.benchmarks.videoqa:ActivityNetQA",
         "clotho_caption": "mico_chat.eval.benchmarks.clotho:ClothoCaption",
         "clotho_aqa": "mico_chat.eval.benchmarks.clotho:ClothoAQA",
+        "retrieval": "mico_chat.eval.retrieval.task:Retrieval",
     }
 )
 

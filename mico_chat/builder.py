@@ -14,7 +14,7 @@ import torch
 from tokenizers import AddedToken
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from mico_chat.encoders import MiCoEncoderConfig
+from mico_chat.encoders import MiCoEncoder, MiCoEncoderConfig
 from mico_chat.modality import Modality
 
 from .configuration import MiCoChatConfig
@@ -39,7 +39,7 @@ def extend_tokenizer(tokenizer: Any, modalities: list[Modality]) -> dict[str, in
 def build_model(
     llm: str | os.PathLike | PreTrainedModel,
     *,
-    encoder: MiCoEncoderConfig | Mapping[str, Any] | None = None,
+    encoder: MiCoEncoderConfig | Mapping[str, Any] | str | os.PathLike | None = None,
     connectors: Mapping[str, Mapping[str, Any]] | None = None,
     chat_template: str = "llm",
     settings: MediaSettings | None = None,
@@ -55,7 +55,10 @@ def build_model(
         llm: a Hugging Face causal-LM folder (resolved with :func:`mico_chat.weights.resolve_model_path`
             when it is a known name such as ``smollm2-135m-instruct``), or an LLM module already loaded
             (then ``tokenizer`` is required).
-        encoder: encoder config or its dict (``{"preset": "tiny", ...}`` picks a preset shape).
+        encoder: encoder config or its dict (``{"preset": "tiny", ...}`` picks a preset shape), or a
+            pretrained encoder folder (``MiCoEncoder.save_pretrained``, e.g. the ``encoder/`` a
+            ``mico-chat pretrain`` run exports; also as ``{"pretrained": folder}``): its config and
+            weights are used.
         connectors: ``{modality: connector config}``.
         chat_template: prompt format name (``llm``, ``vicuna_v1``, ``plain``).
         settings: media settings of the processor.
@@ -79,7 +82,8 @@ def build_model(
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
         language_model = AutoModelForCausalLM.from_pretrained(path, **{"dtype": dtype, **(llm_load_kwargs or {})})
         llm_name = llm_name or str(llm)
-    encoder_config = _encoder_config(encoder)
+    pretrained_encoder = _pretrained_encoder_folder(encoder)
+    encoder_config = MiCoEncoderConfig.from_pretrained(pretrained_encoder) if pretrained_encoder else _encoder_config(encoder)
     token_ids = extend_tokenizer(tokenizer, [Modality.parse(m) for m in encoder_config.modalities])
     config = MiCoChatConfig(
         encoder_config=encoder_config,
@@ -93,6 +97,8 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MiCoChatForConditionalGeneration(config, language_model=language_model)
+    if pretrained_encoder is not None:
+        model.encoder.load_state_dict(MiCoEncoder.from_pretrained(pretrained_encoder).state_dict())
     # Wrapping resets the LLM's attention backend; keep what it was loaded with (from_pretrained's choice).
     model.language_model.set_attn_implementation(attn_implementation)
     # New placeholder rows start at the mean embedding; they are replaced by media features anyway.
@@ -106,6 +112,20 @@ def build_model(
         model.to(dtype)
     model.eval()
     return model, MiCoChatProcessor(tokenizer, model.config, settings)
+
+
+def _pretrained_encoder_folder(encoder: Any) -> str | None:
+    """The folder of a pretrained encoder given as a path or ``{"pretrained": path}``, else None."""
+    if isinstance(encoder, Mapping) and "pretrained" in encoder:
+        if len(encoder) > 1:
+            raise ValueError(f"a pretrained encoder takes its config from its folder; drop {sorted(set(encoder) - {'pretrained'})}")
+        encoder = encoder["pretrained"]
+    if not isinstance(encoder, (str, os.PathLike)):
+        return None
+    folder = os.fspath(encoder)
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise FileNotFoundError(f"{folder}: not a saved MiCo encoder (no config.json)")
+    return folder
 
 
 def _encoder_config(encoder: MiCoEncoderConfig | Mapping[str, Any] | None) -> MiCoEncoderConfig:

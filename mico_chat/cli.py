@@ -19,9 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("mico_chat.commands.demo", "the main job: a chat about a generated clip with the default model"),
     "data": ("mico_chat.commands.data", "validate, convert, generate (synthetic world) and caption training data"),
     "train": ("mico_chat.commands.train", "train a stage (alignment, instruction tuning, LoRA/QLoRA, new modality) from a YAML"),
-    "eval": ("mico_chat.eval.cli", "zero-shot benchmarks (MME, MMBench, Video-ChatGPT, video QA, Clotho), re-scoring, lm-eval"),
+    "eval": ("mico_chat.eval.cli", "zero-shot benchmarks (MME, MMBench, Video-ChatGPT, video QA, Clotho, retrieval), re-scoring, lm-eval"),
     "serve": ("mico_chat.commands.serve", "web UI for chatting about video and audio (with the OpenAI-compatible API)"),
     "api": ("mico_chat.commands.api", "OpenAI-compatible HTTP API: /v1/chat/completions, /v1/models, /health"),
+    "pretrain": ("mico_chat.commands.pretrain", "MiCo pretraining of the omni-modal encoder (YAML config + key=value overrides)"),
 }
 
 

@@ -1,0 +1,127 @@
+"""``mico-chat eval retrieval``: text <-> video/audio/image retrieval of a pretrained MiCo model.
+
+mico-chat eval retrieval --model runs/mico/model --data heldout/captions.jsonl --modality video
+mico-chat eval retrieval --model M --data D --modality audio --rerank 50 --dual-softmax --out results/
+mico-chat eval retrieval --scores results/video/scores.npy --gt results/video/gt.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="a pretraining run's model/ folder (MiCoForPretraining + tokenizer)")
+    parser.add_argument("--data", help="caption records (.jsonl/.json)")
+    parser.add_argument("--media-root", help="folder the records' media paths are relative to (default: the file's)")
+    parser.add_argument(
+        "--modality", action="append", default=None,
+        help="query group: video, audio, image or e.g. audio+video (repeat for several; default video)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--captions", help="caption kind(s) used as texts, comma-separated (default: vision/audio/omni by group)"
+    )
+    parser.add_argument("--dual-softmax", action="store_true", help="also report dual-softmax inference")
+    parser.add_argument(
+        "--rerank", type=int, default=0, metavar="K", help="also re-rank the top K with the matching head (MiCo: 50)"
+    )
+    parser.add_argument(
+        "--rerank-queries", choices=["text", "item", "both"], default="both",
+        help="which query direction to re-rank (each costs queries x K matching passes)",
+    )  # fmt: skip
+    parser.add_argument("--ties", choices=["pessimistic", "optimistic"], default="pessimistic")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--limit", type=int, help="evaluate on the first N items only")
+    parser.add_argument("--cache-dir", help="cache of preprocessed media (default: none)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, help="folder for metrics.json, and per group scores.npy + gt.json")
+    parser.add_argument(
+        "--scores", type=Path, help="a saved (texts x items) score matrix (.npy) to score instead of a model"
+    )
+    parser.add_argument("--gt", type=Path, help="with --scores: the item of each text row (JSON, see docs)")
+    parser.add_argument(
+        "--temperature", type=float, default=0.05, help="with --scores --dual-softmax: the softmax temperature"
+    )
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.scores is not None:
+        from .ground_truth import GroundTruthError
+
+        try:
+            return _score_file(args)
+        except GroundTruthError as err:
+            print(f"mico-chat eval retrieval: error: {err}")
+            return 2
+    return _score_model(args)
+
+
+def _score_file(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .evaluator import format_table
+    from .ground_truth import GroundTruthError, load_ground_truth
+    from .metrics import dual_softmax, retrieval_metrics
+
+    if args.gt is None:
+        raise FileNotFoundError("--scores needs --gt (the item of each text row)")
+    if not args.scores.is_file():
+        raise FileNotFoundError(f"{args.scores}: no such score matrix")
+    scores = np.load(args.scores, allow_pickle=False)
+    if scores.ndim != 2:
+        raise GroundTruthError(f"{args.scores}: expected a (texts, items) matrix, got shape {scores.shape}")
+    gt = load_ground_truth(args.gt, scores.shape[0], scores.shape[1])
+    metrics = {"scores": retrieval_metrics(scores, gt, ties=args.ties)}
+    if args.dual_softmax:
+        metrics["dual_softmax"] = {
+            "text_to_item": retrieval_metrics(dual_softmax(scores, args.temperature, query="text"), gt, ties=args.ties)[
+                "text_to_item"
+            ],
+            "item_to_text": retrieval_metrics(dual_softmax(scores, args.temperature, query="item"), gt, ties=args.ties)[
+                "item_to_text"
+            ],
+        }
+    result = {"group": args.scores.parent.name or "scores", "metrics": metrics}
+    print(format_table([result]))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "metrics.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _score_model(args: argparse.Namespace) -> int:
+    from mico_chat.pretraining.data import build_media_table
+
+    from .evaluator import evaluate_retrieval, format_table, load_retrieval_model
+
+    if not args.model or not args.data:
+        raise FileNotFoundError("give --model and --data (or --scores and --gt)")
+    model, tokenizer, settings = load_retrieval_model(args.model, args.device)
+    groups = args.modality or ["video"]
+    results = []
+    for group in groups:
+        table = build_media_table(
+            args.data, group.split("+"), settings, model.config.encoder_config, media_root=args.media_root,
+            cache_dir=args.cache_dir, limit=args.limit, progress=not args.no_progress,
+        )  # fmt: skip
+        if table.skipped:
+            print(
+                f"{args.data}: skipped {len(table.skipped)} records, e.g. {table.skipped[0][0]}: {table.skipped[0][1]}"
+            )
+        kinds = args.captions.split(",") if args.captions else None
+        result = evaluate_retrieval(
+            model, tokenizer, table, group, caption_kinds=kinds, batch_size=args.batch_size, dual=args.dual_softmax,
+            rerank_k=args.rerank, rerank_queries=("text", "item") if args.rerank_queries == "both" else (args.rerank_queries,),
+            ties=args.ties, progress=not args.no_progress,
+        )  # fmt: skip
+        results.append(result)
+        if args.out:
+            result.save(args.out / result.group)
+    print(format_table(results))
+    if args.out:
+        summary = {"model": str(args.model), "data": str(args.data), "results": [r.to_json() for r in results]}
+        (args.out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,444 @@
+"""Pretraining configuration: typed dataclasses, read from YAML, then ``key=value`` overrides.
+
+The YAML maps onto :class:`PretrainConfig` section by section (see ``configs/pretrain/``)::
+
+    model: {encoder: {...}, text: all-minilm-l6-v2, contrastive_dim: 256, fusion_groups: [audio+video]}
+    data:
+      batch_size: 32
+      media: {num_frames: 4, audio_clips: 1}
+      datasets:
+        - {name: omni, records: world/captions.jsonl, group: [video, audio], captions: [omni], ratio: 2}
+        - {name: cross, records: world/captions.jsonl, group: [video, audio], captions: [vision, audio],
+           cross_sample: true}
+    train: {output_dir: runs/x, max_steps: 600, learning_rate: 3.0e-4, schedule: cosine}
+
+Overrides use dotted keys and YAML values: ``train.max_steps=20``, ``data.batch_size=8``,
+``model.objectives=[contrastive]``. Unknown keys and wrong types fail naming the key.
+
+This module is deliberately self-contained: the staged-training library (``mico_chat.training``)
+has its own loader of the same shape; the two are meant to be unified.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mico_chat.errors import ConfigError
+
+REQUIRED = "???"
+
+
+class PretrainConfigError(ConfigError):
+    """A pretraining config that cannot be used; the message names the key."""
+
+
+@dataclass
+class DatasetSpec:
+    """One dataset of the pretraining mixture.
+
+    Args:
+        name: a label for logs and the sampling-context table.
+        records: a record file (caption-pair records: media + ``captions``).
+        media_root: folder the records' media paths are relative to (default: the file's folder).
+        group: the modalities each sample presents; two or more form one multimodal context.
+        captions: caption kinds joined into the sample's text (MiCo eq. 2), e.g. ``[omni]`` or
+            ``[vision, audio]``; a record lacking one is skipped (counted).
+        ratio: relative probability that a step draws its batch from this dataset (VAST/MiCo
+            sample one corpus per step).
+        objectives: the objectives trained on this dataset (``contrastive``, ``matching``,
+            ``generation``).
+        cross_sample: cross-dataset joint sampling (MiCo eq. 3): each modality of the group comes
+            from an independently drawn record, and the text joins each one's caption of the
+            kind at the same position in ``captions`` (so ``captions`` needs one kind per modality,
+            in the group's sorted order).
+        limit: use only the first ``limit`` usable records.
+    """
+
+    name: str = REQUIRED
+    records: str = REQUIRED
+    media_root: str | None = None
+    group: list[str] = field(default_factory=lambda: ["video"])
+    captions: list[str] = field(default_factory=lambda: ["vision"])
+    ratio: float = 1.0
+    objectives: list[str] = field(default_factory=lambda: ["contrastive", "matching", "generation"])
+    cross_sample: bool = False
+    limit: int | None = None
+
+
+@dataclass
+class ModelSection:
+    """The model: built from parts, or continued from a saved pretraining folder.
+
+    Args:
+        init_from: a saved :class:`~mico_chat.encoders.MiCoForPretraining` folder (with its
+            tokenizer); when set, ``encoder``/``text``/head fields are ignored.
+        encoder: encoder config fields (``{preset: tiny, image_size: 64, ...}``).
+        text: a known text-encoder name (``all-minilm-l6-v2``) or a local BERT folder.
+        text_overrides: text-tower config fields (``cross_attention_layers``, dropouts).
+        contrastive_dim, temperature, label_smoothing, fusion_groups, joint_context,
+        text_pooling, condition_tokens, generation_mask_prob, max_text_length: see
+            :class:`~mico_chat.encoders.MiCoPretrainingConfig`.
+        sampling_contexts: learn a sampling-context embedding per dataset (MiCo eq. 3).
+        freeze: parameter-name prefixes kept frozen (e.g. ``text.embeddings``).
+        seed: initialisation seed of everything not loaded from ``text``.
+    """
+
+    init_from: str | None = None
+    encoder: dict = field(default_factory=lambda: {"preset": "tiny"})
+    text: str = "all-minilm-l6-v2"
+    text_overrides: dict = field(default_factory=dict)
+    contrastive_dim: int = 256
+    temperature: float = 0.07
+    label_smoothing: float = 0.0
+    fusion_groups: list[str] = field(default_factory=lambda: ["audio+video"])
+    joint_context: bool = True
+    text_pooling: str = "cls"
+    condition_tokens: str = "cls_mean"
+    generation_mask_prob: float = 0.6
+    max_text_length: int = 40
+    sampling_contexts: bool = True
+    freeze: list[str] = field(default_factory=list)
+    seed: int = 0
+
+
+@dataclass
+class DataSection:
+    """Datasets, media preprocessing and batching.
+
+    Args:
+        datasets: the mixture (:class:`DatasetSpec`).
+        batch_size: samples per step (per process).
+        media: :class:`~mico_chat.preprocess.MediaSettings` fields (``num_frames``, ``audio_clips``).
+        cache_dir: where preprocessed media tensors are cached (default ``output_dir/cache``);
+            a cache is keyed by the records file, the media settings and the encoder's input shape.
+        strict: stop at the first unreadable record or media file instead of skipping and counting.
+    """
+
+    datasets: list[DatasetSpec] = field(default_factory=list)
+    batch_size: int = 32
+    media: dict = field(default_factory=dict)
+    cache_dir: str | None = None
+    strict: bool = False
+
+
+@dataclass
+class EvalSection:
+    """Held-out retrieval during training (optional).
+
+    Args:
+        records: a record file to evaluate on (``None``: no evaluation during training).
+        groups: the query groups to evaluate, e.g. ``[video, audio]``.
+        captions: caption kind per group (default: video/image -> vision, audio -> audio, else omni).
+        every: evaluate every this many steps (and at the end).
+        limit: evaluate on the first ``limit`` items only.
+    """
+
+    records: str | None = None
+    media_root: str | None = None
+    groups: list[str] = field(default_factory=lambda: ["video", "audio"])
+    captions: dict = field(default_factory=dict)
+    every: int = 200
+    limit: int | None = None
+
+
+@dataclass
+class TrainSection:
+    """Optimisation and run bookkeeping.
+
+    Args:
+        output_dir: checkpoints (``checkpoint-N/``), ``loss.jsonl``, ``loss.png``, the final
+            model (``model/``) and the exported encoder (``encoder/``).
+        max_steps: optimiser steps.
+        learning_rate, weight_decay, adam_beta1, adam_beta2, max_grad_norm: AdamW and clipping
+            (no weight decay on biases, norms, embeddings and the temperature).
+        lr_multipliers: ``{parameter-name prefix: factor}``; a parameter takes the factor of the
+            longest prefix that matches it (e.g. freshly initialised fusion layers learning faster
+            than pretrained ones).
+        schedule: ``linear`` or ``cosine`` decay after ``warmup_steps`` of linear warm-up.
+        save_steps, save_total_limit: checkpoint period and how many to keep.
+        resume: ``auto`` continues from the newest complete checkpoint in ``output_dir``;
+            ``false`` refuses to start over an existing one; a path resumes from that checkpoint.
+        mixed_precision: ``no``, ``bf16`` or ``fp16`` (accelerate).
+        deepspeed: a DeepSpeed JSON config (GPU runs under ``accelerate launch``).
+        gradient_checkpointing: recompute encoder and text activations in the backward pass.
+        torch_threads: CPU threads (``None``: torch's default).
+        objectives: restrict every dataset to these objectives (``None``: each dataset's own), for
+            ablations such as contrastive-only (MiCo Table 7 rows l-n).
+    """
+
+    output_dir: str = REQUIRED
+    max_steps: int = 1000
+    learning_rate: float = 1e-4
+    lr_multipliers: dict = field(default_factory=dict)
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
+    max_grad_norm: float = 1.0
+    schedule: str = "linear"
+    warmup_steps: int = 0
+    seed: int = 0
+    logging_steps: int = 10
+    save_steps: int = 200
+    save_total_limit: int = 2
+    resume: bool | str = "auto"
+    mixed_precision: str = "no"
+    deepspeed: str | None = None
+    gradient_checkpointing: bool = False
+    torch_threads: int | None = None
+    objectives: list[str] | None = None
+
+
+@dataclass
+class PretrainConfig:
+    """A whole pretraining run (see the module docstring for the YAML shape)."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------- loading
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``hint``; convert only where no meaning is lost."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [o for o in typing.get_args(hint) if o is not type(None)]
+        if value is None:
+            if type(None) in typing.get_args(hint):
+                return None
+            raise PretrainConfigError(f"{key} may not be null")
+        errors = []
+        for option in options:
+            try:
+                return _coerce(value, option, key)
+            except PretrainConfigError as err:
+                errors.append(str(err))
+        raise PretrainConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {hint}")
+    if value == REQUIRED:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise PretrainConfigError(f"{key} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise PretrainConfigError(f"{key} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise PretrainConfigError(f"{key} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise PretrainConfigError(f"{key} must be a string, got {value!r}")
+    if origin is list or hint is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        items = [value] if isinstance(value, (str, Mapping)) else value
+        if not isinstance(items, Sequence):
+            raise PretrainConfigError(f"{key} must be a list, got {value!r}")
+        return [x if item is Any else _coerce(x, item, f"{key}[{i}]") for i, x in enumerate(items)]
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise PretrainConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    raise TypeError(f"unsupported config annotation {hint!r} for {key}")  # a bug in this module
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise PretrainConfigError(f"{prefix or 'the config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise PretrainConfigError(
+            f"unknown config key(s) {', '.join(where + k for k in unknown)}; known in "
+            f"{prefix or 'the top level'}: {', '.join(sorted(known))}"
+        )
+    return cls(
+        **{name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name) for name, value in data.items()}
+    )
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.max_steps=20"`` -> ``(["train", "max_steps"], 20)``; ``data.datasets.0.ratio=2`` indexes lists."""
+    if "=" not in text:
+        raise PretrainConfigError(f"override {text!r} must look like key=value (e.g. train.max_steps=10)")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not parts or any(not (p.isidentifier() or p.isdigit()) for p in parts):
+        raise PretrainConfigError(f"override {text!r}: {key!r} is not a dotted config key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise PretrainConfigError(f"override {text!r}: the value is not valid YAML ({err})") from None
+    return parts, value
+
+
+def _set(tree: Any, parts: list[str], value: Any, dotted: str) -> None:
+    node = tree
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise PretrainConfigError(f"cannot set {dotted}: {'.'.join(parts[:i])} has no item {part}")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+            continue
+        if not isinstance(node, dict):
+            raise PretrainConfigError(f"cannot set {dotted}: {'.'.join(parts[:i])} is not a section")
+        if last:
+            node[part] = value
+            continue
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+
+
+def _missing(obj: Any, prefix: str = "") -> list[str]:
+    out = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out += _missing(value, key + ".")
+        elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+            for i, item in enumerate(value):
+                out += _missing(item, f"{key}.{i}.")
+        elif value == REQUIRED:
+            out.append(key)
+    return out
+
+
+def _plain(data: Any) -> Any:
+    if isinstance(data, Mapping):
+        return {str(k): _plain(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_plain(v) for v in data]
+    return data
+
+
+def config_from_dict(
+    data: Mapping[str, Any], overrides: Sequence[str] = (), *, source: str = "config"
+) -> PretrainConfig:
+    """Build a :class:`PretrainConfig` from a mapping plus ``key=value`` overrides; check it."""
+    tree = _plain(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        _set(tree, parts, value, text.split("=", 1)[0])
+    try:
+        config = _build(PretrainConfig, tree, "")
+    except PretrainConfigError as err:
+        raise PretrainConfigError(f"{source}: {err}") from None
+    missing = _missing(config)
+    if missing:
+        raise PretrainConfigError(f"{source}: required value(s) not set: {', '.join(missing)}")
+    validate(config, source)
+    return config
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> PretrainConfig:
+    """Read a YAML config and apply ``key=value`` overrides; raises :class:`PretrainConfigError`.
+
+    Relative ``records``/``media_root`` paths stay relative to the working directory.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PretrainConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise PretrainConfigError(f"{path}: not valid YAML ({err})") from None
+    return config_from_dict(data, overrides, source=str(path))
+
+
+def validate(config: PretrainConfig, source: str = "config") -> None:
+    """Cross-field checks that types alone cannot express."""
+    from mico_chat.encoders import OBJECTIVES, parse_group
+
+    def fail(message: str) -> None:
+        raise PretrainConfigError(f"{source}: {message}")
+
+    if not config.data.datasets:
+        fail("data.datasets lists no dataset")
+    names = [d.name for d in config.data.datasets]
+    if len(set(names)) != len(names):
+        fail(f"dataset names repeat: {names}")
+    for i, spec in enumerate(config.data.datasets):
+        where = f"data.datasets.{i} ({spec.name})"
+        try:
+            group = parse_group(spec.group)
+        except ValueError as err:
+            fail(f"{where}.group: {err}")
+        if spec.ratio <= 0:
+            fail(f"{where}.ratio must be > 0, got {spec.ratio}")
+        bad = set(spec.objectives) - set(OBJECTIVES)
+        if bad or not spec.objectives:
+            fail(f"{where}.objectives must be a non-empty subset of {list(OBJECTIVES)}, got {spec.objectives}")
+        if "matching" in spec.objectives and "contrastive" not in spec.objectives:
+            fail(f"{where}: matching mines hard negatives from the contrastive similarities; add contrastive")
+        if not spec.captions:
+            fail(f"{where}.captions lists no caption kind")
+        if spec.cross_sample and (len(group) < 2 or len(spec.captions) != len(group)):
+            fail(f"{where}: cross_sample needs a group of 2+ modalities and one caption kind per modality")
+        if len(group) > 1 and config.model.init_from is None:
+            key = "+".join(m.value for m in group)
+            if key not in {"+".join(m.value for m in parse_group(g)) for g in config.model.fusion_groups}:
+                fail(f"{where}: group {key} needs model.fusion_groups to include it")
+    if train_objectives := config.train.objectives:
+        if set(train_objectives) - set(OBJECTIVES):
+            fail(f"train.objectives must be a subset of {list(OBJECTIVES)}, got {train_objectives}")
+        if "matching" in train_objectives and "contrastive" not in train_objectives:
+            fail("train.objectives: matching mines hard negatives from the contrastive similarities; add contrastive")
+        for spec in config.data.datasets:
+            if not set(spec.objectives) & set(train_objectives):
+                fail(f"dataset {spec.name} keeps no objective under train.objectives={train_objectives}")
+    for prefix, factor in config.train.lr_multipliers.items():
+        if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
+            fail(f"train.lr_multipliers.{prefix} must be a positive number, got {factor!r}")
+    if config.data.batch_size < 2:
+        fail("data.batch_size must be >= 2 (the contrastive loss needs negatives)")
+    train = config.train
+    if train.max_steps < 1:
+        fail("train.max_steps must be >= 1")
+    if train.schedule not in ("linear", "cosine"):
+        fail(f"train.schedule must be linear or cosine, got {train.schedule!r}")
+    if not 0 <= train.warmup_steps < train.max_steps:
+        fail(f"train.warmup_steps must be in [0, max_steps), got {train.warmup_steps}")
+    if train.mixed_precision not in ("no", "bf16", "fp16"):
+        fail(f"train.mixed_precision must be no, bf16 or fp16, got {train.mixed_precision!r}")
+    if isinstance(train.resume, str) and train.resume != "auto" and not Path(train.resume).is_dir():
+        fail(f"train.resume: {train.resume} is not a checkpoint folder")
+    if train.save_steps < 1 or train.logging_steps < 1 or train.save_total_limit < 1:
+        fail("train.save_steps, train.logging_steps and train.save_total_limit must be >= 1")
+    if config.eval.records is not None and config.eval.every < 1:
+        fail("eval.every must be >= 1")

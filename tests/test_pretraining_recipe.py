@@ -1,0 +1,196 @@
+"""The pretraining recipe: config loading, cached data, seeded mixture, checkpoints and exact resume."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mico_chat.encoders import MiCoEncoder
+from mico_chat.modality import Modality
+from mico_chat.preprocess import MediaSettings
+from mico_chat.pretraining import (
+    PretrainConfigError,
+    PretrainingMixture,
+    PretrainRecipe,
+    build_media_table,
+    config_from_dict,
+    load_config,
+)
+from pretrain_fixtures import TINY_RUN_ENCODER, make_av_world, tiny_bert_folder, tiny_run_config
+from tiny_pretraining import tiny_bert_tokenizer
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrain")
+    records = make_av_world(root / "world", 12, seed=0)
+    bert = tiny_bert_folder(root / "bert")
+    return root, records, bert
+
+
+# ------------------------------------------------------------------ config
+def test_config_yaml_overrides_and_errors(world, tmp_path):
+    root, records, bert = world
+    import yaml
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(tiny_run_config(records, bert, tmp_path / "out")))
+    config = load_config(path, ["train.max_steps=7", "data.datasets.1.ratio=3", "train.learning_rate=2e-4"])
+    assert config.train.max_steps == 7 and config.data.datasets[1].ratio == 3.0 and config.train.learning_rate == 2e-4
+    assert config.data.datasets[3].cross_sample and config.data.datasets[2].objectives == ["contrastive"]
+    with pytest.raises(PretrainConfigError, match="unknown config key.*train.max_step\\b"):
+        load_config(path, ["train.max_step=3"])
+    with pytest.raises(PretrainConfigError, match="train.max_steps must be an integer"):
+        load_config(path, ["train.max_steps=many"])
+    with pytest.raises(PretrainConfigError, match="no item 9"):
+        load_config(path, ["data.datasets.9.ratio=1"])
+    bad = tiny_run_config(records, bert, tmp_path / "out")
+    bad["data"]["datasets"][0]["objectives"] = ["matching"]
+    with pytest.raises(PretrainConfigError, match="add contrastive"):
+        config_from_dict(bad)
+    bad = tiny_run_config(records, bert, tmp_path / "out")
+    bad["model"]["fusion_groups"] = []
+    with pytest.raises(PretrainConfigError, match="fusion_groups"):
+        config_from_dict(bad)
+    bad = tiny_run_config(records, bert, tmp_path / "out")
+    del bad["train"]["output_dir"]
+    with pytest.raises(PretrainConfigError, match="required value.*train.output_dir"):
+        config_from_dict(bad)
+
+
+# ------------------------------------------------------------------ data
+def test_media_table_caches_and_skips_bad_records(world, tmp_path):
+    root, records, _ = world
+    from mico_chat.encoders import MiCoEncoderConfig
+
+    lines = records.read_text().splitlines()
+    broken = json.loads(lines[0])
+    broken["id"], broken["media"][0]["path"] = "missing", "media/nope.mp4"
+    bad_file = records.parent / "with_bad.jsonl"
+    bad_file.write_text("\n".join(lines[:5] + [json.dumps(broken), "{not json"]) + "\n")
+    enc = MiCoEncoderConfig(**TINY_RUN_ENCODER)
+    settings = MediaSettings(num_frames=2)
+    table = build_media_table(bad_file, ["video", "audio"], settings, enc, cache_dir=tmp_path, progress=False)
+    assert len(table) == 5 and table.tensors["video"].shape == (5, 2, 3, 16, 16)
+    assert table.tensors["audio"].shape == (5, 1, 32, 16) and table.tensors["video"].dtype == torch.float16
+    assert {why.split(":")[0] for _, why in table.skipped} >= {
+        "not valid JSON (Expecting property name enclosed in double quotes"
+    }
+    assert any("missing" in where for where, _ in table.skipped)
+    cached = list(tmp_path.glob("with_bad-audio+video-*.safetensors"))
+    assert len(cached) == 1
+    again = build_media_table(bad_file, ["audio", "video"], settings, enc, cache_dir=tmp_path, progress=False)
+    assert again.keys == table.keys and torch.equal(again.tensors["video"], table.tensors["video"])
+    with pytest.raises(PretrainConfigError, match="missing"):
+        build_media_table(bad_file, ["video"], settings, enc, strict=True, progress=False)
+
+
+def test_mixture_batches_are_seeded_and_cross_sampled(world, tmp_path):
+    root, records, bert = world
+    config = config_from_dict(tiny_run_config(records, bert, tmp_path / "out"))
+    from mico_chat.encoders import MiCoEncoderConfig
+
+    table = build_media_table(
+        records, ["video", "audio"], MediaSettings(num_frames=2), MiCoEncoderConfig(**TINY_RUN_ENCODER), progress=False
+    )
+    tok = tiny_bert_tokenizer()
+    mixture = PretrainingMixture(
+        [(s, table) for s in config.data.datasets],
+        tok,
+        batch_size=4,
+        max_text_length=24,
+        seed=3,
+        sampling_contexts=True,
+    )
+    first = [mixture.batch(step) for step in range(40)]
+    again = [mixture.batch(step) for step in range(40)]
+    for (i, a), (j, b) in zip(first, again):
+        assert (
+            i == j
+            and torch.equal(a.input_ids, b.input_ids)
+            and all(torch.equal(a.media[m], b.media[m]) for m in a.media)
+        )
+    assert {i for i, _ in first} == {0, 1, 2, 3}  # every dataset is drawn
+    index, cross = next((i, b) for i, b in first if i == 3)
+    texts = tok.batch_decode(cross.input_ids, skip_special_tokens=True)
+    assert all("beep" in t and "square" in t for t in texts)  # audio caption + vision caption
+    assert cross.group == (Modality.AUDIO, Modality.VIDEO) and cross.sampling_context.tolist() == [3] * 4
+    _, vision = next((i, b) for i, b in first if i == 1)
+    assert set(vision.media) == {"video"} and vision.objectives == ("contrastive", "matching", "generation")
+
+
+# ------------------------------------------------------------------ recipe
+def _run(records, bert, out, until=None, **train):
+    recipe = PretrainRecipe(config_from_dict(tiny_run_config(records, bert, out, **train)), progress=False)
+    recipe.setup()
+    recipe.train(until=until)
+    return recipe
+
+
+def test_recipe_trains_checkpoints_and_exports(world, tmp_path):
+    root, records, bert = world
+    recipe = _run(records, bert, tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "loss.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert all(r["loss"] > 0 and r["dataset"] in {"omni", "vision", "audio", "cross"} for r in rows)
+    assert [p.name for p in recipe.checkpoints()] == ["checkpoint-2", "checkpoint-4"]
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
+    model_dir, encoder_dir = recipe.export()
+    encoder = MiCoEncoder.from_pretrained(encoder_dir)
+    assert encoder.config.num_sampling_contexts == 0 and (encoder_dir / "media_settings.json").is_file()
+    assert json.loads((model_dir / "media_settings.json").read_text())["num_frames"] == 2
+    # The chat model takes the exported encoder as it is.
+    from mico_chat.builder import build_model
+    from tiny import tiny_llm, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    chat, _ = build_model(
+        tiny_llm(len(tok)),
+        tokenizer=tok,
+        encoder=encoder_dir,
+        connectors={"video": {"type": "linear", "tokens": "cls"}},
+    )
+    assert all(torch.equal(v, encoder.state_dict()[k]) for k, v in chat.encoder.state_dict().items())
+    with torch.no_grad():
+        assert chat.encode_media({"video": torch.randn(1, 2, 3, 16, 16)})[Modality.VIDEO].shape == (1, 2, 48)
+    with pytest.raises(PretrainConfigError, match="already has checkpoint-4"):
+        PretrainRecipe(
+            config_from_dict(tiny_run_config(records, bert, tmp_path / "run", resume=False)), progress=False
+        ).setup()
+
+
+def test_resume_continues_exactly(world, tmp_path):
+    root, records, bert = world
+    _run(records, bert, tmp_path / "a")  # uninterrupted
+    _run(records, bert, tmp_path / "b", until=3, save_steps=3)  # "interrupted" after step 3
+    resumed = _run(records, bert, tmp_path / "b", save_steps=3)
+    assert resumed.step == 4
+    a = load_file(str(tmp_path / "a" / "checkpoint-4" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "checkpoint-4" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log_a = [json.loads(x)["loss"] for x in (tmp_path / "a" / "loss.jsonl").read_text().splitlines()]
+    log_b = [json.loads(x)["loss"] for x in (tmp_path / "b" / "loss.jsonl").read_text().splitlines()]
+    assert log_a == log_b
+    with pytest.raises(PretrainConfigError, match="learning-rate schedule"):
+        _run(records, bert, tmp_path / "b", max_steps=8)
+
+
+def test_learning_rate_multipliers_and_freezing(world, tmp_path):
+    root, records, bert = world
+    config = tiny_run_config(records, bert, tmp_path / "lr")
+    config["model"]["freeze"] = ["text.embeddings", "text.encoder.layer.0."]
+    config["train"]["lr_multipliers"] = {"matching_head": 4, "matching_head.linear2": 10}
+    recipe = PretrainRecipe(config_from_dict(config), progress=False)
+    recipe.setup()
+    lr_of = {id(p): g["lr"] for g in recipe.optimizer.param_groups for p in g["params"]}
+    model = recipe.model
+    assert lr_of[id(model.matching_head.linear1.weight)] == pytest.approx(4e-3)
+    assert lr_of[id(model.matching_head.linear2.weight)] == pytest.approx(1e-2)  # the longest prefix wins
+    assert lr_of[id(model.text_head.weight)] == pytest.approx(1e-3)
+    assert id(model.text.embeddings.word_embeddings.weight) not in lr_of  # frozen: not optimised
+    decay = {id(p): g["weight_decay"] for g in recipe.optimizer.param_groups for p in g["params"]}
+    assert decay[id(model.matching_head.linear1.bias)] == 0.0 and decay[id(model.logit_scale)] == 0.0
+    config["train"]["lr_multipliers"] = {"no_such_module": 2}
+    with pytest.raises(PretrainConfigError, match="no_such_module"):
+        PretrainRecipe(config_from_dict(config), progress=False).setup()
