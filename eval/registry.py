@@ -35,6 +35,13 @@ def task_names() -> list[str]:
     return list(REGISTRY)
 
 
+def benchmark_names() -> list[str]:
+    """The generative benchmarks (``Benchmark`` subclasses: a ChatModel answers, official scoring)."""
+    from .benchmark import Benchmark
+
+    return [name for name in REGISTRY if issubclass(get_task(name), Benchmark)]
+
+
 def get_task(name: str) -> type[EvalTask]:
     """The class registered under ``name`` (``ValueError`` listing the known names otherwise)."""
     if name not in REGISTRY:

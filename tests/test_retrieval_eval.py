@@ -82,6 +82,15 @@ def test_eval_command_scores_and_rechecks_saved_matrices(trained, capsys):
         )
         == 2
     )
+    # Retrieval sits in the benchmark registry: listed, and re-scored by `eval score` like the others.
+    capsys.readouterr()
+    assert main(["eval", "list"]) == 0
+    assert "retrieval" in capsys.readouterr().out
+    assert main(["eval", "score", "retrieval", str(out)]) == 0
+    rescored = capsys.readouterr().out
+    for group in ("video", "audio+video"):
+        assert group in rescored
+    assert main(["eval", "score", "retrieval", str(root / "nothing-here")]) == 2
 
 
 def test_rerank_only_reorders_within_the_top_k(trained):

@@ -8,7 +8,7 @@ from fake_judge import FakeJudgeServer
 from mico_chat.eval.cache import PredictionCache
 from mico_chat.eval.items import DataError
 from mico_chat.eval.judges import JudgeConfig, build_judge
-from mico_chat.eval.registry import REGISTRY, get_task
+from mico_chat.eval.registry import benchmark_names, get_task
 from mico_chat.eval.runner import PREDICTIONS_FILE, evaluate
 
 
@@ -18,7 +18,7 @@ def judge_server():
         yield server
 
 
-@pytest.mark.parametrize("name", list(REGISTRY))
+@pytest.mark.parametrize("name", benchmark_names())
 def test_benchmark_end_to_end(name, tiny_chat, mini_data, judge_server, tmp_path):
     bench = get_task(name)()
     judge = None
