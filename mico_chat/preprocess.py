@@ -96,7 +96,10 @@ def _is_array(source: Source) -> bool:
 
 def _rgb_to_tensor(frames: np.ndarray | torch.Tensor, size: int, settings: MediaSettings) -> torch.Tensor:
     """``(T, H, W, 3)`` uint8 -> ``(T, 3, size, size)`` float32: short side to ``size``, centre crop, normalise."""
-    x = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else frames)
+    if isinstance(frames, np.ndarray):
+        # Decoded frames can be read-only views (e.g. a decoder's buffer); torch must not alias them.
+        frames = np.ascontiguousarray(frames) if frames.flags.writeable else np.array(frames, order="C")
+    x = torch.as_tensor(frames)
     if x.dim() != 4 or x.shape[-1] != 3:
         raise ValueError(f"expected (T, H, W, 3) RGB frames, got {tuple(x.shape)}")
     integer_pixels = not x.is_floating_point()  # uint8 frames; float frames are taken as [0, 1]
