@@ -59,6 +59,19 @@ def test_config_yaml_overrides_and_errors(world, tmp_path):
         config_from_dict(bad)
 
 
+def test_shipped_pretrain_configs_load_once_the_output_dir_is_set():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs/pretrain").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        assert f"mico-chat pretrain configs/pretrain/{path.name}" in path.read_text(), path  # launch command
+        with pytest.raises(PretrainConfigError, match=rf"{path.name}: required value\(s\) not set: train.output_dir"):
+            load_config(path)
+        config = load_config(path, ["train.output_dir=runs/x", "data.datasets.0.ratio=5"])
+        assert config.train.output_dir == "runs/x" and config.data.datasets[0].ratio == 5.0
+
+
 # ------------------------------------------------------------------ data
 def test_media_table_caches_and_skips_bad_records(world, tmp_path):
     root, records, _ = world

@@ -14,27 +14,21 @@ The YAML maps onto :class:`PretrainConfig` section by section (see ``configs/pre
 
 Overrides use dotted keys and YAML values: ``train.max_steps=20``, ``data.batch_size=8``,
 ``model.objectives=[contrastive]``. Unknown keys and wrong types fail naming the key.
-
-This module is deliberately self-contained: the staged-training library (``mico_chat.training``)
-has its own loader of the same shape; the two are meant to be unified.
+``???`` marks a value that must be set. The loading rules are those of
+:mod:`mico_chat.yamlconfig`, shared with staged training (``mico_chat.training.config``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from mico_chat import yamlconfig
 from mico_chat.errors import ConfigError
-
-REQUIRED = "???"
+from mico_chat.yamlconfig import REQUIRED, YamlConfig
 
 
 class PretrainConfigError(ConfigError):
@@ -198,7 +192,7 @@ class TrainSection:
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(YamlConfig):
     """A whole pretraining run (see the module docstring for the YAML shape)."""
 
     model: ModelSection = field(default_factory=ModelSection)
@@ -206,164 +200,20 @@ class PretrainConfig:
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
 
 # ---------------------------------------------------------------------------------------- loading
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``hint``; convert only where no meaning is lost."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [o for o in typing.get_args(hint) if o is not type(None)]
-        if value is None:
-            if type(None) in typing.get_args(hint):
-                return None
-            raise PretrainConfigError(f"{key} may not be null")
-        errors = []
-        for option in options:
-            try:
-                return _coerce(value, option, key)
-            except PretrainConfigError as err:
-                errors.append(str(err))
-        raise PretrainConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {hint}")
-    if value == REQUIRED:
-        return value
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise PretrainConfigError(f"{key} must be true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise PretrainConfigError(f"{key} must be an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise PretrainConfigError(f"{key} must be a number, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise PretrainConfigError(f"{key} must be a string, got {value!r}")
-    if origin is list or hint is list:
-        (item,) = typing.get_args(hint) or (Any,)
-        items = [value] if isinstance(value, (str, Mapping)) else value
-        if not isinstance(items, Sequence):
-            raise PretrainConfigError(f"{key} must be a list, got {value!r}")
-        return [x if item is Any else _coerce(x, item, f"{key}[{i}]") for i, x in enumerate(items)]
-    if origin is dict or hint is dict:
-        if not isinstance(value, Mapping):
-            raise PretrainConfigError(f"{key} must be a mapping, got {value!r}")
-        return dict(value)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key)
-    raise TypeError(f"unsupported config annotation {hint!r} for {key}")  # a bug in this module
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise PretrainConfigError(f"{prefix or 'the config'} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise PretrainConfigError(
-            f"unknown config key(s) {', '.join(where + k for k in unknown)}; known in "
-            f"{prefix or 'the top level'}: {', '.join(sorted(known))}"
-        )
-    return cls(
-        **{name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name) for name, value in data.items()}
-    )
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.max_steps=20"`` -> ``(["train", "max_steps"], 20)``; ``data.datasets.0.ratio=2`` indexes lists."""
-    if "=" not in text:
-        raise PretrainConfigError(f"override {text!r} must look like key=value (e.g. train.max_steps=10)")
-    key, raw = text.split("=", 1)
-    parts = key.strip().split(".")
-    if not parts or any(not (p.isidentifier() or p.isdigit()) for p in parts):
-        raise PretrainConfigError(f"override {text!r}: {key!r} is not a dotted config key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as err:
-        raise PretrainConfigError(f"override {text!r}: the value is not valid YAML ({err})") from None
-    return parts, value
-
-
-def _set(tree: Any, parts: list[str], value: Any, dotted: str) -> None:
-    node = tree
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise PretrainConfigError(f"cannot set {dotted}: {'.'.join(parts[:i])} has no item {part}")
-            if last:
-                node[int(part)] = value
-            else:
-                node = node[int(part)]
-            continue
-        if not isinstance(node, dict):
-            raise PretrainConfigError(f"cannot set {dotted}: {'.'.join(parts[:i])} is not a section")
-        if last:
-            node[part] = value
-            continue
-        if node.get(part) is None:
-            node[part] = {}
-        node = node[part]
-
-
-def _missing(obj: Any, prefix: str = "") -> list[str]:
-    out = []
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(value):
-            out += _missing(value, key + ".")
-        elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
-            for i, item in enumerate(value):
-                out += _missing(item, f"{key}.{i}.")
-        elif value == REQUIRED:
-            out.append(key)
-    return out
-
-
-def _plain(data: Any) -> Any:
-    if isinstance(data, Mapping):
-        return {str(k): _plain(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_plain(v) for v in data]
-    return data
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.max_steps=20"`` -> ``("train.max_steps", 20)``; ``data.datasets.0.ratio=2`` indexes lists."""
+    return yamlconfig.parse_override(text, PretrainConfigError)
 
 
 def config_from_dict(
     data: Mapping[str, Any], overrides: Sequence[str] = (), *, source: str = "config"
 ) -> PretrainConfig:
     """Build a :class:`PretrainConfig` from a mapping plus ``key=value`` overrides; check it."""
-    tree = _plain(data)
-    for text in overrides:
-        parts, value = parse_override(text)
-        _set(tree, parts, value, text.split("=", 1)[0])
-    try:
-        config = _build(PretrainConfig, tree, "")
-    except PretrainConfigError as err:
-        raise PretrainConfigError(f"{source}: {err}") from None
-    missing = _missing(config)
-    if missing:
-        raise PretrainConfigError(f"{source}: required value(s) not set: {', '.join(missing)}")
-    validate(config, source)
-    return config
+    return yamlconfig.build_config(
+        PretrainConfig, data, overrides, source=source, error=PretrainConfigError, validate=validate
+    )
 
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> PretrainConfig:
@@ -371,14 +221,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Pretr
 
     Relative ``records``/``media_root`` paths stay relative to the working directory.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise PretrainConfigError(f"{path}: no such config file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise PretrainConfigError(f"{path}: not valid YAML ({err})") from None
-    return config_from_dict(data, overrides, source=str(path))
+    return config_from_dict(yamlconfig.read_yaml(path, PretrainConfigError), overrides, source=str(path))
 
 
 def validate(config: PretrainConfig, source: str = "config") -> None:

@@ -13,25 +13,21 @@ file maps onto :class:`TrainConfig` section by section::
 Command-line overrides use dotted keys and YAML values: ``train.learning_rate=1e-4``,
 ``data.train=[a.jsonl,b.jsonl]``, ``model.llm=/models/vicuna-7b-v1.5``. A value of ``???`` in a
 shipped config marks what the user must set; loading fails with the key's name until it is.
-Unknown keys and wrong types fail the same way, naming the key (never silently ignored).
+Unknown keys and wrong types fail the same way, naming the key (never silently ignored). The
+loading rules are those of :mod:`mico_chat.yamlconfig`, shared with pretraining.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import yaml
+from mico_chat import yamlconfig
+from mico_chat.yamlconfig import REQUIRED, YamlConfig
 
 from .errors import TrainConfigError
-
-REQUIRED = "???"
 
 
 @dataclass
@@ -47,6 +43,8 @@ class StageSection:
             ``encoder.patch_embeddings.depth.*`` for a new input kind) made trainable on top of
             the stage's own.
     """
+
+    yaml_shorthand: ClassVar[str] = "name"  # `stage: stage1_align` names the stage
 
     name: str = REQUIRED
     modalities: list[str] | None = None
@@ -195,7 +193,7 @@ class TrainSection:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(YamlConfig):
     """A whole training run (see the module docstring for the YAML shape)."""
 
     stage: StageSection = field(default_factory=StageSection)
@@ -205,173 +203,23 @@ class TrainConfig:
     lora: LoraSection = field(default_factory=LoraSection)
     quantization: QuantizationSection = field(default_factory=QuantizationSection)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
 
 # ---------------------------------------------------------------------------------------- loading
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``hint``; convert only where no meaning is lost."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None:
-            if type(None) in options:
-                return None
-            raise TrainConfigError(f"{key} may not be null")
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, key)
-            except TrainConfigError as err:
-                errors.append(str(err))
-        raise TrainConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {hint}")
-    if value == REQUIRED:
-        return value  # checked after overrides are applied
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise TrainConfigError(f"{key} must be true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise TrainConfigError(f"{key} must be an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise TrainConfigError(f"{key} must be a number, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise TrainConfigError(f"{key} must be a string, got {value!r}")
-    if origin is list or hint is list:
-        (item,) = typing.get_args(hint) or (Any,)
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, Sequence):
-            raise TrainConfigError(f"{key} must be a list, got {value!r}")
-        return [x if item is Any else _coerce(x, item, f"{key}[{i}]") for i, x in enumerate(items)]
-    if origin is dict or hint is dict:
-        if not isinstance(value, Mapping):
-            raise TrainConfigError(f"{key} must be a mapping, got {value!r}")
-        return dict(value)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key)
-    raise TypeError(f"unsupported config annotation {hint!r} for {key}")  # a bug in this module
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    if cls is StageSection and isinstance(data, str):
-        data = {"name": data}
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise TrainConfigError(f"{prefix or 'the config'} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise TrainConfigError(
-            f"unknown config key(s) {', '.join(where + k for k in unknown)}; known in "
-            f"{prefix or 'the top level'}: {', '.join(sorted(known))}"
-        )
-    kwargs = {name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name) for name, value in data.items()}
-    return cls(**kwargs)
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if isinstance(child, str) and i == 0 and part == "stage":
-            child = {"name": child}  # "stage: x" shorthand, then stage.modalities=...
-        if child is None:
-            child = {}
-        if not isinstance(child, dict):
-            raise TrainConfigError(f"cannot set {dotted}: {'.'.join(parts[: i + 1])} is not a section")
-        node[part] = child
-        node = child
-    node[parts[-1]] = value
-
-
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"train.learning_rate=1e-4"`` -> ``("train.learning_rate", "1e-4")`` with the value read as YAML."""
-    if "=" not in text:
-        raise TrainConfigError(f"override {text!r} must look like key=value (e.g. train.max_steps=10)")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key or any(not part.isidentifier() for part in key.split(".")):
-        raise TrainConfigError(f"override {text!r}: {key!r} is not a dotted config key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as err:
-        raise TrainConfigError(f"override {text!r}: the value is not valid YAML ({err})") from None
-    return key, value
-
-
-def _missing(obj: Any, prefix: str = "") -> list[str]:
-    out = []
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(value):
-            out += _missing(value, key + ".")
-        elif value == REQUIRED or (isinstance(value, list) and REQUIRED in value):
-            out.append(key)
-    return out
+    """``"train.learning_rate=1e-4"`` -> ``("train.learning_rate", 1e-4)`` with the value read as YAML."""
+    return yamlconfig.parse_override(text, TrainConfigError)
 
 
 def config_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = (), *, source: str = "config") -> TrainConfig:
     """Build a :class:`TrainConfig` from a mapping plus ``key=value`` overrides; check it."""
-    tree = _plain(data)
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value)
-    try:
-        config = _build(TrainConfig, tree, "")
-    except TrainConfigError as err:
-        raise TrainConfigError(f"{source}: {err}") from None
-    missing = _missing(config)
-    if missing:
-        examples = " ".join(f"{k}=..." for k in missing)
-        raise TrainConfigError(
-            f"{source}: required value(s) not set: {', '.join(missing)} (add {examples} to the command)"
-        )
-    validate(config, source)
-    return config
-
-
-def _plain(data: Any) -> Any:
-    if isinstance(data, Mapping):
-        return {str(k): _plain(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_plain(v) for v in data]
-    return data
+    return yamlconfig.build_config(
+        TrainConfig, data, overrides, source=source, error=TrainConfigError, validate=validate
+    )
 
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a YAML config and apply ``key=value`` overrides; raises :class:`TrainConfigError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise TrainConfigError(f"{path}: no such config file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise TrainConfigError(f"{path}: not valid YAML ({err})") from None
-    return config_from_dict(data, overrides, source=str(path))
+    return config_from_dict(yamlconfig.read_yaml(path, TrainConfigError), overrides, source=str(path))
 
 
 def validate(config: TrainConfig, source: str = "config") -> None:
