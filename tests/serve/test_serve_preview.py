@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -46,9 +48,14 @@ def test_unusable_uploads_are_refused_with_the_reason(serve_media):
 
 def test_example_clips_are_generated_once_and_usable(tmp_path):
     examples = example_clips(tmp_path)
-    assert [e.kind for e in examples] == ["video", "video", "audio"] and all(e.question.endswith("?") for e in examples)
-    video, audio = probe(examples[0].path), probe(examples[2].path)
-    assert video.has_video and video.has_audio and abs(video.duration_s - 4.0) < 0.1
+    assert [e.kind for e in examples] == ["video", "video", "video", "audio"]
+    assert all(e.question and "<" not in e.question and e.answer for e in examples)
+    # The video examples are held-out synthetic-world clips; each answer is that clip's ground truth.
+    world = {w["id"]: w for w in map(json.loads, (tmp_path / "world" / "world.jsonl").read_text().splitlines())}
+    motion = examples[0]
+    assert motion.question.startswith("Which way does") and motion.answer == world[motion.path.stem]["scene"]["motion"]
+    video, audio = probe(examples[0].path), probe(examples[3].path)
+    assert video.has_video and video.has_audio and 2.0 <= video.duration_s <= 6.0
     assert audio.kind == "audio" and abs(audio.duration_s - 4.0) < 0.01
     stamp = examples[0].path.stat().st_mtime_ns
     example_clips(tmp_path)
