@@ -143,7 +143,9 @@ def _run(records, bert, out, until=None, **train):
 
 def test_recipe_trains_checkpoints_and_exports(world, tmp_path):
     root, records, bert = world
-    recipe = _run(records, bert, tmp_path / "run")
+    before = torch.get_num_threads()
+    recipe = _run(records, bert, tmp_path / "run", torch_threads=1 if before > 1 else 2)
+    assert torch.get_num_threads() == before  # train.torch_threads holds for the run only
     rows = [json.loads(line) for line in (tmp_path / "run" / "loss.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all(r["loss"] > 0 and r["dataset"] in {"omni", "vision", "audio", "cross"} for r in rows)

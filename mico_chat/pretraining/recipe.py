@@ -79,8 +79,6 @@ class PretrainRecipe:
         from accelerate.utils import DeepSpeedPlugin
 
         cfg = self.config
-        if cfg.train.torch_threads:
-            torch.set_num_threads(cfg.train.torch_threads)
         plugin = DeepSpeedPlugin(hf_ds_config=cfg.train.deepspeed) if cfg.train.deepspeed else None
         self.accelerator = Accelerator(
             mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available(), deepspeed_plugin=plugin
@@ -228,7 +226,20 @@ class PretrainRecipe:
     # ------------------------------------------------------------------ training
     def train(self, *, until: int | None = None) -> dict[str, float]:
         """Train to ``train.max_steps`` (or stop after step ``until``, saving a checkpoint there,
-        as an interrupted run would). Returns the mean losses of the last logging window."""
+        as an interrupted run would). Returns the mean losses of the last logging window.
+
+        ``train.torch_threads`` applies to this call only: the process's thread count is restored
+        afterwards, so later work in the same process (a pipeline's next stage, other tests) keeps
+        its own, and its results do not depend on what ran before it."""
+        before = torch.get_num_threads()
+        if self.config.train.torch_threads:
+            torch.set_num_threads(self.config.train.torch_threads)
+        try:
+            return self._train(until)
+        finally:
+            torch.set_num_threads(before)
+
+    def _train(self, until: int | None) -> dict[str, float]:
         cfg = self.config.train
         stop = cfg.max_steps if until is None else min(until, cfg.max_steps)
         model, device = self.model, self.accelerator.device

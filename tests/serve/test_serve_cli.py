@@ -88,7 +88,7 @@ def test_one_shot_chat_streams_to_stdout(tiny_folder, capsys):
 
 def start_command(args: list[str], timeout_s: float = 120.0) -> tuple[subprocess.Popen, str]:
     """Run ``mico-chat ARGS`` in its own session; return it with the URL it printed."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "mico_chat.cli", *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
@@ -111,6 +111,11 @@ def stop_with_ctrl_c(process: subprocess.Popen) -> int:
     process.send_signal(signal.SIGINT)
     try:
         return process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack: what holds it
+        time.sleep(2)
+        process.kill()
+        raise AssertionError("Ctrl-C did not stop the server within 30 s:\n" + process.stdout.read()[-6000:]) from None
     finally:
         if process.poll() is None:
             process.kill()
