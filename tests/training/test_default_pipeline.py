@@ -36,6 +36,7 @@ def tiny_overrides(root, llm, bert):
         "stage2.lora.r=4",
         "stage2.lora.alpha=8",
         "eval.general_qa_limit=2",
+        "export.dtype=float32",  # exact storage: the parity check below tests the delta reconstruction alone
     ]
 
 
@@ -86,10 +87,10 @@ def test_tiny_pipeline_end_to_end_then_skips(parts, tmp_path):
     assert spec["trained"] is True and spec["llm"] == str(llm) and spec["weights"] == "default.safetensors"
     assert spec["eval"]["synth"]["items"] == synth["data"]["items"] and spec["card"] == "default.md"
     exported = record["export"]
-    assert exported["deltas"] == 2 * 7 and exported["max_rank"] <= 4 + 1 and exported["max_abs_error"] < 1e-2
+    assert exported["deltas"] == 2 * 7 and exported["max_rank"] <= 4 + 1 and exported["max_abs_error"] < 1e-4
     card = (root / "preset" / "default.md").read_text()
     assert "| counting |" in card and "knows the synthetic world, not the real one" in card
-    # The preset loads back as the trained model (float16 storage: small differences only).
+    # The preset loads back as the trained model.
     trained = ChatModel.load(root / "stage2" / "model")
     shipped = ChatModel.load(str(root / "preset" / "default.json"))
     clip = root / "data" / "heldout" / "media" / "000"
@@ -98,7 +99,7 @@ def test_tiny_pipeline_end_to_end_then_skips(parts, tmp_path):
     with torch.no_grad():
         a = trained.model(**trained._inputs(messages)).logits
         b = shipped.model(**shipped._inputs(messages)).logits
-    assert torch.allclose(a, b, atol=2e-2), (a - b).abs().max()
+    assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
     # A second run finds every step complete.
     logs.clear()
     Pipeline(config, progress=False, log=logs.append).run()
