@@ -20,12 +20,11 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from ..benchmark import Benchmark, BenchmarkConfig
 from ..items import DataError, EvalItem, Prediction
 from ..judges import Judge
-from ..scores import ScoreReport
+from ..scores import ScoreReport, read_jsonl, write_jsonl
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "general_qa.jsonl"
 PREDICTIONS = "general_qa_predictions.jsonl"
@@ -87,31 +86,19 @@ class GeneralQA(Benchmark):
     def write_outputs(
         self, items: Sequence[EvalItem], predictions: Mapping[str, Prediction], out_dir: Path, *, judge: Judge | None = None
     ) -> Path:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / PREDICTIONS
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for item in items:
-                reply = predictions[item.id].text
-                row = {"id": item.id, "question": item.meta["question"], "answers": item.reference, "pred": reply,
-                       "correct": answer_found(reply, item.reference)}  # fmt: skip
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        tmp.replace(path)
+        rows = (
+            {"id": item.id, "question": item.meta["question"], "answers": item.reference, "pred": predictions[item.id].text,
+             "correct": answer_found(predictions[item.id].text, item.reference)}
+            for item in items
+        )  # fmt: skip
+        write_jsonl(out_dir / PREDICTIONS, rows)
         return out_dir
 
     def score(self, path: Path, *, judge: Judge | None = None) -> ScoreReport:
         path = Path(path)
         if path.is_dir():
             path = path / PREDICTIONS
-        if not path.is_file():
-            raise DataError(f"{path}: no such predictions file")
-        verdicts = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            try:
-                row: dict[str, Any] = json.loads(line)
-                verdicts.append(answer_found(str(row["pred"]), row["answers"]))
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise DataError(f"{path}: line {n} is not a prediction row ({err})") from None
+        verdicts = [answer_found(str(row["pred"]), row["answers"]) for row in read_jsonl(path, ["pred", "answers"])]
         report = ScoreReport(rules=dict(self.rules))
         report.metrics["accuracy"] = sum(verdicts) / len(verdicts) if verdicts else float("nan")
         report.counts = {"items": len(verdicts), "correct": sum(verdicts)}

@@ -35,7 +35,7 @@ from mico_chat.instruct_data.synth import judge as judge_answer
 from ..benchmark import Benchmark, BenchmarkConfig
 from ..items import DataError, EvalItem, MediaInput, Prediction
 from ..judges import Judge
-from ..scores import ScoreReport
+from ..scores import ScoreReport, read_jsonl, write_jsonl
 
 # The families the generator writes (instruct_data/synth/language.py FAMILIES), then the two
 # record kinds built from them; reports list them in this order.
@@ -168,23 +168,19 @@ class Synth(Benchmark):
     def write_outputs(
         self, items: Sequence[EvalItem], predictions: Mapping[str, Prediction], out_dir: Path, *, judge: Judge | None = None
     ) -> Path:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / PREDICTIONS
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for item in items:
-                reply = predictions[item.id].text
-                row = {"id": item.id, **item.meta, "question": item.prompt, "qa": item.reference, "pred": reply,
-                       "correct": judge_answer(reply, item.reference)}  # fmt: skip
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        tmp.replace(path)
+        rows = (
+            {"id": item.id, **item.meta, "question": item.prompt, "qa": item.reference, "pred": predictions[item.id].text,
+             "correct": judge_answer(predictions[item.id].text, item.reference)}
+            for item in items
+        )  # fmt: skip
+        write_jsonl(out_dir / PREDICTIONS, rows)
         return out_dir
 
     def score(self, path: Path, *, judge: Judge | None = None) -> ScoreReport:
         path = Path(path)
         if path.is_dir():
             path = path / PREDICTIONS
-        return score_rows(read_rows(path))
+        return score_rows(read_jsonl(path, ["id", "family", "qa", "pred"]))
 
     # ------------------------------------------------------------------ command line: --data is optional
     @classmethod
@@ -207,25 +203,6 @@ class Synth(Benchmark):
             args.data = heldout_world(out, n=args.n, seed=seed, size=args.size)
             print(f"held-out world: {args.data} ({args.n} clips, seed {seed})")
         return run_benchmark_cli(cls, args)
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a ``synth_predictions.jsonl`` (raises :class:`DataError` naming the file and line)."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such predictions file")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: line {n} is not JSON ({err})") from None
-        missing = [k for k in ("id", "family", "qa", "pred") if k not in row]
-        if missing:
-            raise DataError(f"{path}: line {n} lacks {missing}")
-        rows.append(row)
-    return rows
 
 
 def score_rows(rows: Sequence[Mapping[str, Any]]) -> ScoreReport:
