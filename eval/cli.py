@@ -2,6 +2,7 @@
 
     mico-chat eval list
     mico-chat eval mme --model default --data MME_Benchmark_release_version [--limit N] [--batch-size B]
+    mico-chat eval synth --model M                    # held-out synthetic world, per-family accuracy
     mico-chat eval msvd_qa --data MSVD_Zero_Shot_QA --judge openai:gpt-3.5-turbo --judge-base-url URL
     mico-chat eval score mme runs/eval/mme            # same scores as the run, from its files
     mico-chat eval mini data/mini                     # small local copies of every benchmark
@@ -77,9 +78,9 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--judge-cache", type=Path, help="verdict cache (JSONL; default: judge_cache.jsonl in the run folder)")
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, task: Any) -> None:
+def add_run_arguments(parser: argparse.ArgumentParser, task: Any, *, data_required: bool = True) -> None:
     """The options of ``mico-chat eval BENCH`` for a generative benchmark."""
-    parser.add_argument("--data", type=Path, required=True, help="the benchmark's data, in its official layout")
+    parser.add_argument("--data", type=Path, required=data_required, help="the benchmark's data, in its official layout")
     parser.add_argument("--model", default="default", help="preset name or saved model folder")
     parser.add_argument("--llm", help="for presets: use this local LLM folder")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/eval/BENCH); holds the prediction cache")

@@ -200,6 +200,23 @@ def build_clotho_aqa(items: Sequence[MiniItem], out: Path) -> Path:
     return out
 
 
+def build_synth(items: Sequence[MiniItem], out: Path) -> Path:
+    """A held-out synthetic world of one clip (its own generated media; ``items`` are not used)."""
+    from .benchmarks.synth import heldout_world
+
+    return heldout_world(out, n=1, seed=0, progress=False)
+
+
+def build_general_qa(items: Sequence[MiniItem], out: Path, *, n: int = 6) -> Path:
+    """The first ``n`` shipped general questions (text only; ``items`` are not used)."""
+    from .benchmarks.general_qa import DEFAULT_DATA
+
+    out.mkdir(parents=True, exist_ok=True)
+    lines = DEFAULT_DATA.read_text(encoding="utf-8").splitlines()[:n]
+    (out / "general_qa.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
 BUILDERS: Mapping[str, Callable[[Sequence[MiniItem], Path], Path]] = {
     "mme": build_mme,
     "mmbench": build_mmbench,
@@ -209,6 +226,8 @@ BUILDERS: Mapping[str, Callable[[Sequence[MiniItem], Path], Path]] = {
     "activitynet_qa": build_video_qa,
     "clotho_caption": build_clotho_caption,
     "clotho_aqa": build_clotho_aqa,
+    "synth": build_synth,
+    "general_qa": build_general_qa,
 }
 
 
@@ -387,6 +406,6 @@ def build_all(
     items = items or generated_items(out / "_media")
     paths = {}
     for name in names:
-        target = BUILDERS[name](items[name], out / name)
+        target = BUILDERS[name](items.get(name, ()), out / name)
         paths[name] = out / name if target.is_file() else target
     return paths

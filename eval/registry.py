@@ -27,6 +27,8 @@ REGISTRY: MappingProxyType[str, str] = MappingProxyType(
         "clotho_caption": "mico_chat.eval.benchmarks.clotho:ClothoCaption",
         "clotho_aqa": "mico_chat.eval.benchmarks.clotho:ClothoAQA",
         "retrieval": "mico_chat.eval.retrieval.task:Retrieval",
+        "synth": "mico_chat.eval.benchmarks.synth:Synth",
+        "general_qa": "mico_chat.eval.benchmarks.general_qa:GeneralQA",
     }
 )
 

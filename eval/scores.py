@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,3 +147,35 @@ def write_json(path: Path, payload: Any) -> Path:
     tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def write_jsonl(path: Path, rows: Any) -> Path:
+    """Write one JSON object per line, atomically (a crash never leaves half a predictions file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_jsonl(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of a JSONL file, each an object with the ``required`` keys (``DataError`` naming file and line)."""
+    from .items import DataError
+
+    if not path.is_file():
+        raise DataError(f"{path}: no such predictions file")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: line {n} is not JSON ({err})") from None
+        missing = [k for k in required if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise DataError(f"{path}: line {n} lacks {missing}")
+        rows.append(row)
+    return rows

@@ -130,7 +130,8 @@ class ChatModel:
         quantization: Literal["4bit", "8bit"] | None = None,
         device_map: str | dict[str, Any] | None = None,
     ) -> ChatModel:
-        """Load a preset (``default``, see :mod:`mico_chat.presets`) or a saved MiCo-Chat folder.
+        """Load a preset (``default``, see :mod:`mico_chat.presets`; or a preset ``.json`` file) or a
+        saved MiCo-Chat folder.
 
         Args:
             llm: for presets, replace the preset's LLM with this name or local folder (e.g. a
@@ -147,14 +148,14 @@ class ChatModel:
                 ``"auto"`` (fill the GPUs in order) or ``{"model.layers.0": 0, ...}``; the encoder
                 and connectors go to the device of the input embeddings.
         """
-        from .presets import PRESETS, load_preset  # deferred: presets pull in the weights machinery
+        from .presets import is_preset, load_preset  # deferred: presets pull in the weights machinery
 
         device_ = _pick_device(device)
         # LLM.int8 multiplies in float16 and logs a warning on every call given anything else.
         dtype_ = torch.float16 if quantization == "8bit" else _pick_dtype(dtype, device_)
         name = str(name_or_path)
         placement = llm_placement(quantization, device_map, device_, dtype_)
-        if name in PRESETS:
+        if is_preset(name):
             model, processor = load_preset(name, llm=llm, dtype=dtype_, auto_fetch=auto_fetch, llm_load_kwargs=placement)
         else:
             if llm is not None:

@@ -144,11 +144,16 @@ def _init_new_rows(model: MiCoChatForConditionalGeneration, first_new: int) -> N
             matrix[first_new:] = matrix[:first_new].mean(dim=0, keepdim=True)
 
 
+DELTA_A, DELTA_B = ".delta_a", ".delta_b"
+
+
 def load_extra_weights(model: MiCoChatForConditionalGeneration, path: str | os.PathLike) -> list[str]:
     """Load a safetensors file of model parameters on top of a built model; returns the keys loaded.
 
-    Every key must name an existing parameter or buffer of the same shape: a file meant for
-    another architecture raises instead of half-loading.
+    A key names a parameter or buffer, whose tensor replaces it, or is a low-rank delta pair
+    ``NAME.delta_b`` (out, r) and ``NAME.delta_a`` (r, in): ``NAME += delta_b @ delta_a`` (how a
+    LoRA-tuned LLM ships without its full weights). Every key must fit an existing tensor's name
+    and shape: a file meant for another architecture raises instead of half-loading.
     """
     from safetensors.torch import load_file
 
@@ -157,12 +162,25 @@ def load_extra_weights(model: MiCoChatForConditionalGeneration, path: str | os.P
         raise FileNotFoundError(f"{path}: weights file missing")
     tensors = load_file(path)
     own = model.state_dict()
-    unknown = sorted(k for k in tensors if k not in own)
+    deltas = {k[: -len(DELTA_A)] for k in tensors if k.endswith(DELTA_A)} | {k[: -len(DELTA_B)] for k in tensors if k.endswith(DELTA_B)}
+    full = {k: v for k, v in tensors.items() if not k.endswith((DELTA_A, DELTA_B))}
+    unknown = sorted(k for k in [*full, *deltas] if k not in own)
     if unknown:
         raise ValueError(f"{path}: {len(unknown)} tensors do not belong to this model, e.g. {unknown[:3]}")
-    wrong = [k for k, v in tensors.items() if tuple(v.shape) != tuple(own[k].shape)]
+    unpaired = sorted(k for k in deltas if k + DELTA_A not in tensors or k + DELTA_B not in tensors)
+    if unpaired:
+        raise ValueError(f"{path}: delta of {unpaired[0]} lacks its {DELTA_A} or {DELTA_B} half")
+    shapes = {**{k: tuple(v.shape) for k, v in full.items()},
+              **{k: (tensors[k + DELTA_B].shape[0], tensors[k + DELTA_A].shape[1]) for k in deltas}}  # fmt: skip
+    wrong = [k for k, shape in shapes.items() if shape != tuple(own[k].shape)]
     if wrong:
         k = wrong[0]
-        raise ValueError(f"{path}: {k} has shape {tuple(tensors[k].shape)}, the model has {tuple(own[k].shape)}")
-    model.load_state_dict(tensors, strict=False)
+        raise ValueError(f"{path}: {k} has shape {shapes[k]}, the model has {tuple(own[k].shape)}")
+    model.load_state_dict(full, strict=False)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in deltas:
+            weight = params[name]
+            delta = tensors[name + DELTA_B].float() @ tensors[name + DELTA_A].float()  # (out, r) @ (r, in)
+            weight.add_(delta.to(weight.device, weight.dtype))
     return sorted(tensors)

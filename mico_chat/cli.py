@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("mico_chat.eval.cli", "zero-shot benchmarks (MME, MMBench, Video-ChatGPT, video QA, Clotho, retrieval), re-scoring, lm-eval"),
     "serve": ("mico_chat.commands.serve", "web UI for chatting about video and audio (with the OpenAI-compatible API)"),
     "api": ("mico_chat.commands.api", "OpenAI-compatible HTTP API: /v1/chat/completions, /v1/models, /health"),
+    "pipeline": ("mico_chat.commands.pipeline", "train, evaluate and export a model end to end, resumably (configs/default/pipeline.yaml)"),
     "pretrain": ("mico_chat.commands.pretrain", "MiCo pretraining of the omni-modal encoder (YAML config + key=value overrides)"),
 }
 

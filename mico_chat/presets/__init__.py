@@ -2,8 +2,10 @@
 
 A preset names its LLM (a known fetchable name or a local folder), the encoder and connector
 configs, the media settings, and optionally a safetensors file (beside the JSON) with the
-weights the LLM does not provide: encoder, connectors and LLM deltas. Loading a preset builds the
-model with :func:`mico_chat.builder.build_model` and then loads those weights.
+weights the LLM does not provide: encoder, connectors and LLM deltas (low-rank factor pairs, see
+:func:`mico_chat.builder.load_extra_weights`). Loading a preset builds the model with
+:func:`mico_chat.builder.build_model` and then loads those weights. A preset JSON elsewhere (e.g.
+one :func:`mico_chat.presets.export.export_preset` wrote) loads by its path.
 """
 
 from __future__ import annotations
@@ -23,15 +25,30 @@ HERE = Path(__file__).parent
 PRESETS: Mapping[str, Path] = MappingProxyType({p.stem: p for p in sorted(HERE.glob("*.json"))})
 
 
-def read_preset(name: str) -> dict[str, Any]:
+def preset_file(name: str | os.PathLike) -> Path:
+    """The JSON file of a preset name, or ``name`` itself when it is a ``.json`` file."""
+    if str(name) in PRESETS:
+        return PRESETS[str(name)]
+    if str(name).endswith(".json") and Path(name).is_file():
+        return Path(name)
+    raise ConfigError(f"unknown preset {str(name)!r}; known: {', '.join(PRESETS)} (or a preset .json file)")
+
+
+def is_preset(name: str | os.PathLike) -> bool:
+    return str(name) in PRESETS or (str(name).endswith(".json") and Path(name).is_file())
+
+
+def read_preset(name: str | os.PathLike) -> dict[str, Any]:
     """The preset's JSON as a dict; an unknown name raises :class:`ConfigError`."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
-    return json.loads(PRESETS[name].read_text())
+    path = preset_file(name)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from None
 
 
 def load_preset(
-    name: str,
+    name: str | os.PathLike,
     *,
     llm: str | os.PathLike | None = None,
     dtype: torch.dtype = torch.float32,
@@ -63,5 +80,5 @@ def load_preset(
     if spec.get("weights"):
         if llm is not None:
             raise ValueError(f"preset {name!r} ships weights trained with {spec['llm']}; they do not fit {llm_name}")
-        load_extra_weights(model, HERE / spec["weights"])
+        load_extra_weights(model, preset_file(name).parent / spec["weights"])
     return model, processor

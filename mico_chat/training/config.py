@@ -60,7 +60,9 @@ class ModelSection:
         init_from: a saved MiCo-Chat folder (e.g. stage 1's exported model); when set it is
             used instead of ``preset``.
         llm: replace the preset's LLM with this local Hugging Face folder or known name.
-        encoder: overrides of the preset's encoder config (e.g. ``{preset: large}``).
+        encoder: overrides of the preset's encoder config (e.g. ``{preset: large}``), or
+            ``{pretrained: FOLDER}``: the encoder a ``mico-chat pretrain`` run exported (its
+            ``encoder/`` folder), config and weights, instead of the preset's encoder.
         connectors: overrides of the preset's connector configs, per modality.
         encoder_weights: a safetensors file of pretrained encoder weights (names with or without
             the ``encoder.`` prefix) loaded after building.

@@ -288,10 +288,17 @@ class TrainRecipe:
         connectors = {**(spec.get("connectors") or {})}
         for modality, override in cfg.connectors.items():
             connectors[modality] = {**connectors.get(modality, {}), **override}
+        if "pretrained" in cfg.encoder:
+            # The preset's connectors are a menu: keep those of the modalities the pretrained encoder reads.
+            from mico_chat.encoders import MiCoEncoderConfig
+
+            reads = set(MiCoEncoderConfig.from_pretrained(cfg.encoder["pretrained"]).modalities)
+            connectors = {m: c for m, c in connectors.items() if m in reads}
         model, processor = build_model(
             llm,
             tokenizer=tokenizer,
-            encoder={**spec["encoder"], **cfg.encoder},
+            # A pretrained encoder folder brings its own config: the preset's shape does not apply.
+            encoder=cfg.encoder if "pretrained" in cfg.encoder else {**spec["encoder"], **cfg.encoder},
             connectors=connectors,
             chat_template=spec.get("chat_template", "llm"),
             settings=MediaSettings.from_dict(spec.get("media_settings", {})),

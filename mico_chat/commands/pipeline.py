@@ -1,0 +1,340 @@
+"""``mico-chat pipeline CONFIG.yaml [--tiny] [key=value ...]``: train, check and export a model end to end.
+
+    mico-chat pipeline configs/default/pipeline.yaml                    # the embedded default
+    mico-chat pipeline configs/default/pipeline.yaml --tiny output_dir=runs/default-tiny
+
+Steps, each skipped when its output is complete, so re-running after a kill continues (training
+steps resume from their newest checkpoint)::
+
+    worlds     OUT/data/train, OUT/data/heldout        mico-chat data synth
+    pretrain   OUT/pretrain/encoder                    mico-chat pretrain  (MiCo encoder)
+    stage1     OUT/stage1/model                        mico-chat train     (connectors on captions)
+    stage2     OUT/stage2/model                        mico-chat train     (LoRA on instructions)
+    eval       OUT/eval/{synth,general_qa,general_qa_base}/results.json   mico-chat eval
+    export     OUT/preset/<name>.{json,safetensors,md}
+
+Each step runs the same code as its own command, on a config resolved into ``OUT/configs/``; the
+wall time of every step goes to ``OUT/pipeline.json``. Overrides: pipeline keys
+(``worlds.train.n=200``) or a step's config keys behind the step's name
+(``pretrain.train.max_steps=50``, ``stage2.lora.r=16``).
+
+Why a command and not a shell script: the steps need the resolved paths of the earlier ones, a
+completeness check each, and the same override syntax as ``mico-chat train``; and it runs the same
+on every platform the package installs on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+STEPS_ORDER = ("worlds", "pretrain", "stage1", "stage2", "eval", "export")
+STEP_CONFIGS = ("pretrain", "stage1", "stage2")
+
+# A smoke run: a few clips, two optimisation steps per stage, a few questions.
+TINY = (
+    "worlds.train.n=6",
+    "worlds.heldout.n=2",
+    "pretrain.train.max_steps=2",
+    "pretrain.train.save_steps=1",
+    "pretrain.train.warmup_steps=0",
+    "pretrain.data.batch_size=4",
+    "pretrain.eval.records=null",
+    "stage1.train.max_steps=2",
+    "stage1.train.save_steps=1",
+    "stage1.train.per_device_train_batch_size=2",
+    "stage1.train.logging_steps=1",
+    "stage2.train.max_steps=2",
+    "stage2.train.save_steps=1",
+    "stage2.train.per_device_train_batch_size=2",
+    "stage2.train.gradient_accumulation_steps=1",
+    "stage2.train.logging_steps=1",
+    "eval.general_qa_limit=8",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="pipeline YAML, e.g. configs/default/pipeline.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. worlds.train.n=200 stage1.train.max_steps=50")
+    parser.add_argument("--tiny", action="store_true", help="smoke run: a few clips, two steps per stage (before your overrides)")
+    parser.add_argument("--only", help="comma-separated steps to run (default: all): " + ", ".join(STEPS_ORDER))
+    parser.add_argument("--print-config", action="store_true", help="print the resolved pipeline config and exit")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+# ---------------------------------------------------------------------- config
+def load_pipeline_config(path: str | Path, overrides: Sequence[str] = (), *, tiny: bool = False) -> dict[str, Any]:
+    """The pipeline YAML with ``--tiny`` and ``key=value`` overrides applied.
+
+    ``pretrain.K=V`` / ``stage1.K=V`` / ``stage2.K=V`` (K not ``config`` or ``overrides``) are appended
+    to that step's ``overrides`` list; anything else sets a pipeline key.
+    """
+    from mico_chat.training.config import parse_override
+    from mico_chat.training.errors import TrainConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise TrainConfigError(f"{path}: no such pipeline config")
+    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for section in ("worlds", "eval", "export", *STEP_CONFIGS):
+        if not isinstance(config.get(section), dict):
+            raise TrainConfigError(f"{path}: section {section!r} missing or not a mapping")
+    for text in (*(TINY if tiny else ()), *overrides):
+        key, value = parse_override(text)
+        step, _, rest = key.partition(".")
+        if step in STEP_CONFIGS and rest and rest not in ("config", "overrides"):
+            config[step].setdefault("overrides", []).append(f"{rest}={text.split('=', 1)[1]}")
+            continue
+        node = config
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise TrainConfigError(f"override {text!r}: {part!r} is not a section of {path}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise TrainConfigError(f"override {text!r}: {path} has no key {key!r}")
+        node[parts[-1]] = value
+    return config
+
+
+# ---------------------------------------------------------------------- steps
+class Pipeline:
+    """The steps of one pipeline run over ``config`` (see the module docstring)."""
+
+    def __init__(self, config: dict[str, Any], *, progress: bool = True, log: Callable[[str], None] = print):
+        self.config = config
+        self.out = Path(config["output_dir"])
+        self.progress = progress
+        self.log = log
+        self.record_path = self.out / "pipeline.json"
+        self.record: dict[str, Any] = json.loads(self.record_path.read_text()) if self.record_path.is_file() else {}
+        self.record.setdefault("steps", {})
+
+    # paths
+    def world(self, split: str) -> Path:
+        return self.out / "data" / split
+
+    @property
+    def encoder_dir(self) -> Path:
+        return self.out / "pretrain" / "encoder"
+
+    def stage_model(self, stage: str) -> Path:
+        return self.out / stage / "model"
+
+    def eval_dir(self, name: str) -> Path:
+        return self.out / "eval" / name
+
+    @property
+    def preset_dir(self) -> Path:
+        return self.out / "preset"
+
+    def run(self, only: Sequence[str] | None = None) -> dict[str, Any]:
+        """Run every step (or ``only`` those), skipping complete ones; returns the run record."""
+        unknown = sorted(set(only or ()) - set(STEPS_ORDER))
+        if unknown:
+            raise ValueError(f"unknown step(s) {unknown}; steps: {', '.join(STEPS_ORDER)}")
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "configs").mkdir(exist_ok=True)
+        (self.out / "configs" / "pipeline.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
+        for name in STEPS_ORDER:
+            if only and name not in only:
+                continue
+            step = getattr(self, f"step_{name}")
+            started = time.perf_counter()
+            done = step()
+            seconds = round(time.perf_counter() - started, 2)
+            entry = self.record["steps"].setdefault(name, {})
+            if done == "skipped":
+                self.log(f"[{name}] complete, skipped")
+                entry["last"] = "skipped"
+            else:
+                self.log(f"[{name}] done in {seconds:.1f} s")
+                entry.update(last="ran", seconds=seconds, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+            self._save_record()
+        return self.record
+
+    def _save_record(self) -> None:
+        from mico_chat.training.reports import write_json
+
+        write_json(self.record_path, self.record)
+
+    def step_worlds(self) -> str:
+        from mico_chat.instruct_data.synth import WorldConfig, generate_world
+        from mico_chat.instruct_data.synth.scene import SceneConfig
+
+        worlds = self.config["worlds"]
+        ran = False
+        for split, key in (("train", "train"), ("heldout", "heldout")):
+            spec, folder = worlds[key], self.world(split)
+            summary = folder / "summary.json"
+            wanted = (split, spec["seed"], spec["n"], worlds["size"])
+            if summary.is_file() and (folder / "records.jsonl").is_file():
+                saved = json.loads(summary.read_text())
+                if (saved["split"], saved["seed"], saved["n"], saved["size"]) == wanted:
+                    continue
+            # Speech off: the world must not depend on whether espeak-ng happens to be installed.
+            config = WorldConfig(scene=SceneConfig(size=worlds["size"]), speech="off")
+            generate_world(folder, spec["n"], seed=spec["seed"], split=split, config=config, progress=self.progress)
+            ran = True
+        return "ran" if ran else "skipped"
+
+    def step_pretrain(self) -> str:
+        if (self.encoder_dir / "config.json").is_file():
+            return "skipped"
+        from mico_chat.commands import pretrain
+
+        spec = self.config["pretrain"]
+        raw = yaml.safe_load(Path(spec["config"]).read_text(encoding="utf-8"))
+        captions = str(self.world("train") / "captions.jsonl")
+        for dataset in raw.get("data", {}).get("datasets", []):
+            dataset["records"] = captions  # every dataset of the recipe reads this run's world
+        raw.setdefault("eval", {})["records"] = str(self.world("heldout") / "captions.jsonl")
+        raw.setdefault("data", {})["cache_dir"] = str(self.out / "cache")
+        raw.setdefault("train", {})["output_dir"] = str(self.out / "pretrain")
+        resolved = self.out / "configs" / "pretrain.yaml"
+        resolved.write_text(f"# resolved from {spec['config']} by mico-chat pipeline\n" + yaml.safe_dump(raw, sort_keys=False))
+        args = argparse.Namespace(config=str(resolved), overrides=list(spec.get("overrides") or []),
+                                  no_progress=not self.progress, print_config=False)  # fmt: skip
+        _check(pretrain.run(args), "pretrain")
+        return "ran"
+
+    def _train(self, stage: str, overrides: list[str]) -> str:
+        if (self.stage_model(stage) / "config.json").is_file():
+            return "skipped"
+        from mico_chat.commands import train
+
+        spec = self.config[stage]
+        args = argparse.Namespace(config=spec["config"], overrides=[*overrides, *(spec.get("overrides") or [])],
+                                  print_config=False, no_progress=not self.progress)  # fmt: skip
+        _check(train.run(args), stage)
+        return "ran"
+
+    def step_stage1(self) -> str:
+        overrides = [
+            f"data.train=[{self.world('train') / 'captions.jsonl'}]",
+            f"train.output_dir={self.out / 'stage1'}",
+            f"model.encoder={{pretrained: {self.encoder_dir}}}",
+        ]
+        if self.config.get("llm"):
+            overrides.append(f"model.llm={self.config['llm']}")
+        return self._train("stage1", overrides)
+
+    def step_stage2(self) -> str:
+        overrides = [
+            f"data.train=[{self.world('train') / 'records.jsonl'}]",
+            f"train.output_dir={self.out / 'stage2'}",
+            f"model.init_from={self.stage_model('stage1')}",
+        ]
+        return self._train("stage2", overrides)
+
+    def step_eval(self) -> str:
+        from mico_chat.api import ChatModel
+        from mico_chat.eval.benchmarks.general_qa import DEFAULT_DATA, GeneralQA
+        from mico_chat.eval.benchmarks.synth import Synth
+        from mico_chat.eval.runner import evaluate
+
+        ev = self.config["eval"]
+        runs = [("synth", Synth(), self.world("heldout"), ev.get("synth_limit"), self.stage_model("stage2")),
+                ("general_qa", GeneralQA(), DEFAULT_DATA, ev.get("general_qa_limit"), self.stage_model("stage2"))]  # fmt: skip
+        if ev.get("baseline", True):
+            runs.append(("general_qa_base", GeneralQA(), DEFAULT_DATA, ev.get("general_qa_limit"), "default"))
+        todo = [r for r in runs if not (self.eval_dir(r[0]) / "results.json").is_file()]
+        if not todo:
+            return "skipped"
+        chats: dict[str, ChatModel] = {}
+        for name, bench, data, limit, model in todo:
+            if str(model) not in chats:
+                chats[str(model)] = ChatModel.load(model, llm=self.config.get("llm") if model == "default" else None)
+            result = evaluate(bench, chats[str(model)], data=Path(data), out=self.eval_dir(name), limit=limit,
+                              batch_size=int(ev.get("batch_size", 8)), progress=self.progress)  # fmt: skip
+            self.log(f"== {name}\n{result.report.summary()}")
+        return "ran"
+
+    def step_export(self) -> str:
+        from mico_chat.presets.export import export_preset
+
+        exp = self.config["export"]
+        name = exp.get("name", "default")
+        if (self.preset_dir / f"{name}.json").is_file() and (self.preset_dir / f"{name}.safetensors").is_file():
+            return "skipped"
+        results = self.eval_results()
+        llm = self.config.get("llm") or "smollm2-135m-instruct"
+        summary = export_preset(
+            self.stage_model("stage2"), self.preset_dir, name=name, llm=llm, dtype=exp.get("dtype", "float16"),
+            description=f"MiCo-Chat default trained by `mico-chat pipeline` ({self.out}); see {name}.md",
+            extra={"eval": results},
+        )  # fmt: skip
+        template = exp.get("card_template")
+        if template:
+            card = model_card(Path(template).read_text(encoding="utf-8"), self, name, llm, summary.size_bytes, results)
+            (self.preset_dir / f"{name}.md").write_text(card, encoding="utf-8")
+            spec = json.loads(summary.preset.read_text())
+            spec["card"] = f"{name}.md"
+            summary.preset.write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+        self.record["export"] = {**summary.to_dict(), "card": str(self.preset_dir / f"{name}.md") if template else None}
+        self.log(f"exported {summary.preset} ({summary.size_bytes / 1e6:.1f} MB, {summary.deltas} low-rank deltas, "
+                 f"max error {summary.max_abs_error:.2g})")  # fmt: skip
+        return "ran"
+
+    def eval_results(self) -> dict[str, Any]:
+        """``{run: {metric: value}}`` from the eval step's results files (those that exist)."""
+        out = {}
+        for name in ("synth", "general_qa", "general_qa_base"):
+            path = self.eval_dir(name) / "results.json"
+            if path.is_file():
+                payload = json.loads(path.read_text())
+                out[name] = {**payload["scores"]["metrics"], "items": payload["data"]["items"]}
+        return out
+
+
+
+def _check(code: int, step: str) -> None:
+    if code != 0:
+        raise RuntimeError(f"pipeline step {step} failed (exit code {code})")
+
+
+def model_card(template: str, pipeline: Pipeline, name: str, llm: str, size_bytes: int, results: dict[str, Any]) -> str:
+    """The card ``template`` (``str.format`` fields) filled from the run's config, records and results."""
+    worlds = pipeline.config["worlds"]
+    train_summary = pipeline.world("train") / "summary.json"
+    records = json.loads(train_summary.read_text())["records"] if train_summary.is_file() else "?"
+    synth = results.get("synth", {})
+    rows = ["| family | accuracy |", "|---|---|"]
+    rows += [f"| {k} | {v:.3f} |" for k, v in synth.items() if k != "items" and v is not None]
+    steps = []
+    for step, entry in pipeline.record["steps"].items():
+        seconds = entry.get("seconds")
+        steps.append(f"- {step}: {seconds:.0f} s" if seconds is not None else f"- {step}")
+    for stage in STEP_CONFIGS:
+        spec = pipeline.config[stage]
+        steps.append(f"- {stage} config: `{spec['config']}` overrides {spec.get('overrides') or []}")
+
+    def acc(run: str) -> str:
+        r = results.get(run)
+        return f"{r['accuracy']:.3f} ({round(r['accuracy'] * r['items'])}/{r['items']})" if r else "not measured"
+
+    return template.format(
+        name=name, llm=llm, size_mb=size_bytes / 1e6, size=worlds["size"], train_n=worlds["train"]["n"],
+        train_seed=worlds["train"]["seed"], heldout_n=worlds["heldout"]["n"], heldout_seed=worlds["heldout"]["seed"],
+        train_records=records, steps="\n".join(steps), synth_table="\n".join(rows),
+        general_items=results.get("general_qa", {}).get("items", "?"), general_acc=acc("general_qa"),
+        baseline_acc=acc("general_qa_base"),
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    config = load_pipeline_config(args.config, args.overrides, tiny=args.tiny)
+    if args.print_config:
+        print(yaml.safe_dump(config, sort_keys=False), end="")
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    record = Pipeline(config, progress=not args.no_progress).run(args.only.split(",") if args.only else None)
+    print(json.dumps(record["steps"], indent=2))
+    return 0
