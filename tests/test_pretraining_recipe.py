@@ -209,3 +209,17 @@ def test_learning_rate_multipliers_and_freezing(world, tmp_path):
     config["train"]["lr_multipliers"] = {"no_such_module": 2}
     with pytest.raises(PretrainConfigError, match="no_such_module"):
         PretrainRecipe(config_from_dict(config), progress=False).setup()
+
+
+def test_retrieval_plot_compares_runs_over_steps(tmp_path):
+    from mico_chat.pretraining.plots import plot_retrieval
+
+    def row(step, r5):
+        metrics = {"text_to_item": {"R@1": r5 / 4, "R@5": r5, "R@10": r5 * 2}}
+        return json.dumps({"step": step, "video": metrics, "audio": metrics})
+
+    (tmp_path / "a.jsonl").write_text("\n".join(row(s, s / 10) for s in (100, 200)) + "\n")
+    (tmp_path / "b.jsonl").write_text(row(100, 3.0) + "\n")
+    out = plot_retrieval({"full": tmp_path / "a.jsonl", "contrastive": tmp_path / "b.jsonl"}, tmp_path / "r.png")
+    assert out.stat().st_size > 1000
+    assert plot_retrieval({"none": tmp_path / "missing.jsonl"}, tmp_path / "n.png") is None

@@ -63,3 +63,37 @@ def plot_losses(
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_retrieval(runs: dict[str, str | os.PathLike], out: str | os.PathLike, *, metric: str = "R@5") -> Path | None:
+    """Held-out text-to-item retrieval over training steps, one panel per query group.
+
+    ``runs`` maps a label to a run's ``eval.jsonl`` (written every ``eval.every`` steps), e.g. the
+    full MiCo objective against contrastive-only. Returns the PNG path, or None when no run has
+    evaluations yet.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {label: read_loss_log(p) for label, p in runs.items()}  # same JSONL reader
+    groups = sorted({g for rows in series.values() for row in rows for g in row if g != "step"})
+    if not groups:
+        return None
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.2), squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        for label, rows in series.items():
+            points = [(r["step"], r[group]["text_to_item"][metric]) for r in rows if group in r]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=label)
+        ax.set_title(f"text -> {group}, held-out {metric} (%)")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
