@@ -61,21 +61,24 @@ class BackgroundServer:
 def serve_until_interrupted(app, host: str, port: int, banner: Callable[[str], str], on_stop: Callable[[], None]) -> int:
     """Start ``app``, print ``banner(url)``, block until Ctrl-C or SIGTERM (or the server dies), clean up.
 
-    Called from a program's main thread (it sets a SIGTERM handler for its duration, so service
-    managers stop the server as cleanly as Ctrl-C does).
+    Called from a program's main thread. It handles SIGINT and SIGTERM itself for its duration:
+    service managers stop the server as cleanly as Ctrl-C does, and Ctrl-C works even where the
+    process was started with SIGINT ignored (a shell starts background jobs that way, and Python
+    then never raises KeyboardInterrupt).
     """
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    server = BackgroundServer(app, host, port, log_level="warning").start()
-    print(banner(server.url), flush=True)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while server.thread.is_alive() and not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
+        server = BackgroundServer(app, host, port, log_level="warning").start()
+        print(banner(server.url), flush=True)
+        try:
+            while server.thread.is_alive() and not stop.wait(0.5):
+                pass
+        finally:
+            print("stopping...", flush=True)
+            server.stop()
+            on_stop()
     finally:
-        print("stopping...", flush=True)
-        server.stop()
-        on_stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
