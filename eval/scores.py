@@ -160,12 +160,15 @@ def write_jsonl(path: Path, rows: Any) -> Path:
     return path
 
 
-def read_jsonl(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:
-    """The rows of a JSONL file, each an object with the ``required`` keys (``DataError`` naming file and line)."""
+def read_jsonl(path: Path, required: Sequence[str], *, what: str = "predictions") -> list[dict[str, Any]]:
+    """The rows of a JSONL file, each an object with the ``required`` keys (``DataError`` naming file and line).
+
+    ``what`` names the file's role in the error for a missing file ("no such predictions file").
+    """
     from .items import DataError
 
     if not path.is_file():
-        raise DataError(f"{path}: no such predictions file")
+        raise DataError(f"{path}: no such {what} file")
     rows = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():

@@ -57,20 +57,10 @@ class GeneralQA(Benchmark):
 
     def load(self, data: Path) -> list[EvalItem]:
         path = _data_file(Path(data))
-        if not path.is_file():
-            raise DataError(f"{path}: no such questions file")
         items = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}: line {n} is not JSON ({err})") from None
-            if not isinstance(row, dict) or not {"id", "question", "answers"} <= set(row):
-                raise DataError(f"{path}: line {n} needs id, question and answers")
+        for n, row in enumerate(read_jsonl(path, ["id", "question", "answers"], what="questions"), start=1):
             if not isinstance(row["answers"], list) or not row["answers"]:
-                raise DataError(f"{path}: line {n}: answers must be a non-empty list")
+                raise DataError(f"{path}: question {n} ({row['id']}): answers must be a non-empty list")
             items.append(
                 EvalItem(
                     id=str(row["id"]),

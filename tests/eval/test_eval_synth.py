@@ -103,5 +103,10 @@ def test_general_qa_matching_and_items(tmp_path):
     assert len(items) >= 50 and all(i.prompt.endswith(" Answer in a few words.") for i in items)
     bad = tmp_path / "q.jsonl"
     bad.write_text('{"id": 1, "question": "x"}\n')
-    with pytest.raises(DataError, match="q.jsonl: line 1 needs id, question and answers"):
+    with pytest.raises(DataError, match=r"q.jsonl: line 1 lacks \['answers'\]"):
         GeneralQA().load(bad)
+    bad.write_text('{"id": 1, "question": "x", "answers": []}\n')
+    with pytest.raises(DataError, match=r"q.jsonl: question 1 \(1\): answers must be a non-empty list"):
+        GeneralQA().load(bad)
+    with pytest.raises(DataError, match="no such questions file"):
+        GeneralQA().load(tmp_path / "missing.jsonl")
