@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from transformers import PreTrainedConfig
+from transformers import AutoConfig, PreTrainedConfig
 
 from mico_chat.modality import INPUT_KINDS, MediaLayout, Modality
 
@@ -119,3 +119,7 @@ class MiCoEncoderConfig(PreTrainedConfig):
             raise ValueError(f"{modality} item has {num_segments} segments; this encoder allows 1..{self.max_segments}")
         grid_h, grid_w = self.grid(modality.input_kind)
         return MediaLayout(num_segments=num_segments, grid_h=grid_h, grid_w=grid_w)
+
+
+# Auto classes (AutoConfig, and AutoTokenizer reading a saved folder) know this model type.
+AutoConfig.register(MiCoEncoderConfig.model_type, MiCoEncoderConfig, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from transformers import PreTrainedConfig
+from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from mico_chat.modality import Modality
@@ -102,3 +102,7 @@ class MiCoPretrainingConfig(PreTrainedConfig):
     @property
     def initial_logit_scale(self) -> float:
         return math.log(1.0 / self.temperature)
+
+
+# Auto classes (AutoConfig, and AutoTokenizer reading a saved folder) know this model type.
+AutoConfig.register(MiCoPretrainingConfig.model_type, MiCoPretrainingConfig, exist_ok=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from transformers import PreTrainedConfig
+from transformers import AutoConfig, PreTrainedConfig
 
 
 class MiCoTextConfig(PreTrainedConfig):
@@ -72,3 +72,7 @@ class MiCoTextConfig(PreTrainedConfig):
             "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id",
         )  # fmt: skip
         return cls(**{**{k: data[k] for k in fields if k in data}, **overrides})
+
+
+# Auto classes (AutoConfig, and AutoTokenizer reading a saved folder) know this model type.
+AutoConfig.register(MiCoTextConfig.model_type, MiCoTextConfig, exist_ok=True)

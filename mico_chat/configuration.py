@@ -72,3 +72,7 @@ class MiCoChatConfig(PreTrainedConfig):
         layout: MediaLayout = self.encoder_config.layout(modality, num_segments)
         config = self.connector_config(modality)
         return connector_class(config.type).num_tokens(config, layout)
+
+
+# Auto classes (AutoConfig, and AutoTokenizer reading a saved folder) know this model type.
+AutoConfig.register(MiCoChatConfig.model_type, MiCoChatConfig, exist_ok=True)

@@ -62,6 +62,10 @@ def test_save_and_load_round_trip_gives_identical_logits(tiny, tmp_path):
     assert again.config.connectors == model.config.connectors
     emb, head = again.get_input_embeddings().weight, again.get_output_embeddings().weight
     assert emb.data_ptr() == head.data_ptr()  # tied like the source LLM
+    # The saved folder is a regular Hugging Face folder: AutoConfig knows its model type.
+    from transformers import AutoConfig
+
+    assert type(AutoConfig.from_pretrained(tmp_path)).__name__ == "MiCoChatConfig"
 
 
 def test_labels_give_a_finite_loss_and_gradients_reach_connectors(tiny):
