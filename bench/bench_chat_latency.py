@@ -110,7 +110,7 @@ def main() -> None:
         runs = [timed(chat, messages, settings, llm_only=llm_only) for _ in range(args.repeats)]
         results[name] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     print(f"threads={args.threads} repeats={args.repeats} (medians)")
-    print(f"| case | prompt tokens | prepare ms | encode ms | TTFT ms | tokens/s |")
+    print("| case | prompt tokens | prepare ms | encode ms | TTFT ms | tokens/s |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
         print(

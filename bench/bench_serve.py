@@ -22,7 +22,6 @@ import base64
 import os
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import threading

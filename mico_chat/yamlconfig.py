@@ -279,7 +279,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             f"{prefix or 'the top level'}: {', '.join(sorted(known))}"
         )
     hints = typing.get_type_hints(cls)
-    return cls(**{name: coerce(value, hints[name], f"{prefix}.{name}" if prefix else name) for name, value in data.items()})
+    return cls(
+        **{name: coerce(value, hints[name], f"{prefix}.{name}" if prefix else name) for name, value in data.items()}
+    )
 
 
 def missing_values(value: Any, prefix: str = "") -> list[str]:

@@ -68,7 +68,9 @@ def world_examples(world: Path) -> list[ExampleClip]:
     return [chosen[f] for f in FAMILIES if f in chosen]
 
 
-def write_beeps(path: Path, *, seconds: float = 4.0, rate: int = 16_000, starts: tuple[float, ...] = (0.5, 1.5, 2.5)) -> Path:
+def write_beeps(
+    path: Path, *, seconds: float = 4.0, rate: int = 16_000, starts: tuple[float, ...] = (0.5, 1.5, 2.5)
+) -> Path:
     """A 16-bit mono WAV: 440 Hz beeps of 0.3 s at ``starts`` (the demo clip's soundtrack)."""
     t = np.arange(int(seconds * rate)) / rate
     on = sum(((t >= s) & (t < s + 0.3)) for s in starts)

@@ -16,13 +16,15 @@ LOOPBACK = "127.0.0.1"
 class BackgroundServer:
     """uvicorn serving ``app`` on ``host:port`` from a daemon thread (port 0 picks a free port).
 
-        with BackgroundServer(app, port=0) as server:
-            print(server.url)
+    with BackgroundServer(app, port=0) as server:
+        print(server.url)
     """
 
     def __init__(self, app, host: str = LOOPBACK, port: int = 0, *, log_level: str = "warning"):
         # timeout_graceful_shutdown: open event streams must not hold a Ctrl-C forever.
-        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, access_log=False)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, access_log=False
+        )
         self.server = uvicorn.Server(config)
         self.host = host
         self.thread = threading.Thread(target=self.server.run, name="mico-chat-uvicorn", daemon=True)
@@ -58,7 +60,9 @@ class BackgroundServer:
         self.stop()
 
 
-def serve_until_interrupted(app, host: str, port: int, banner: Callable[[str], str], on_stop: Callable[[], None]) -> int:
+def serve_until_interrupted(
+    app, host: str, port: int, banner: Callable[[str], str], on_stop: Callable[[], None]
+) -> int:
     """Start ``app``, print ``banner(url)``, block until Ctrl-C or SIGTERM (or the server dies), clean up.
 
     Called from a program's main thread. It handles SIGINT and SIGTERM itself for its duration:

@@ -80,7 +80,12 @@ def media_inputs(record: Record, root: Path) -> tuple[MediaInput, ...]:
     out: list[MediaInput] = []
     for k, ref in enumerate(record.media):
         previous = record.media[k - 1] if k else None
-        if ref.modality.value == "audio" and previous is not None and previous.modality.value == "video" and previous.path == ref.path:
+        if (
+            ref.modality.value == "audio"
+            and previous is not None
+            and previous.modality.value == "video"
+            and previous.path == ref.path
+        ):
             continue
         out.append(MediaInput(ref.modality.value, root / ref.path))
     return tuple(out)
@@ -248,4 +253,3 @@ def heldout_world(out: Path, *, n: int, seed: int, size: int = 128, progress: bo
     config = WorldConfig(scene=SceneConfig(size=size), speech="off")
     generate_world(folder, n, seed=seed, split="heldout", config=config, progress=progress)
     return folder
-

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 STEPS_ORDER = ("worlds", "pretrain", "stage1", "stage2", "eval", "export")
 STEP_CONFIGS = ("pretrain", "stage1", "stage2")
 
@@ -60,8 +61,12 @@ TINY = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="pipeline YAML, e.g. configs/default/pipeline.yaml")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. worlds.train.n=200 stage1.train.max_steps=50")
-    parser.add_argument("--tiny", action="store_true", help="smoke run: a few clips, two steps per stage (before your overrides)")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="e.g. worlds.train.n=200 stage1.train.max_steps=50"
+    )
+    parser.add_argument(
+        "--tiny", action="store_true", help="smoke run: a few clips, two steps per stage (before your overrides)"
+    )
     parser.add_argument("--only", help="comma-separated steps to run (default: all): " + ", ".join(STEPS_ORDER))
     parser.add_argument("--print-config", action="store_true", help="print the resolved pipeline config and exit")
     parser.add_argument("--no-progress", action="store_true")
@@ -197,7 +202,9 @@ class Pipeline:
         raw.setdefault("data", {})["cache_dir"] = str(self.out / "cache")
         raw.setdefault("train", {})["output_dir"] = str(self.out / "pretrain")
         resolved = self.out / "configs" / "pretrain.yaml"
-        resolved.write_text(f"# resolved from {spec['config']} by mico-chat pipeline\n" + yaml.safe_dump(raw, sort_keys=False))
+        resolved.write_text(
+            f"# resolved from {spec['config']} by mico-chat pipeline\n" + yaml.safe_dump(raw, sort_keys=False)
+        )
         args = argparse.Namespace(config=str(resolved), overrides=list(spec.get("overrides") or []),
                                   no_progress=not self.progress, print_config=False)  # fmt: skip
         _check(pretrain.run(args), "pretrain")
@@ -290,7 +297,6 @@ class Pipeline:
                 payload = json.loads(path.read_text())
                 out[name] = {**payload["scores"]["metrics"], "items": payload["data"]["items"]}
         return out
-
 
 
 def _check(code: int, step: str) -> None:

@@ -51,7 +51,9 @@ def encoder_spec(config: Any) -> dict[str, Any]:
     return {k: v for k, v in config.to_dict().items() if k in own}
 
 
-def low_rank(delta: torch.Tensor, *, rel_tol: float = 1e-4, max_rank: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+def low_rank(
+    delta: torch.Tensor, *, rel_tol: float = 1e-4, max_rank: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(B, A)`` with ``B @ A ~= delta`` (``(out, r)``, ``(r, in)``), or None when ``delta`` is not low-rank.
 
     The rank is the number of singular values above ``rel_tol`` times the largest; it must stay
@@ -130,7 +132,9 @@ def export_preset(
     store = DTYPES[dtype]
     for key, value in trained_state.items():
         if tuple(value.shape) != tuple(base_state[key].shape):
-            raise ValueError(f"{model_dir}: {key} has shape {tuple(value.shape)}, the rebuilt preset {tuple(base_state[key].shape)}")
+            raise ValueError(
+                f"{model_dir}: {key} has shape {tuple(value.shape)}, the rebuilt preset {tuple(base_state[key].shape)}"
+            )
         if key.startswith(("encoder.", "connectors.")) or not value.is_floating_point():
             tensors[key] = value.to(store) if value.is_floating_point() else value
             whole += 1
@@ -157,5 +161,8 @@ def export_preset(
     preset.write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
     loaded, _ = load_preset(preset)
     loaded_state = loaded.state_dict()
-    error = max((float((loaded_state[k] - v).abs().max()) for k, v in trained_state.items() if v.is_floating_point()), default=0.0)
+    error = max(
+        (float((loaded_state[k] - v).abs().max()) for k, v in trained_state.items() if v.is_floating_point()),
+        default=0.0,
+    )
     return ExportSummary(preset, weights, card_path, whole, deltas, max_rank, weights.stat().st_size, error)
