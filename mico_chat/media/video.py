@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import av
 import av.container
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from mico_chat.media._pyav import (
     describe_ffmpeg_error,
@@ -228,6 +229,9 @@ class _FrameSeeker:
         self._last_keyframe_s: float | None = None  # the last keyframe decoded since the last seek
         self._keyframe_gap_s = 0.0  # longest stretch decoded forward without meeting a keyframe
         self._last_good_s: float | None = None  # the latest frame time decoded without error
+        # One colour converter for the clip: a frame's own reformat() builds a new libswscale
+        # context every time (measured 2.3 ms per 160x120 frame, vs 0.05 ms when shared).
+        self._reformatter = VideoReformatter()
         self._index_lead_s = 0.0  # how far a keyframe's presentation follows its index time (B-frame delay)
         # Frames shown more than this before a target are not needed in full (see _decode);
         # None turns skipping off.
@@ -247,7 +251,7 @@ class _FrameSeeker:
             if picked is last_picked:  # T > frames in the window picks a frame repeatedly
                 frames[i] = frames[i - 1]
             else:
-                array = _to_rgb(picked.frame, like=None if frames is None else frames[0])
+                array = _to_rgb(picked.frame, like=None if frames is None else frames[0], reformatter=self._reformatter)
                 if frames is None:
                     frames = np.empty((len(targets), *array.shape), dtype=np.uint8)
                 frames[i] = array
@@ -397,20 +401,19 @@ class _FrameSeeker:
         return math.floor((time_s + self._header.zero_s) / self._stream.time_base)
 
 
-def _to_rgb(frame: av.VideoFrame, like: np.ndarray | None) -> np.ndarray:
+def _to_rgb(frame: av.VideoFrame, like: np.ndarray | None, reformatter: VideoReformatter) -> np.ndarray:
     """A decoded frame as ``(H, W, 3)`` uint8 RGB, upright, sized like ``like`` if given.
 
     Streams may change resolution midway (WebRTC recordings do); frames are scaled to the first
     returned frame's size so the clip stacks into one array.
     """
     rotation_quarters = round(frame.rotation / 90) % 4 if frame.rotation else 0
+    height, width = frame.height, frame.width
     if like is not None:
         height, width = like.shape[:2]
         if rotation_quarters % 2:
             height, width = width, height
-        array = frame.to_ndarray(format="rgb24", width=width, height=height)
-    else:
-        array = frame.to_ndarray(format="rgb24")
+    array = reformatter.reformat(frame, format="rgb24", width=width, height=height).to_ndarray()
     if rotation_quarters:
         # The display matrix says how far to turn the coded picture counter-clockwise to show it
         # upright (phones record portrait video as rotated landscape).
