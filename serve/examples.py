@@ -61,9 +61,8 @@ def world_examples(world: Path) -> list[ExampleClip]:
             continue
         if [m["modality"] for m in media][:1] != ["video"] or len(record["messages"]) != 2:
             continue
-        question = "\n".join(
-            line for line in record["messages"][0]["content"].splitlines() if not line.strip().startswith("<")
-        )
+        prompt_lines = record["messages"][0]["content"].splitlines()
+        question = "\n".join(text for text in prompt_lines if not text.strip().startswith("<"))  # drop placeholders
         chosen[family] = ExampleClip(world / media[0]["path"], "video", question, meta.get("answer"))
     return [chosen[f] for f in FAMILIES if f in chosen]
 
