@@ -52,17 +52,35 @@ def encoder_spec(config: Any) -> dict[str, Any]:
 
 
 def low_rank(
-    delta: torch.Tensor, *, rel_tol: float = 1e-4, max_rank: int | None = None
+    delta: torch.Tensor,
+    *,
+    weight: torch.Tensor | None = None,
+    rel_tol: float = 1e-4,
+    max_rank: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(B, A)`` with ``B @ A ~= delta`` (``(out, r)``, ``(r, in)``), or None when ``delta`` is not low-rank.
 
-    The rank is the number of singular values above ``rel_tol`` times the largest; it must stay
+    The rank is the number of singular values above both ``rel_tol`` times the largest and the
+    rounding-noise floor of ``weight`` (the merged matrix ``delta`` was taken from); it must stay
     below a quarter of the smaller side (else the pair would not be smaller than the matrix).
+
+    The floor matters when the update is tiny next to the weights (a short run, a small learning
+    rate): ``(W + B @ A) - W`` in float32 carries rounding noise of about ``eps * |W|`` per entry,
+    whose largest singular value is near ``eps * |W| * (sqrt(out) + sqrt(in)) / 3``. Counting that
+    noise as signal would inflate the rank, machine-dependently, far above the LoRA rank.
     """
     u, s, vh = torch.linalg.svd(delta.double(), full_matrices=False)
     if s.numel() == 0 or s[0] == 0:
         return None
-    rank = int((s > rel_tol * s[0]).sum())
+    threshold = rel_tol * float(s[0])
+    if weight is not None and weight.is_floating_point():
+        eps = torch.finfo(weight.dtype).eps
+        out_features, in_features = delta.shape
+        floor = eps * float(weight.abs().max()) * (out_features**0.5 + in_features**0.5)
+        threshold = max(threshold, floor)
+    rank = int((s > threshold).sum())
+    if rank == 0:
+        return None  # nothing above rounding noise: the caller stores the matrix whole
     limit = min(delta.shape) // 4 if max_rank is None else max_rank
     if rank > limit:
         return None
@@ -142,7 +160,7 @@ def export_preset(
         delta = value - base_state[key]
         if not torch.any(delta):
             continue  # untouched LLM weight (the preset's LLM provides it)
-        pair = low_rank(delta) if delta.ndim == 2 else None
+        pair = low_rank(delta, weight=value) if delta.ndim == 2 else None
         if pair is None:
             tensors[key] = value.to(store)
             whole += 1

@@ -1,0 +1,37 @@
+"""The low-rank split the preset exporter stores LoRA-merged LLM matrices with."""
+
+import pytest
+import torch
+from mico_chat.presets.export import low_rank
+
+
+def merged_delta(scale, *, rank=4, out_features=64, in_features=48, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(out_features, in_features, generator=generator) * 0.05
+    update = (torch.randn(out_features, rank, generator=generator) * scale) @ torch.randn(rank, in_features, generator=generator)
+    merged = weight + update  # float32, as a merged checkpoint holds it
+    return merged - weight, merged, update
+
+
+@pytest.mark.parametrize("scale", [1e-2, 1e-4, 1e-6])
+def test_recovers_the_lora_rank_even_when_the_update_is_tiny_next_to_the_weights(scale):
+    delta, merged, update = merged_delta(scale)
+    b, a = low_rank(delta, weight=merged)
+    assert b.shape == (64, 4) and a.shape == (4, 48)
+    # Within the float32 rounding of the merged matrix (eps * |W| per entry), not better.
+    assert float((b @ a - delta).abs().max()) <= 4 * torch.finfo(torch.float32).eps * float(merged.abs().max())
+
+
+def test_without_the_weight_rounding_noise_inflates_the_rank_of_a_tiny_update():
+    # What failed on a CI machine: a two-step LoRA run's delta read as rank 6 for r=4.
+    delta, _, _ = merged_delta(1e-6)
+    pair = low_rank(delta)
+    assert pair is None or pair[0].shape[1] > 4
+
+
+def test_full_rank_and_zero_deltas_are_not_split():
+    generator = torch.Generator().manual_seed(1)
+    full = torch.randn(32, 32, generator=generator)
+    assert low_rank(full) is None  # rank 32 > 32 // 4: the pair would not be smaller
+    assert low_rank(torch.zeros(8, 8)) is None
+    assert low_rank(full, max_rank=32)[0].shape == (32, 32)
