@@ -191,6 +191,30 @@ def test_resume_continues_exactly(world, tmp_path):
         _run(records, bert, tmp_path / "b", max_steps=8)
 
 
+def test_fresh_runs_of_one_config_log_identical_losses(world, tmp_path, monkeypatch):
+    # Dropout reads the global RNG, and loading weights can leave that RNG in a state that varies
+    # from process to process; step 1 must not depend on it.
+    root, records, bert = world
+    build = PretrainRecipe._build_model
+    draws = iter([1, 5])
+
+    def build_then_draw(self):
+        built = build(self)
+        torch.rand(next(draws))  # as an uneven loader would
+        return built
+
+    monkeypatch.setattr(PretrainRecipe, "_build_model", build_then_draw)
+    for run in ("a", "b"):
+        config = tiny_run_config(records, bert, tmp_path / run)
+        config["model"]["text_overrides"] = {**config["model"].get("text_overrides", {}), "hidden_dropout_prob": 0.3}
+        recipe = PretrainRecipe(config_from_dict(config), progress=False)
+        recipe.setup()
+        recipe.train(until=2)
+    logs = [(tmp_path / run / "loss.jsonl").read_text().splitlines() for run in ("a", "b")]
+    rows = [[{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in log] for log in logs]
+    assert len(rows[0]) == 2 and rows[0] == rows[1]
+
+
 def test_learning_rate_multipliers_and_freezing(world, tmp_path):
     root, records, bert = world
     config = tiny_run_config(records, bert, tmp_path / "lr")

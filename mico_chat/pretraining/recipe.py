@@ -2,8 +2,8 @@
 
 Runs on CPU for tiny configs and on GPUs under ``accelerate launch`` (DDP or DeepSpeed through
 accelerate). A step is a pure function of ``(seed, step)`` plus the model state (the batch, the
-hard-negative draws and the caption masks are seeded per step; dropout uses the global RNG, which
-checkpoints store), so resuming from ``checkpoint-N`` continues exactly as the uninterrupted run.
+hard-negative draws and the caption masks are seeded per step; dropout uses the global RNG, seeded
+with ``train.seed`` once set-up is done and stored in checkpoints), so resuming from ``checkpoint-N`` continues exactly as the uninterrupted run.
 
 Files in ``train.output_dir``::
 
@@ -117,6 +117,10 @@ class PretrainRecipe:
             self.model, self.optimizer, self.scheduler
         )
         (self.output_dir / "config.yaml").write_text(cfg.to_yaml())
+        # Dropout draws from the global RNG. Building the model leaves it in a state that varies
+        # from process to process (weight loading consumes random numbers unevenly), so seed it
+        # here: two fresh runs of one config then log identical losses from step 1.
+        torch.manual_seed(cfg.train.seed)
         if resume_from is not None:
             self.load_checkpoint(resume_from)
 
