@@ -66,8 +66,9 @@ def low_rank(
 
     The floor matters when the update is tiny next to the weights (a short run, a small learning
     rate): ``(W + B @ A) - W`` in float32 carries rounding noise of about ``eps * |W|`` per entry,
-    whose largest singular value is near ``eps * |W| * (sqrt(out) + sqrt(in)) / 3``. Counting that
-    noise as signal would inflate the rank, machine-dependently, far above the LoRA rank.
+    whose largest singular value is near ``eps * |W| * (sqrt(out) + sqrt(in)) / 3``; the floor is
+    three times that. Counting the noise as signal would inflate the rank, machine-dependently,
+    above the LoRA rank.
     """
     u, s, vh = torch.linalg.svd(delta.double(), full_matrices=False)
     if s.numel() == 0 or s[0] == 0:

@@ -3,7 +3,8 @@
 Runs on CPU for tiny configs and on GPUs under ``accelerate launch`` (DDP or DeepSpeed through
 accelerate). A step is a pure function of ``(seed, step)`` plus the model state (the batch, the
 hard-negative draws and the caption masks are seeded per step; dropout uses the global RNG, seeded
-with ``train.seed`` once set-up is done and stored in checkpoints), so resuming from ``checkpoint-N`` continues exactly as the uninterrupted run.
+with ``train.seed`` once set-up is done and stored in checkpoints), so resuming from
+``checkpoint-N`` continues exactly as the uninterrupted run.
 
 Files in ``train.output_dir``::
 
