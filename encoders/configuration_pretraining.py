@@ -36,6 +36,11 @@ class MiCoPretrainingConfig(PreTrainedConfig):
             own, as MiCo's released model does (it fuses modalities only in the text tower).
         text_pooling: the caption's global feature: the ``"cls"`` state (VAST, MiCo) or the
             ``"mean"`` of its token states (how sentence encoders such as all-MiniLM-L6-v2 pool).
+        matching_pooling: what the matching head reads after the cross-attention layers: the
+            ``"cls"`` state (VAST, MiCo) or the ``"mean"`` of the caption's token states.
+        matching_negatives: ``"hard"`` draws each negative with probability ``softmax`` of the
+            contrastive similarities (ALBEF, VAST, MiCo); ``"random"`` draws it uniformly. See
+            docs/pretraining.md for why a locked mean-pooled tower's head learns only with the latter.
         condition_tokens: which encoder tokens the text tower's cross-attention reads: ``"all"``,
             or ``"cls_mean"`` (per segment the CLS token and the mean of its patches, as MiCo's
             ``pool_video`` option; much cheaper).
@@ -63,6 +68,8 @@ class MiCoPretrainingConfig(PreTrainedConfig):
     fusion_groups: list[str] | None = None
     joint_context: bool = True
     text_pooling: Literal["cls", "mean"] = "cls"
+    matching_pooling: Literal["cls", "mean"] = "cls"
+    matching_negatives: Literal["hard", "random"] = "hard"
     condition_tokens: Literal["all", "cls_mean"] = "cls_mean"
     generation_mask_prob: float = 0.6
     mask_token_id: int = 103
@@ -79,6 +86,10 @@ class MiCoPretrainingConfig(PreTrainedConfig):
                 raise ValueError(f"fusion group {g!r} needs two or more of the encoder's modalities")
         if self.text_pooling not in ("cls", "mean"):
             raise ValueError(f"text_pooling must be 'cls' or 'mean', got {self.text_pooling!r}")
+        if self.matching_pooling not in ("cls", "mean"):
+            raise ValueError(f"matching_pooling must be 'cls' or 'mean', got {self.matching_pooling!r}")
+        if self.matching_negatives not in ("hard", "random"):
+            raise ValueError(f"matching_negatives must be 'hard' or 'random', got {self.matching_negatives!r}")
         if self.condition_tokens not in ("all", "cls_mean"):
             raise ValueError(f"condition_tokens must be 'all' or 'cls_mean', got {self.condition_tokens!r}")
         if not 0.0 < self.generation_mask_prob <= 1.0:

@@ -238,25 +238,29 @@ class MiCoForPretraining(MiCoForPretrainingPreTrainedModel):
             upper = self.text.run_layers(lower, attention_mask, start=first)
         return upper, lower
 
+    @staticmethod
+    def pool_text(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+        """``(N, D)``: the [CLS] state (``"cls"``) or the mean of the real tokens' states (``"mean"``)."""
+        if pooling == "mean":
+            weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (N, L, 1)
+            return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return hidden[:, 0]
+
     def text_features(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """L2-normalised contrastive feature of each caption: ``(N, contrastive_dim)``, from its
         [CLS] state (VAST) or the mean of its token states (``text_pooling="mean"``, the pooling
         sentence encoders such as all-MiniLM-L6-v2 are trained with)."""
-        if self.config.text_pooling == "mean":
-            weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (N, L, 1)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        else:
-            pooled = hidden[:, 0]
-        return F.normalize(self.text_head(pooled), dim=-1)
+        return F.normalize(self.text_head(self.pool_text(hidden, attention_mask, self.config.text_pooling)), dim=-1)
 
     def matching_logits(
         self, lower: torch.Tensor, attention_mask: torch.Tensor, condition: torch.Tensor
     ) -> torch.Tensor:
         """Match / no-match logits ``(P, 2)`` of captions (their hidden states at the first
-        cross-attention layer, ``(P, L, D)``) against condition tokens ``(P, M, D)``."""
+        cross-attention layer, ``(P, L, D)``) against condition tokens ``(P, M, D)``; the head
+        reads the [CLS] state or the token mean (``config.matching_pooling``)."""
         first = self.config.text_config.first_cross_attention_layer
         hidden = self.text.run_layers(lower, attention_mask, start=first, condition=condition)
-        return self.matching_head(hidden[:, 0])
+        return self.matching_head(self.pool_text(hidden, attention_mask, self.config.matching_pooling))
 
     def generation_logits(
         self,
@@ -314,8 +318,7 @@ class MiCoForPretraining(MiCoForPretrainingPreTrainedModel):
         same = None
         if batch.caption_ids is not None:
             same = batch.caption_ids[:, None] == batch.caption_ids[None, :]  # identical captions
-        neg_media = sample_hard_negatives(logits.T, same, generator=generator)  # per caption: a similar medium
-        neg_text = sample_hard_negatives(logits, same, generator=generator)  # per medium: a similar caption
+        neg_media, neg_text = self.draw_negatives(logits, same, generator)
         mask = batch.attention_mask
         lowers = torch.cat([lower, lower, lower[neg_text]])  # (3N, L, D)
         masks = torch.cat([mask, mask, mask[neg_text]])
@@ -323,6 +326,18 @@ class MiCoForPretraining(MiCoForPretrainingPreTrainedModel):
         n = lower.shape[0]
         labels = torch.cat([torch.ones(n), torch.zeros(2 * n)]).long().to(lower.device)
         return matching_loss(self.matching_logits(lowers, masks, conditions), labels)
+
+    def draw_negatives(
+        self, logits: torch.Tensor, same: torch.Tensor | None, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(negative medium per caption (N,), negative caption per medium (N,))``: drawn by
+        ``softmax`` of the contrastive ``logits (N media, N captions)`` (``matching_negatives="hard"``)
+        or uniformly (``"random"``); never the positive, never an identical caption (``same``)."""
+        if self.config.matching_negatives == "random":
+            logits = torch.zeros_like(logits)  # a uniform softmax over the allowed columns
+        neg_media = sample_hard_negatives(logits.T, same, generator=generator)  # per caption: a similar medium
+        neg_text = sample_hard_negatives(logits, same, generator=generator)  # per medium: a similar caption
+        return neg_media, neg_text
 
     def _generation_loss(
         self, batch: PretrainingBatch, condition: torch.Tensor, generator: torch.Generator | None

@@ -287,3 +287,33 @@ def test_mean_pooling_and_a_locked_text_tower():
         m = batch.attention_mask[..., None].float()
         expected = torch.nn.functional.normalize(model.text_head((hidden * m).sum(1) / m.sum(1)), dim=-1)
         torch.testing.assert_close(model.text_features(hidden, batch.attention_mask), expected)
+
+
+def test_matching_can_read_the_token_mean_and_draw_random_negatives():
+    model, tok = tiny_pretraining_model(matching_pooling="mean", matching_negatives="random")
+    model.eval()
+    batch = _batch(tok, n=4)
+    with torch.no_grad():
+        encoded = model.encode_group(batch.group, batch.media)
+        condition = model.condition_tokens(encoded)
+        _, lower = model.encode_text(batch.input_ids, batch.attention_mask)
+        first = model.config.text_config.first_cross_attention_layer
+        hidden = model.text.run_layers(lower, batch.attention_mask, start=first, condition=condition)
+        m = batch.attention_mask[..., None].float()
+        expected = model.matching_head((hidden * m).sum(1) / m.sum(1))
+        torch.testing.assert_close(model.matching_logits(lower, batch.attention_mask, condition), expected)
+    # Similarities that make column 1 the hard negative of every row: "hard" nearly always draws
+    # it, "random" spreads the draws over the three allowed columns.
+    logits = torch.zeros(4, 4)
+    logits[:, 1] = 20.0
+    logits[1, 2] = 20.0  # row 1 cannot draw itself; its hard negative is column 2
+    hard_model, _ = tiny_pretraining_model(matching_negatives="hard")
+    generator = torch.Generator().manual_seed(0)
+    draws = {name: torch.stack([m.draw_negatives(logits, None, generator)[1] for _ in range(300)])
+             for name, m in (("hard", hard_model), ("random", model))}  # fmt: skip
+    assert (draws["hard"][:, 0] == 1).float().mean() > 0.99
+    counts = torch.bincount(draws["random"][:, 0], minlength=4)
+    assert counts[0] == 0 and all(70 < int(c) < 130 for c in counts[1:])  # uniform over 1, 2, 3
+    assert not (draws["random"] == torch.arange(4)).any()  # never the positive
+    with pytest.raises(ValueError, match="matching_negatives"):
+        tiny_pretraining_model(matching_negatives="hardest")

@@ -215,6 +215,18 @@ def test_fresh_runs_of_one_config_log_identical_losses(world, tmp_path, monkeypa
     assert len(rows[0]) == 2 and rows[0] == rows[1]
 
 
+def test_matching_settings_reach_the_model(world, tmp_path):
+    root, records, bert = world
+    config = tiny_run_config(records, bert, tmp_path / "m")
+    config["model"].update(matching_pooling="mean", matching_negatives="random")
+    recipe = PretrainRecipe(config_from_dict(config), progress=False)
+    recipe.setup()
+    assert (recipe.model.config.matching_pooling, recipe.model.config.matching_negatives) == ("mean", "random")
+    config["model"]["matching_negatives"] = "hardest"
+    with pytest.raises(ValueError, match="matching_negatives"):
+        PretrainRecipe(config_from_dict(config), progress=False).setup()
+
+
 def test_learning_rate_multipliers_and_freezing(world, tmp_path):
     root, records, bert = world
     config = tiny_run_config(records, bert, tmp_path / "lr")

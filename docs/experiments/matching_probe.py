@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import types
 
 import torch
 from safetensors.torch import load_file
@@ -26,14 +25,6 @@ from mico_chat.pretraining.data import build_media_table
 from mico_chat.pretraining.recipe import PretrainRecipe
 
 FUSION = ("condition_adapters", "matching_head", "text.encoder.layer.4.crossattention", "text.encoder.layer.5.crossattention")
-
-
-def mean_pooled_matching(self, lower, attention_mask, condition):
-    """``matching_logits`` reading the mean of the caption's token states instead of [CLS]."""
-    first = self.config.text_config.first_cross_attention_layer
-    hidden = self.text.run_layers(lower, attention_mask, start=first, condition=condition)
-    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    return self.matching_head((hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0))
 
 
 def main() -> None:
@@ -56,8 +47,8 @@ def main() -> None:
     recipe.setup()
     model = recipe.model
     model.load_state_dict(load_file(f"{args.model}/model.safetensors"))
-    if args.pooling == "mean":
-        model.matching_logits = types.MethodType(mean_pooled_matching, model)
+    model.config.matching_pooling = args.pooling  # the head reads [CLS] or the token mean
+    model.config.matching_negatives = args.negatives  # softmax of the similarities, or uniform
     trained = FUSION + (("text.encoder.layer.4.", "text.encoder.layer.5.") if args.unlock_fusion else ())
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith(trained))
@@ -108,8 +99,6 @@ def main() -> None:
             logits = model.logit_scale.exp() * model.media_features(encoded) @ model.text_features(
                 hidden, batch.attention_mask
             ).T
-        if args.negatives == "random":
-            logits = torch.zeros_like(logits)  # a uniform softmax: negatives drawn at random
         condition = model.condition_tokens(encoded)
         loss = model._matching_loss(batch, lower, condition, logits, torch.Generator().manual_seed(step))
         loss.backward()

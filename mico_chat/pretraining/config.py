@@ -79,7 +79,8 @@ class ModelSection:
         text: a known text-encoder name (``all-minilm-l6-v2``) or a local BERT folder.
         text_overrides: text-tower config fields (``cross_attention_layers``, dropouts).
         contrastive_dim, temperature, label_smoothing, fusion_groups, joint_context,
-        text_pooling, condition_tokens, generation_mask_prob, max_text_length: see
+        text_pooling, matching_pooling, matching_negatives, condition_tokens, generation_mask_prob,
+        max_text_length: see
             :class:`~mico_chat.encoders.MiCoPretrainingConfig`.
         sampling_contexts: learn a sampling-context embedding per dataset (MiCo eq. 3).
         freeze: parameter-name prefixes kept frozen (e.g. ``text.embeddings``).
@@ -96,6 +97,8 @@ class ModelSection:
     fusion_groups: list[str] = field(default_factory=lambda: ["audio+video"])
     joint_context: bool = True
     text_pooling: str = "cls"
+    matching_pooling: str = "cls"
+    matching_negatives: str = "hard"
     condition_tokens: str = "cls_mean"
     generation_mask_prob: float = 0.6
     max_text_length: int = 40

@@ -197,6 +197,8 @@ class PretrainRecipe:
             fusion_groups=cfg.fusion_groups,
             joint_context=cfg.joint_context,
             text_pooling=cfg.text_pooling,
+            matching_pooling=cfg.matching_pooling,
+            matching_negatives=cfg.matching_negatives,
             condition_tokens=cfg.condition_tokens,
             generation_mask_prob=cfg.generation_mask_prob,
             max_text_length=cfg.max_text_length,
