@@ -40,7 +40,8 @@ class MiCoPretrainingConfig(PreTrainedConfig):
             ``"cls"`` state (VAST, MiCo) or the ``"mean"`` of the caption's token states.
         matching_negatives: ``"hard"`` draws each negative with probability ``softmax`` of the
             contrastive similarities (ALBEF, VAST, MiCo); ``"random"`` draws it uniformly. See
-            docs/pretraining.md for why a locked mean-pooled tower's head learns only with the latter.
+            docs/pretraining.md: on the synthetic world the head of a locked
+            mean-pooled tower learned far faster with the latter.
         condition_tokens: which encoder tokens the text tower's cross-attention reads: ``"all"``,
             or ``"cls_mean"`` (per segment the CLS token and the mean of its patches, as MiCo's
             ``pool_video`` option; much cheaper).
