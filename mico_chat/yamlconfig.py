@@ -240,7 +240,7 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             try:
                 return float(value)
             except ValueError:
-                pass
+                pass  # not a number either: the ConfigError below names the key and the value
         raise ConfigError(f"{key} must be a number, got {value!r}")
     if hint is str:
         if isinstance(value, str):

@@ -77,7 +77,7 @@ class PretrainRecipe:
     def setup(self) -> None:
         """Build tokenizer, model, data, optimizer and schedule; resume when a checkpoint is found."""
         from accelerate import Accelerator
-        from accelerate.utils import DeepSpeedPlugin
+        from accelerate.utils import DeepSpeedPlugin, set_seed
 
         cfg = self.config
         plugin = DeepSpeedPlugin(hf_ds_config=cfg.train.deepspeed) if cfg.train.deepspeed else None
@@ -121,7 +121,7 @@ class PretrainRecipe:
         # Dropout draws from the global RNG. Building the model leaves it in a state that varies
         # from process to process (weight loading consumes random numbers unevenly), so seed it
         # here: two fresh runs of one config then log identical losses from step 1.
-        torch.manual_seed(cfg.train.seed)
+        set_seed(cfg.train.seed)
         if resume_from is not None:
             self.load_checkpoint(resume_from)
 
