@@ -335,8 +335,8 @@ class MiCoForPretraining(MiCoForPretrainingPreTrainedModel):
         or uniformly (``"random"``); never the positive, never an identical caption (``same``)."""
         if self.config.matching_negatives == "random":
             logits = torch.zeros_like(logits)  # a uniform softmax over the allowed columns
-        neg_media = sample_hard_negatives(logits.T, same, generator=generator)  # per caption: a similar medium
-        neg_text = sample_hard_negatives(logits, same, generator=generator)  # per medium: a similar caption
+        neg_media = sample_hard_negatives(logits.T, same, generator=generator)  # per caption: a medium
+        neg_text = sample_hard_negatives(logits, same, generator=generator)  # per medium: a caption
         return neg_media, neg_text
 
     def _generation_loss(

@@ -52,18 +52,19 @@ def eval_rows(runs: Path, arm: str, seed: int) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
-def final(runs: Path, arm: str, seed: int) -> list[float]:
-    row = eval_rows(runs, arm, seed)[-1]
-    return [row[group][direction][metric] for group, direction, metric, _ in COLUMNS]
+def final(rows: list[dict]) -> list[float]:
+    """The table's columns at a run's last evaluation."""
+    return [rows[-1][group][direction][metric] for group, direction, metric, _ in COLUMNS]
 
 
-def print_table(runs: Path, arms: list[str], seeds: list[int]) -> None:
+def print_table(runs: dict[tuple[str, int], list[dict]], arms: list[str], seeds: list[int]) -> None:
+    """``runs`` maps ``(arm, seed)`` to the run's eval.jsonl rows."""
     def cells(values: list[float], ranks_whole: bool = True) -> str:
         return " | ".join(f"{v:.0f}" if ranks_whole and "MdR" in c[3] else f"{v:.1f}" for v, c in zip(values, COLUMNS))
 
     print(f"| run (600 steps) | {' | '.join(c[3] for c in COLUMNS)} |")
     print("|---|" + "---:|" * len(COLUMNS))
-    values = {(arm, s): final(runs, arm, s) for arm in arms for s in seeds}
+    values = {key: final(rows) for key, rows in runs.items()}
     for s in seeds:
         for arm in arms:
             print(f"| {ARMS[arm]}, seed {s} | {cells(values[(arm, s)])} |")
@@ -95,7 +96,8 @@ def main() -> None:
     arms = args.arms or [a for a in ARMS if all((run_dir(args.runs, a, s) / "eval.jsonl").exists() for s in args.seeds)]
     if "con" not in arms:
         parser.error(f"no complete contrastive-only runs under {args.runs} for seeds {args.seeds}")
-    print_table(args.runs, arms, args.seeds)
+    runs = {(arm, s): eval_rows(args.runs, arm, s) for arm in arms for s in args.seeds}
+    print_table(runs, arms, args.seeds)
 
     import matplotlib
 
@@ -106,7 +108,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         means = {}
         for arm in arms:
-            per_seed = [eval_rows(args.runs, arm, s) for s in args.seeds]
+            per_seed = [runs[(arm, s)] for s in args.seeds]
             rows = []
             for i, first in enumerate(per_seed[0]):
                 row = {"step": first["step"]}
@@ -127,10 +129,10 @@ def main() -> None:
     fig, axes = plt.subplots(1, 2, figsize=(4.2 * max(2, len(arms)), 3.4))
     for ax, metric in zip(axes, ("R@1", "R@5")):
         for seed in args.seeds:
-            ys = [eval_rows(args.runs, arm, seed)[-1]["video"]["text_to_item"][metric] for arm in arms]
+            ys = [runs[(arm, seed)][-1]["video"]["text_to_item"][metric] for arm in arms]
             ax.plot(range(len(arms)), ys, marker="o", color=f"C{seed % 10}", alpha=0.6, label=f"seed {seed}")
         for x, arm in enumerate(arms):
-            mean = statistics.mean(eval_rows(args.runs, arm, s)[-1]["video"]["text_to_item"][metric] for s in args.seeds)
+            mean = statistics.mean(runs[(arm, s)][-1]["video"]["text_to_item"][metric] for s in args.seeds)
             ax.plot([x - 0.15, x + 0.15], [mean, mean], color="black", linewidth=2.5)
         ax.set_xticks(range(len(arms)), [ARMS[a].replace(", ", ",\n") for a in arms], fontsize=8)
         ax.set_xlim(-0.3, len(arms) - 0.7)
