@@ -246,16 +246,19 @@ def plot_folds(folds: Path, runs: Path, seeds: dict[str, list[int]], fold1: dict
 
     table = per_fold["contrastive"]
     arms = list(seeds)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fold_mean = {key: statistics.mean(row[0] for row in rows) for key, rows in table.items()}
+    for seed in sorted({s for arm_seeds in seeds.values() for s in arm_seeds}):
+        xs = [x for x, arm in enumerate(arms) if seed in seeds[arm]]
+        ys = [fold_mean[(arms[x], seed)] for x in xs]
+        axes[0].plot(xs, ys, marker="o", color=f"C{seed % 10}", alpha=0.6, label=f"seed {seed}")
     for x, arm in enumerate(arms):
-        for s in seeds[arm]:
-            mean = statistics.mean(row[0] for row in table[(arm, s)])
-            axes[0].scatter(x + 0.04 * (s - 5), mean, color=f"C{s % 10}", s=18)
-        grand = statistics.mean(statistics.mean(row[0] for row in table[(arm, s)]) for s in seeds[arm])
-        axes[0].plot([x - 0.25, x + 0.25], [grand, grand], color="black", linewidth=2.5)
+        grand = statistics.mean(fold_mean[(arm, s)] for s in seeds[arm])
+        axes[0].plot([x - 0.15, x + 0.15], [grand, grand], color="black", linewidth=2.5)
+    axes[0].legend(fontsize=6, ncol=2)
     axes[0].set_xticks(range(len(arms)), [ARMS[a].replace(", ", ",\n") for a in arms], fontsize=8)
     axes[0].set_title(
-        f"t2v R@1 (%), mean of {len(all_folds)} held-out folds\n(a dot per seed; black: mean)", fontsize=9
+        f"t2v R@1 (%), mean of {len(all_folds)} held-out folds\n(a line per seed; black: mean)", fontsize=9
     )
     axes[0].grid(alpha=0.3)
     for arm in arms:
