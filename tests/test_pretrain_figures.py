@@ -99,4 +99,20 @@ def test_no_contrastive_runs_is_an_error(tmp_path):
     done = subprocess.run(
         [sys.executable, str(SCRIPT), str(tmp_path)], check=False, capture_output=True, text=True, timeout=120
     )
-    assert done.returncode == 2 and "no contrastive-only runs" in done.stderr
+    assert done.returncode == 2 and "no finished contrastive-only runs" in done.stderr
+
+
+def test_seed_selection(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "figures"
+    out.mkdir()
+    for name, r1 in (("lit-con", 1.0), ("lit-con-s1", 2.0), ("lit-con-s2", 4.0), ("lit-con-s23", 8.0)):
+        write_run(runs, name, r1)
+    (runs / "lit-con-sx").mkdir()  # not a seed: ignored
+    # by default every finished seed, 23 included: (1 + 2 + 4 + 8) / 4
+    assert "| contrastive only, mean of 4 seeds | 3.8 |" in run_script(runs, "--out", out)
+    # a range and a single seed; seed 22 has no run and is skipped: (2 + 4 + 8) / 3
+    assert "| contrastive only, mean of 3 seeds | 4.7 |" in run_script(runs, "--out", out, "--seeds", "1-2", "22", "23")
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), str(runs), "--seeds", "8-x"], check=False, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "'8-x' is not a seed or a range like 8-22" in done.stderr

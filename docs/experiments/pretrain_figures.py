@@ -1,15 +1,16 @@
 """The table and figures of the pretraining experiment in docs/pretraining.md, from the runs' eval.jsonl.
 
-    python docs/experiments/pretrain_figures.py runs/ --out docs/figures [--folds runs/eval-folds]
+    python docs/experiments/pretrain_figures.py runs/ --out docs/figures [--folds runs/eval-folds] [--seeds 0-7]
 
-Runs are named as the experiment's commands name them: ``lit-ARM`` for seed 0 and ``lit-ARM-sN``
-for seed N, where ARM is ``con`` (contrastive only), ``full`` (the config as is) or ``mf`` (the
-matching objective made learnable); an arm uses the seeds it has complete runs for and is left
-out if it has none. Prints the markdown table of the final held-out figures (per seed and the
-mean) and the paired text-to-video differences of each arm against ``con`` over the seeds both
-ran; writes ``pretrain_retrieval_r1.png`` and ``pretrain_retrieval.png`` (held-out text-to-item
-R@1 / R@5 over steps, mean over seeds) and ``pretrain_seeds.png`` (final text-to-video R@1 and R@5
-of each seed, the arms side by side).
+Runs are named as the experiment's commands name them: ``lit-ARM`` for seed 0 and ``lit-ARM-sN`` for
+seed N, where ARM is ``con`` (contrastive only), ``full`` (the config as is) or ``mf`` (the matching
+objective made learnable); an arm uses the seeds it has complete runs for and is left out if it has
+none (``--seeds`` picks seeds, e.g. ``0-7`` or ``8-22``; by default every finished one). Prints the
+markdown table of the final held-out figures (per seed and the mean) and the paired text-to-video
+differences of each arm against ``con`` over the seeds both ran; writes
+``pretrain_retrieval_r1.png`` and ``pretrain_retrieval.png`` (held-out text-to-item R@1 / R@5 over
+steps, mean over seeds) and ``pretrain_seeds.png`` (final text-to-video R@1 and R@5 of each seed,
+the arms side by side).
 
 With ``--folds DIR`` the final models are also scored on further held-out worlds, COCO-1K style:
 ``DIR/foldK/RUN/metrics.json`` (``mico-chat eval retrieval ... --dual-softmax --out``) for each fold
@@ -53,6 +54,27 @@ COLUMNS = [
 
 def run_dir(runs: Path, arm: str, seed: int) -> Path:
     return runs / (f"lit-{arm}" if seed == 0 else f"lit-{arm}-s{seed}")
+
+
+def seed_list(text: str) -> list[int]:
+    """``3`` or an inclusive range ``8-22``, as ``--seeds`` takes them."""
+    first, _, last = text.partition("-")
+    try:
+        seeds = list(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed or a range like 8-22") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"{text!r} is an empty range")
+    return seeds
+
+
+def found_seeds(runs: Path, arm: str) -> list[int]:
+    """Every seed of ``arm`` with a run folder under ``runs`` (finished or not), in order."""
+    seeds = [0] if (runs / f"lit-{arm}").is_dir() else []
+    for path in runs.glob(f"lit-{arm}-s*"):
+        if path.is_dir() and path.name.removeprefix(f"lit-{arm}-s").isdigit():
+            seeds.append(int(path.name.removeprefix(f"lit-{arm}-s")))
+    return sorted(seeds)
 
 
 def finished(run: Path) -> bool:
@@ -122,15 +144,25 @@ def print_differences(values: dict[tuple[str, int], list[float]], seeds: dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path)
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(20)), help="seeds to use where they exist")
+    parser.add_argument(
+        "--seeds",
+        type=seed_list,
+        nargs="+",
+        default=None,
+        help="seeds (N or N-M) to use where they finished; default: every finished seed",
+    )
     parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS))
     parser.add_argument("--folds", type=Path, default=None, help="folder of foldK/RUN/metrics.json (see above)")
     parser.add_argument("--out", type=Path, default=Path("docs/figures"))
     args = parser.parse_args()
-    seeds = {arm: [s for s in args.seeds if finished(run_dir(args.runs, arm, s))] for arm in args.arms}
+    wanted = sorted({s for group in args.seeds for s in group}) if args.seeds else None
+    seeds = {
+        arm: [s for s in (wanted or found_seeds(args.runs, arm)) if finished(run_dir(args.runs, arm, s))]
+        for arm in args.arms
+    }
     seeds = {arm: arm_seeds for arm, arm_seeds in seeds.items() if arm_seeds}
     if "con" not in seeds:
-        parser.error(f"no contrastive-only runs under {args.runs} for seeds {args.seeds}")
+        parser.error(f"no finished contrastive-only runs under {args.runs} for seeds {wanted or 'any'}")
     runs = {(arm, s): eval_rows(args.runs, arm, s) for arm, arm_seeds in seeds.items() for s in arm_seeds}
     values = {key: final(rows) for key, rows in runs.items()}
     print_table(values, seeds, "run (600 steps)")
