@@ -90,8 +90,14 @@ def plot_retrieval(runs: dict[str, str | os.PathLike], out: str | os.PathLike, *
         ax.set_title(f"text -> {group}, held-out {metric} (%)")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    # one legend under the panels: inside them it covers the curves' ends, where the runs differ
+    entries = {}  # label -> line, from every panel (a run may lack a group)
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    rows = -(-len(entries) // 3)
+    fig.legend(entries.values(), entries.keys(), loc="lower center", ncol=min(3, len(entries)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.07 * rows, 1, 1))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
