@@ -203,7 +203,9 @@ def _write_table(table: MediaTable, path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"keys": table.keys, "ids": table.ids, "captions": table.captions, "skipped": table.skipped}
-    tmp = path.with_name(path.name + ".tmp")
+    # One temporary name per process: runs sharing a cache folder may build the same table at once,
+    # and each must rename a whole file of its own into place.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     save_file({k: v.contiguous() for k, v in table.tensors.items()}, str(tmp), metadata={"table": json.dumps(meta)})
     tmp.replace(path)
 
