@@ -93,6 +93,7 @@ def test_media_table_caches_and_skips_bad_records(world, tmp_path):
     assert any("missing" in where for where, _ in table.skipped)
     cached = list(tmp_path.glob("with_bad-audio+video-*.safetensors"))
     assert len(cached) == 1
+    assert not list(tmp_path.glob("*.tmp")), "the temporary file is renamed into place, not left behind"
     again = build_media_table(bad_file, ["audio", "video"], settings, enc, cache_dir=tmp_path, progress=False)
     assert again.keys == table.keys and torch.equal(again.tensors["video"], table.tensors["video"])
     with pytest.raises(PretrainConfigError, match="missing"):
