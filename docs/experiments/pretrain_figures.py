@@ -173,6 +173,7 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.folds is not None:
         plot_folds(args.folds, args.runs, seeds, values, args.out / "pretrain_folds.png", plt)
 
