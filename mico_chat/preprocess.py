@@ -2,7 +2,7 @@
 
 One entry per modality in :data:`PREPROCESSORS`; each takes a source (a path, in-memory file
 bytes, or already-decoded arrays), the :class:`MediaSettings` and the encoder config, and returns
-the item's segments:
+the item's segments (:func:`preprocess` returns them contiguous):
 
 =========  ==========================  ======================================================
 modality   output                      from
@@ -223,8 +223,10 @@ TIMED = frozenset({Modality.VIDEO, Modality.AUDIO})
 def preprocess(modality: Modality, source: Source, settings: MediaSettings, encoder: MiCoEncoderConfig, **options) -> torch.Tensor:
     """Run the registered preprocessor of ``modality`` (see module docstring for shapes)."""
     fn = PREPROCESSORS[modality]
-    if modality in TIMED:
-        return fn(source, settings, encoder, **options)
-    if options:
+    if modality not in TIMED and options:
         raise ValueError(f"{modality} items take no options, got {sorted(options)}")
-    return fn(source, settings, encoder)
+    out = fn(source, settings, encoder, **options)
+    # Always contiguous: RGB frames arrive as (H, W, 3), and the permuted (channels-last) view
+    # would send the patch convolution down another kernel, so the same pixels would train to
+    # different weights depending on whether they came from a decoder or from a cached table.
+    return out.contiguous()
