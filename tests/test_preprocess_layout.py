@@ -11,7 +11,9 @@ from mico_chat.modality import Modality
 from mico_chat.preprocess import MediaSettings, preprocess
 
 S = 16
-ENCODER = MiCoEncoderConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=S, patch_size=8)
+ENCODER = MiCoEncoderConfig(
+    hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=S, patch_size=8
+)
 
 
 @pytest.mark.parametrize(
