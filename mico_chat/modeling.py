@@ -159,10 +159,15 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         past_key_values=None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
+        logits_to_keep: int | torch.Tensor | str = 0,
         **kwargs,
     ) -> MiCoChatOutput:
         """Causal-LM forward. ``labels`` (``-100`` = ignored) give the shifted next-token loss.
+
+        ``logits_to_keep="labels"`` (what the training collators ask for) computes the LM head only
+        at the positions that predict a trained token: the loss is the same, but the head (a fifth
+        of SmolLM2-135M's FLOPs per token, 49k words) runs on the answers alone, and ``logits``
+        holds those positions only, ``(B, K, V)``.
 
         ``encoder_features`` replace ``media`` for modalities whose encoder outputs were computed
         beforehand (see :meth:`encode_media`). Packed rows (several samples in one row, each with
@@ -175,6 +180,10 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
             inputs_embeds = self.embed_inputs(input_ids, media, encoder_features)
         elif media or encoder_features:
             raise ValueError("media must be merged before passing inputs_embeds (use embed_inputs)")
+        if isinstance(logits_to_keep, str):
+            if logits_to_keep != "labels" or labels is None:
+                raise ValueError(f"logits_to_keep must be an int, a tensor, or 'labels' with labels; got {logits_to_keep!r}")
+            return self._forward_at_labels(inputs_embeds, attention_mask, position_ids, labels, use_cache, **kwargs)
         out = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -192,6 +201,23 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
             hidden_states=out.hidden_states,
             attentions=out.attentions,
         )
+
+    def _forward_at_labels(self, inputs_embeds, attention_mask, position_ids, labels, use_cache, **kwargs):
+        """The shifted next-token loss with the LM head applied only where a label follows."""
+        num_items = kwargs.pop("num_items_in_batch", None)
+        keep = (labels[:, 1:] != -100).any(dim=0).nonzero().flatten()  # positions t predicting token t+1
+        out = self.language_model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+            use_cache=use_cache, logits_to_keep=keep, **kwargs,
+        )  # fmt: skip
+        targets = labels[:, keep + 1]
+        logits = out.logits.float()
+        loss = nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        count = num_items if num_items is not None else (targets != -100).sum()
+        loss = loss / torch.as_tensor(count, device=loss.device, dtype=loss.dtype)
+        return MiCoChatOutput(loss=loss, logits=out.logits, hidden_states=out.hidden_states, attentions=out.attentions)
 
     @torch.no_grad()
     def generate(

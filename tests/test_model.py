@@ -100,3 +100,30 @@ def test_builder_keeps_llm_weights_and_extends_vocabulary():
     assert model.config.text_config.vocab_size == 405
     new_rows = model.get_input_embeddings().weight[400:]
     torch.testing.assert_close(new_rows, reference["model.embed_tokens.weight"].mean(0).expand_as(new_rows))
+
+
+def test_logits_at_labels_give_the_full_loss_and_its_gradients(tiny):
+    """``logits_to_keep="labels"`` runs the LM head on the supervised positions only, same loss."""
+    model, _ = tiny
+    ids = torch.cat([prompt_ids(model, 1, 1), prompt_ids(model, 1, 1)])  # two rows, one padded
+    labels = torch.full_like(ids, -100)
+    labels[0, -2:] = ids[0, -2:]
+    labels[1, -4:-2] = ids[1, -4:-2]
+    media = {k: torch.cat([v, v]) for k, v in media_batch(1, 1).items()}
+    full = model(input_ids=ids, media=media, labels=labels)
+    full.loss.backward()
+    grad_full = model.connectors["video"].fc1.weight.grad.clone()
+    model.zero_grad()
+    kept = model(input_ids=ids, media=media, labels=labels, logits_to_keep="labels")
+    kept.loss.backward()
+    grad_kept = model.connectors["video"].fc1.weight.grad.clone()
+    model.zero_grad()
+    torch.testing.assert_close(kept.loss, full.loss)
+    torch.testing.assert_close(grad_kept, grad_full)
+    # positions predicting a label: row 0 needs the last two tokens (2 positions), row 1 two others
+    assert kept.logits.shape[:2] == (2, 4) and full.logits.shape[1] == ids.shape[1]
+    # num_items_in_batch (the Trainer's count over accumulated batches) divides the summed loss
+    halved = model(input_ids=ids, media=media, labels=labels, logits_to_keep="labels", num_items_in_batch=8)
+    torch.testing.assert_close(halved.loss, full.loss / 2)
+    with pytest.raises(ValueError, match="logits_to_keep"):
+        model(input_ids=ids, media=media, logits_to_keep="labels")

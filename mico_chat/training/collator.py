@@ -48,7 +48,8 @@ def _stack(samples: Sequence[Mapping[str, Any]], key: str) -> dict[str, torch.Te
 
 
 def _common(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"use_cache": False}
+    # The LM head runs only where a trained token follows (same loss, see MiCoChatForConditionalGeneration).
+    out: dict[str, Any] = {"use_cache": False, "logits_to_keep": "labels"}
     media = _stack(samples, "media")
     features = _stack(samples, "features")
     if media:
