@@ -68,6 +68,8 @@ class ModelSection:
             the ``encoder.`` prefix) loaded after building.
         chat_template: prompt format (``plain`` for stage 1, ``llm``/``vicuna_v1`` afterwards);
             ``None`` keeps the model's.
+        system_prompt: set the model's system prompt (kept in the exported model and preset, so
+            inference uses the one training used); ``None`` keeps the model's.
         dtype: parameter dtype: ``auto`` (bfloat16 when training in bf16 on a GPU, else
             float32), ``float32``, ``bfloat16``, ``float16``.
         attn_implementation: the LLM's attention backend (``sdpa``, ``flash_attention_2``, ``eager``).
@@ -80,6 +82,7 @@ class ModelSection:
     connectors: dict = field(default_factory=dict)
     encoder_weights: str | None = None
     chat_template: str | None = None
+    system_prompt: str | None = None
     dtype: str = "auto"
     attn_implementation: str = "sdpa"
 
@@ -108,6 +111,9 @@ class DataSection:
         cache_dtype: dtype the cached features are stored in.
         media_settings: overrides of the processor's media settings (``num_frames``, ...).
         limit: use only the first ``limit`` good records (smoke runs).
+        merge_turns: join consecutive records about the same media (a clip's questions) into one
+            conversation of up to this many user turns, so the media are read once for all of them
+            (LLaVA's multi-turn records; 1: off). See :func:`mico_chat.training.data.merge_turns`.
     """
 
     train: list[str] = field(default_factory=lambda: [REQUIRED])
@@ -123,6 +129,7 @@ class DataSection:
     cache_dtype: str = "float32"
     media_settings: dict = field(default_factory=dict)
     limit: int | None = None
+    merge_turns: int = 1
 
 
 @dataclass
@@ -154,6 +161,8 @@ class TrainSection:
 
     Args beyond ``TrainingArguments``' own names:
         connector_lr: a separate learning rate for the connectors (LLaVA's ``mm_projector_lr``).
+        encoder_lr: a separate learning rate for encoder parameters a stage trains
+            (``stage.extra_trainable: ["encoder.*"]``).
         warmup_ratio: linear warm-up as a fraction of the total steps.
         group_by_length: batches of similar length (less padding; the order stays seeded).
         resume: ``auto`` resumes from the newest complete checkpoint in ``output_dir`` if there
@@ -171,6 +180,7 @@ class TrainSection:
     gradient_accumulation_steps: int = 1
     learning_rate: float = 2e-5
     connector_lr: float | None = None
+    encoder_lr: float | None = None
     weight_decay: float = 0.0
     warmup_ratio: float = 0.03
     lr_scheduler_type: str = "cosine"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,71 @@ def record_messages(record: Record, caption_kinds: Sequence[str], instruction: s
     return [{"role": "user", "content": user}, {"role": "assistant", "content": caption}]
 
 
+def merge_turns(
+    items: Iterable[tuple[int, Record | BadRecord]], max_turns: int
+) -> Iterator[tuple[int, Record | BadRecord]]:
+    """Consecutive conversation records about the same media, joined into multi-turn conversations.
+
+    LLaVA's multi-turn records: a clip's questions become turns of one conversation, so its media
+    tokens are read once per conversation instead of once per question, and every answer is still
+    trained. Records join while they have identical media (same modalities, paths and windows) and
+    system message, up to ``max_turns`` user turns; the media placeholders stay in the first user
+    turn only. ``(line, item)`` pairs in, ``(first line, item)`` out; the merged record's id is the
+    first one's plus ``+N`` (N records joined). Caption pairs, bad lines and records without media
+    pass through unchanged, and ``max_turns <= 1`` changes nothing.
+    """
+    group: list[tuple[int, Record]] = []
+
+    def flush() -> Iterator[tuple[int, Record]]:
+        if len(group) == 1:
+            yield group[0]
+        elif group:
+            yield group[0][0], _joined([r for _, r in group])
+        group.clear()
+
+    for line, item in items:
+        mergeable = max_turns > 1 and isinstance(item, Record) and bool(item.messages) and bool(item.media)
+        if not mergeable:
+            yield from flush()
+            yield line, item
+            continue
+        if group and (
+            item.media != group[0][1].media
+            or _system(item) != _system(group[0][1])
+            or sum(_turns(r) for _, r in group) + _turns(item) > max_turns
+        ):
+            yield from flush()
+        group.append((line, item))
+    yield from flush()
+
+
+def _system(record: Record) -> str | None:
+    first = record.messages[0]
+    return first["content"] if first["role"] == "system" else None
+
+
+def _turns(record: Record) -> int:
+    return sum(1 for m in record.messages if m["role"] == "user")
+
+
+def _joined(records: Sequence[Record]) -> Record:
+    placeholders = [m.modality.placeholder for m in records[0].media]
+    messages = [dict(m) for m in records[0].messages]
+    for record in records[1:]:
+        for msg in record.messages:
+            if msg["role"] == "system":
+                continue  # identical to the first record's (checked by merge_turns)
+            content = msg["content"]
+            if msg["role"] == "user":
+                for placeholder in placeholders:
+                    content = content.replace(placeholder + "\n", "").replace(placeholder, "")
+            messages.append({"role": msg["role"], "content": content})
+    return Record(
+        id=f"{records[0].id}+{len(records)}", media=records[0].media, messages=tuple(messages),
+        meta={"merged": [r.id for r in records]},
+    )  # fmt: skip
+
+
 def expected_segments(modality: Modality, processor: MiCoChatProcessor) -> int:
     """Segments one item will have after preprocessing (frames, audio windows; 1 for pictures)."""
     if modality is Modality.VIDEO:
@@ -155,6 +220,7 @@ def scan_records(
     strict: bool = False,
     probe_media: bool = True,
     limit: int | None = None,
+    merge: int = 1,
     progress: bool = True,
 ) -> ScanReport:
     """Read, check and measure every record (no media decoded); see the module docstring.
@@ -166,6 +232,8 @@ def scan_records(
         strict: raise :class:`DataError` at the first bad record instead of skipping it.
         probe_media: read each media file's header (catches unreadable files before training).
         limit: stop after this many good samples.
+        merge: join consecutive records about the same media into conversations of up to this many
+            user turns (:func:`merge_turns`; 1: every record is its own sample).
     """
     report = ScanReport()
     start = time.perf_counter()
@@ -174,7 +242,7 @@ def scan_records(
     for path in paths:
         path = Path(path)
         root = Path(media_root) if media_root is not None else path.parent
-        for k, item in enumerate(read_records(path), start=1):
+        for k, item in merge_turns(enumerate(read_records(path), start=1), merge):
             if limit is not None and len(report.samples) >= limit:
                 break
             report.num_records += 1

@@ -145,6 +145,7 @@ class TrainRecipe:
             strict=data.strict,
             probe_media=data.probe_media,
             limit=data.limit,
+            merge=data.merge_turns,
             progress=self.progress,
         )
         self._write_skipped()
@@ -178,6 +179,7 @@ class TrainRecipe:
             data_collator=collator,
             lengths=dataset.lengths,
             connector_lr=cfg.train.connector_lr,
+            encoder_lr=cfg.train.encoder_lr,
         )
         self.status = "set up"
 
@@ -259,6 +261,8 @@ class TrainRecipe:
             settings = MediaSettings.from_dict({**settings.to_dict(), **self.config.data.media_settings})
         if template is not None and template != model.config.chat_template:
             model.config.chat_template = template
+        if cfg.system_prompt is not None:
+            model.config.system_prompt = cfg.system_prompt
         processor = MiCoChatProcessor(processor.tokenizer, model.config, settings)
         return model, processor
 
@@ -301,6 +305,7 @@ class TrainRecipe:
             encoder=cfg.encoder if "pretrained" in cfg.encoder else {**spec["encoder"], **cfg.encoder},
             connectors=connectors,
             chat_template=spec.get("chat_template", "llm"),
+            system_prompt=spec.get("system_prompt"),
             settings=MediaSettings.from_dict(spec.get("media_settings", {})),
             dtype=torch.float32 if quantize else dtype,
             seed=int(spec.get("seed", 0)),
@@ -363,12 +368,12 @@ class TrainRecipe:
         from transformers import TrainingArguments
 
         t = self.config.train
-        if t.connector_lr is not None and t.deepspeed:
+        if (t.connector_lr is not None or t.encoder_lr is not None) and t.deepspeed:
             ds = json.loads(Path(t.deepspeed).read_text())
             if "optimizer" in ds:
                 raise TrainConfigError(
-                    f"train.connector_lr needs the Trainer's optimizer, but {t.deepspeed} defines its own; remove its "
-                    "'optimizer' section or train.connector_lr"
+                    f"train.connector_lr / encoder_lr need the Trainer's optimizer, but {t.deepspeed} defines its "
+                    "own; remove its 'optimizer' section or those keys"
                 )
         return TrainingArguments(
             output_dir=str(self.output_dir),

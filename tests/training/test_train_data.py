@@ -132,3 +132,68 @@ def test_length_grouped_sampler_is_a_seeded_function_of_the_epoch():
         max(lengths[i] for i in first[k : k + 4]) - min(lengths[i] for i in first[k : k + 4]) for k in range(0, 300, 4)
     ]
     assert sum(spread) / len(spread) < 60  # groups hold similar lengths (random groups: ~290)
+
+
+# ------------------------------------------------------------------ merge_turns
+def _conversation(rid, media, question, answer, system=None):
+    from mico_chat.instruct_data.records import Record
+
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": "".join(f"<{m.modality.value}>\n" for m in media) + question},
+        {"role": "assistant", "content": answer},
+    ]
+    return Record(id=rid, media=tuple(media), messages=tuple(messages))
+
+
+def test_merge_turns_joins_a_clips_questions_and_keeps_placeholders_first():
+    from mico_chat.instruct_data.records import BadRecord, MediaRef, Record
+    from mico_chat.modality import Modality
+    from mico_chat.training.data import merge_turns
+
+    clip = (MediaRef(Modality.VIDEO, "a.mp4"), MediaRef(Modality.AUDIO, "a.mp4"))
+    still = (MediaRef(Modality.IMAGE, "a.png"),)
+    items = [
+        (1, _conversation("q1", clip, "What colour?", "red")),
+        (2, _conversation("q2", clip, "How many?", "2")),
+        (3, _conversation("q3", still, "What shape?", "circle")),  # other media: a new group
+        (4, _conversation("q4", clip, "Moving?", "yes")),
+        (5, BadRecord("f.jsonl", 5, "not JSON")),  # passes through and ends the group
+        (6, _conversation("q6", clip, "Sound?", "beeps")),
+        (7, _conversation("q7", clip, "Pitch?", "low")),
+        (8, _conversation("q8", clip, "Onset?", "late")),
+        (9, _conversation("q9", clip, "Count?", "3")),  # a fourth turn: over max_turns=3, a new group
+        (10, _conversation("q10", clip, "Other system", "x", system="Be brief.")),
+        (11, Record(id="cap", media=clip, captions={"omni": "a caption"})),
+    ]
+    out = list(merge_turns(items, 3))
+    assert [(line, getattr(r, "id", None)) for line, r in out] == [
+        (1, "q1+2"), (3, "q3"), (4, "q4"), (5, None), (6, "q6+3"), (9, "q9"), (10, "q10"), (11, "cap"),
+    ]
+    merged = out[0][1]
+    assert merged.media == clip and merged.meta == {"merged": ["q1", "q2"]}
+    assert [m["content"] for m in merged.messages] == ["<video>\n<audio>\nWhat colour?", "red", "How many?", "2"]
+    assert [m["role"] for m in out[4][1].messages] == ["user", "assistant"] * 3
+    assert list(merge_turns(items, 1)) == items  # off: unchanged
+
+
+def test_scan_with_merge_trains_every_answer_once(tiny, tmp_path):
+    import json
+
+    from mico_chat.training.data import scan_records
+
+    _, processor = tiny
+    (tmp_path / "a.png").write_bytes(b"")  # existence is enough without probing
+    rows = [
+        {"id": f"q{i}", "media": [{"modality": "image", "path": "a.png"}],
+         "messages": [{"role": "user", "content": f"<image>\nQuestion {i}?"}, {"role": "assistant", "content": f"answer {i}"}]}
+        for i in range(5)
+    ]  # fmt: skip
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    single = scan_records([path], processor, probe_media=False, progress=False)
+    merged = scan_records([path], processor, probe_media=False, progress=False, merge=4)
+    assert [s.record_id for s in merged.samples] == ["q0+4", "q4"]
+    assert sum(s.num_labels for s in merged.samples) == sum(s.num_labels for s in single.samples)
+    assert sum(s.length for s in merged.samples) < sum(s.length for s in single.samples)
+    image_tokens = processor.config.num_media_tokens("image", 1)
+    assert merged.samples[0].length < 4 * single.samples[0].length - 3 * image_tokens + 1
