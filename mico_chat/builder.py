@@ -42,6 +42,7 @@ def build_model(
     encoder: MiCoEncoderConfig | Mapping[str, Any] | str | os.PathLike | None = None,
     connectors: Mapping[str, Mapping[str, Any]] | None = None,
     chat_template: str = "llm",
+    system_prompt: str | None = None,
     settings: MediaSettings | None = None,
     tokenizer: Any = None,
     dtype: torch.dtype = torch.float32,
@@ -61,6 +62,7 @@ def build_model(
             weights are used.
         connectors: ``{modality: connector config}``.
         chat_template: prompt format name (``llm``, ``vicuna_v1``, ``plain``).
+        system_prompt: the system message of conversations that bring none (``None``: the template's).
         settings: media settings of the processor.
         seed: seeds the initialisation of encoder and connectors, so an untrained model is reproducible.
         llm_name: what to record as ``llm_name_or_path`` (defaults to ``llm``).
@@ -91,6 +93,7 @@ def build_model(
         connectors=dict(connectors or {}),
         media_token_ids=token_ids,
         chat_template=chat_template,
+        system_prompt=system_prompt,
         llm_name_or_path=llm_name,
     )
     attn_implementation = language_model.config._attn_implementation or "sdpa"

@@ -23,6 +23,8 @@ class MiCoChatConfig(PreTrainedConfig):
         media_token_ids: ``{modality: token id}`` of the placeholder tokens in the LLM's vocabulary
             (filled when the tokenizer is extended, see :func:`mico_chat.builder.build_model`).
         chat_template: name of the prompt format in :data:`mico_chat.templates.TEMPLATES`.
+        system_prompt: system message put first in every conversation that has none, at training and
+            at inference alike (``None``: the template's own default, e.g. SmolLM2's 20-token one).
         llm_name_or_path: where the LLM weights came from (a known name or a folder); recorded so a
             checkpoint that stores only the non-LLM weights can be completed.
     """
@@ -38,6 +40,7 @@ class MiCoChatConfig(PreTrainedConfig):
     connectors: dict | None = None
     media_token_ids: dict | None = None
     chat_template: str = "llm"
+    system_prompt: str | None = None
     llm_name_or_path: str | None = None
     tie_word_embeddings: bool = False
 

@@ -137,6 +137,9 @@ class MiCoChatProcessor:
             out_messages.append({"role": msg.get("role"), "content": text})
         if given and items:
             raise ProcessorError("give media either inside structured message parts or as a separate list, not both")
+        system = self.config.system_prompt
+        if system is not None and out_messages and out_messages[0].get("role") != "system":
+            out_messages.insert(0, {"role": "system", "content": system})
         prepared = PreparedConversation(out_messages, items or given)
         self._check_placeholders(prepared)
         return prepared

@@ -71,6 +71,7 @@ def load_preset(
         encoder=spec["encoder"],
         connectors=spec.get("connectors"),
         chat_template=spec.get("chat_template", "llm"),
+        system_prompt=spec.get("system_prompt"),
         settings=MediaSettings.from_dict(spec.get("media_settings", {})),
         dtype=dtype,
         seed=int(spec.get("seed", 0)),

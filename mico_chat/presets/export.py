@@ -130,6 +130,7 @@ def export_preset(
         "description": description or f"MiCo-Chat exported from {model_dir}",
         "llm": llm or config.llm_name_or_path,
         "chat_template": config.chat_template,
+        "system_prompt": config.system_prompt,
         "encoder": encoder_spec(config.encoder_config),
         "connectors": {k: dict(v) for k, v in config.connectors.items()},
         "media_settings": processor.settings.to_dict(),

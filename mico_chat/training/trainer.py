@@ -75,12 +75,21 @@ class MiCoTrainer(Trainer):
     Extra args:
         lengths: per-sample token counts from the scan (for length grouping).
         connector_lr: learning rate of ``connectors.*`` parameters (``None``: the main one).
+        encoder_lr: learning rate of ``encoder.*`` parameters when a stage trains them (``None``: the main one).
     """
 
-    def __init__(self, *args: Any, lengths: list[int] | None = None, connector_lr: float | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        lengths: list[int] | None = None,
+        connector_lr: float | None = None,
+        encoder_lr: float | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.lengths = lengths
         self.connector_lr = connector_lr
+        self.encoder_lr = encoder_lr
         self.session_tokens = 0  # real (non-padding) tokens, this session, all processes
         self.num_labels_seen = 0  # trained tokens, this session, all processes
 
@@ -118,21 +127,23 @@ class MiCoTrainer(Trainer):
         return super()._get_train_sampler(train_dataset)
 
     def create_optimizer(self, model=None):
-        if self.connector_lr is None or self.optimizer is not None:
+        if (self.connector_lr is None and self.encoder_lr is None) or self.optimizer is not None:
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
         decay = set(self.get_decay_parameter_names(opt_model))
-        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+        rates = {"connectors.": self.connector_lr, "encoder.": self.encoder_lr}
+        groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
         for name, param in opt_model.named_parameters():
             if param.requires_grad:
-                groups.setdefault((base_name(name).startswith("connectors."), name in decay), []).append(param)
+                part = next((p for p in rates if base_name(name).startswith(p) and rates[p] is not None), "")
+                groups.setdefault((part, name in decay), []).append(param)
         param_groups = [
             {
                 "params": params,
                 "weight_decay": self.args.weight_decay if decayed else 0.0,
-                **({"lr": self.connector_lr} if is_connector else {}),
+                **({"lr": rates[part]} if part else {}),
             }
-            for (is_connector, decayed), params in sorted(groups.items())
+            for (part, decayed), params in sorted(groups.items())
         ]
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)

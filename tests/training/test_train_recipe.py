@@ -229,3 +229,37 @@ def test_gradient_accumulation_and_checkpointing_train_like_one_big_batch(tiny_d
     for name in ("accumulated", "checkpointed"):
         for key, value in results["big"].items():
             torch.testing.assert_close(results[name][key], value, rtol=1e-4, atol=1e-5, msg=f"{name}: {key}")
+
+
+def test_stage2_with_encoder_tuning_groups_learning_rates_and_keeps_the_system_prompt(tiny_dir, data_dir, tmp_path):
+    """The default recipe's stage 2: encoder, connectors and LoRA at their own rates; the system
+    prompt set in the config is the one the exported model (and so inference) uses."""
+    import torch
+    from safetensors.torch import load_file
+
+    recipe, summary = run(
+        tiny_dir,
+        data_dir["qa"],
+        tmp_path / "s2",
+        {"name": "stage2_lora", "extra_trainable": ["encoder.*"]},
+        model={"system_prompt": "Be brief."},
+        data={"packing": True, "merge_turns": 4},
+        lora={"r": 2, "alpha": 4},
+        train={"max_steps": 2, "learning_rate": 1e-3, "connector_lr": 2e-3, "encoder_lr": 1e-4, "export": True},
+    )
+    rates = sorted({g["lr"] for g in recipe.trainer.optimizer.param_groups})
+    assert rates == [1e-4, 1e-3, 2e-3]  # constant schedule in the fixture: the configured rates
+    by_rate: dict[float, int] = {}
+    for group in recipe.trainer.optimizer.param_groups:  # decayed and undecayed groups share a rate
+        by_rate[group["lr"]] = by_rate.get(group["lr"], 0) + sum(p.numel() for p in group["params"])
+    model = recipe._unwrapped()
+    encoder_params = sum(p.numel() for p in model.encoder.parameters() if p.requires_grad)
+    assert by_rate[1e-4] == encoder_params > 0
+    chat = ChatModel.load(summary["export"])
+    assert chat.model.config.system_prompt == "Be brief."
+    prepared = chat.processor.prepare([{"role": "user", "content": "hi"}])
+    assert prepared.messages[0] == {"role": "system", "content": "Be brief."}
+    before = load_file(str(tiny_dir / "model.safetensors"))
+    after = chat.model.state_dict()
+    changed = [k for k in before if k.startswith("encoder.") and not torch.equal(before[k], after[k])]
+    assert changed  # the encoder trained
