@@ -571,7 +571,7 @@ def load_folder(
     if model_type != "mico_chat":
         raise ValueError(
             f"{directory} holds a {model_type!r} model, not a MiCo-Chat one; to chat with media around this LLM "
-            f"use ChatModel.load('default', llm='{directory}') (untrained connectors) or train one"
+            f"use ChatModel.load('untrained', llm='{directory}') (untrained encoder and connectors) or train one"
         )
     model = MiCoChatForConditionalGeneration.from_pretrained(directory, **{"dtype": dtype, **(load_kwargs or {})})
     processor = MiCoChatProcessor.from_pretrained(directory, config=model.config)

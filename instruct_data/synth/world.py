@@ -95,6 +95,7 @@ class WorldSummary:
     size: int
     fps: int
     workers: int
+    qa_per_family: int = 1
     seconds: float = field(default=0.0, compare=False)
 
     @property
@@ -125,6 +126,7 @@ class WorldSummary:
             "families": self.families,
             "size": self.size,
             "fps": self.fps,
+            "qa_per_family": self.qa_per_family,
             "speech": self.speech.to_json(),
             "files": {"world": "world.jsonl", "captions": "captions.jsonl", "records": "records.jsonl"},
         }
@@ -387,7 +389,7 @@ def generate_world(
     summary = WorldSummary(
         out_dir=out, split=split, seed=seed, n=n, num_records=counts["records"], num_captions=counts["captions"],
         speech=speech, families=dict(sorted(families.items())), size=config.scene.size, fps=config.scene.fps,
-        workers=workers, seconds=time.perf_counter() - started,
+        workers=workers, qa_per_family=config.qa_per_family, seconds=time.perf_counter() - started,
     )  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
     return summary

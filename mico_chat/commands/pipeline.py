@@ -177,13 +177,15 @@ class Pipeline:
         for split, key in (("train", "train"), ("heldout", "heldout")):
             spec, folder = worlds[key], self.world(split)
             summary = folder / "summary.json"
-            wanted = (split, spec["seed"], spec["n"], worlds["size"])
+            qa_per_family = int(spec.get("qa_per_family", 1))
+            wanted = (split, spec["seed"], spec["n"], worlds["size"], qa_per_family)
             if summary.is_file() and (folder / "records.jsonl").is_file():
                 saved = json.loads(summary.read_text())
-                if (saved["split"], saved["seed"], saved["n"], saved["size"]) == wanted:
+                got = (saved["split"], saved["seed"], saved["n"], saved["size"], saved.get("qa_per_family", 1))
+                if got == wanted:
                     continue
             # Speech off: the world must not depend on whether espeak-ng happens to be installed.
-            config = WorldConfig(scene=SceneConfig(size=worlds["size"]), speech="off")
+            config = WorldConfig(scene=SceneConfig(size=worlds["size"]), speech="off", qa_per_family=qa_per_family)
             generate_world(folder, spec["n"], seed=spec["seed"], split=split, config=config, progress=self.progress)
             ran = True
         return "ran" if ran else "skipped"
@@ -249,14 +251,15 @@ class Pipeline:
         runs = [("synth", Synth(), self.world("heldout"), ev.get("synth_limit"), self.stage_model("stage2")),
                 ("general_qa", GeneralQA(), DEFAULT_DATA, ev.get("general_qa_limit"), self.stage_model("stage2"))]  # fmt: skip
         if ev.get("baseline", True):
-            runs.append(("general_qa_base", GeneralQA(), DEFAULT_DATA, ev.get("general_qa_limit"), "default"))
+            # The untrained preset's text chat is the base LLM's own (its encoder never sees text).
+            runs.append(("general_qa_base", GeneralQA(), DEFAULT_DATA, ev.get("general_qa_limit"), "untrained"))
         todo = [r for r in runs if not (self.eval_dir(r[0]) / "results.json").is_file()]
         if not todo:
             return "skipped"
         chats: dict[str, ChatModel] = {}
         for name, bench, data, limit, model in todo:
             if str(model) not in chats:
-                chats[str(model)] = ChatModel.load(model, llm=self.config.get("llm") if model == "default" else None)
+                chats[str(model)] = ChatModel.load(model, llm=self.config.get("llm") if model == "untrained" else None)
             result = evaluate(bench, chats[str(model)], data=Path(data), out=self.eval_dir(name), limit=limit,
                               batch_size=int(ev.get("batch_size", 8)), progress=self.progress)  # fmt: skip
             self.log(f"== {name}\n{result.report.summary()}")
