@@ -3,7 +3,7 @@
 The video examples are clips of a small held-out synthetic world (:mod:`mico_chat.instruct_data.synth`,
 the world the embedded default is trained and evaluated on), each with one of its own open
 questions, so a trained default answers them and its answers can be checked against the ground
-truth in ``world.jsonl``. The audio example is a recording of three beeps. All are written once
+truth in ``world.jsonl``. The audio example is three of the world's low beeps. All are written once
 into ``<MICO_CHAT_HOME>/demo/`` (about a second) and reused.
 """
 
@@ -39,7 +39,7 @@ def example_clips(folder: Path | None = None) -> list[ExampleClip]:
 
     folder = folder or mico_home() / "demo"
     examples = world_examples(folder / "world")
-    beeps = folder / "demo_beeps.wav"
+    beeps = folder / "world_beeps.wav"  # the world's low beeps (an older demo_beeps.wav had others)
     if not beeps.exists():
         write_beeps(beeps)
     return [*examples, ExampleClip(beeps, "audio", "How many beeps do you hear?", "3")]
@@ -47,11 +47,13 @@ def example_clips(folder: Path | None = None) -> list[ExampleClip]:
 
 def world_examples(world: Path) -> list[ExampleClip]:
     """One open video question per family in :data:`FAMILIES`, from a small held-out world."""
-    from mico_chat.instruct_data.synth import generate_world
+    from mico_chat.instruct_data.synth import WorldConfig, generate_world
 
     records_file = world / "records.jsonl"
     if not records_file.exists():
-        generate_world(world, WORLD_CLIPS, seed=WORLD_SEED, split="heldout", workers=1, progress=False)
+        # Speech off, as in the default's training world: the same clips whether espeak-ng is installed or not.
+        config = WorldConfig(speech="off")
+        generate_world(world, WORLD_CLIPS, seed=WORLD_SEED, split="heldout", workers=1, config=config, progress=False)
     chosen: dict[str, ExampleClip] = {}
     for line in records_file.read_text().splitlines():
         record = json.loads(line)
@@ -68,12 +70,15 @@ def world_examples(world: Path) -> list[ExampleClip]:
 
 
 def write_beeps(
-    path: Path, *, seconds: float = 4.0, rate: int = 16_000, starts: tuple[float, ...] = (0.5, 1.5, 2.5)
+    path: Path, *, seconds: float = 4.0, rate: int = 16_000, starts: tuple[float, ...] = (0.3, 0.6, 0.9)
 ) -> Path:
-    """A 16-bit mono WAV: 440 Hz beeps of 0.3 s at ``starts`` (the demo clip's soundtrack)."""
+    """A 16-bit mono WAV: low (500 Hz) beeps of 0.15 s at ``starts``, the synthetic world's beeps
+    (:mod:`mico_chat.instruct_data.synth.factors`), so the default model knows the sound."""
+    from mico_chat.instruct_data.synth import factors
+
     t = np.arange(int(seconds * rate)) / rate
-    on = sum(((t >= s) & (t < s + 0.3)) for s in starts)
-    samples = (0.4 * np.sin(2 * np.pi * 440 * t) * on * 32767).astype("<i2")
+    on = sum(((t >= s) & (t < s + factors.BEEP_ON_S)) for s in starts)
+    samples = (0.4 * np.sin(2 * np.pi * factors.BEEP_HZ["low"] * t) * on * 32767).astype("<i2")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.wav")
     with wave.open(str(tmp), "wb") as out:

@@ -1,7 +1,9 @@
-"""``mico-chat demo``: the main job, a chat about a generated clip with the default model.
+"""``mico-chat demo``: a chat about a generated clip with the default model, in the terminal.
 
-The clip is made here (a red square crossing a blue background while a tone beeps three times),
-so the demo needs no downloaded media.
+The clip is the web UI's first example (:mod:`mico_chat.serve.examples`): a clip of a small held-out
+synthetic world, generated on first use, so the demo needs no downloaded media and the default
+(trained on that world) can be checked against the clip's ground-truth caption, printed too.
+:func:`make_demo_clip` writes a clip outside that world (tests use it as plain media).
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-DEMO_QUESTION = "What do you see and hear in this clip?"
+DEMO_QUESTION = "Describe what you see and hear in this clip."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--question", default=DEMO_QUESTION)
-    parser.add_argument("--out", type=Path, help="where to write the generated clip (default: the cache)")
+    parser.add_argument("--out", type=Path, help="folder for the generated example world (default: the cache)")
 
 
 def make_demo_clip(path: Path, *, seconds: float = 4.0, fps: int = 25, size: tuple[int, int] = (160, 120)) -> Path:
@@ -70,10 +72,13 @@ def run(args: argparse.Namespace) -> int:
     from mico_chat.presets import PRESETS, read_preset
     from mico_chat.weights import mico_home
 
-    clip = args.out or (mico_home() / "demo" / "demo_clip.mp4")
-    if not clip.exists():
-        make_demo_clip(clip)
-    print(f"clip: {clip}  (a red square crosses a blue background; three 440 Hz beeps)")
+    from mico_chat.instruct_data.synth import read_world
+    from mico_chat.serve.examples import world_examples
+
+    world = args.out or (mico_home() / "demo" / "world")
+    clip = world_examples(world)[0].path
+    truth = next(e["captions"]["omni"] for e in read_world(world) if (world / e["media"]["video"]) == clip)
+    print(f"clip: {clip}\nground truth: {truth}")
     if args.model in PRESETS and not read_preset(args.model).get("trained", False):
         print(
             "note: this preset's encoder and connectors are not trained yet, so answers about the clip's "
