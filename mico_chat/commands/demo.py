@@ -14,12 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-DEMO_QUESTION = "Describe what you see and hear in this clip."
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default")
-    parser.add_argument("--question", default=DEMO_QUESTION)
+    parser.add_argument("--question", help="default: the example's own question (its ground-truth answer is printed)")
     parser.add_argument("--out", type=Path, help="folder for the generated example world (default: the cache)")
 
 
@@ -69,25 +66,28 @@ def make_demo_clip(path: Path, *, seconds: float = 4.0, fps: int = 25, size: tup
 
 def run(args: argparse.Namespace) -> int:
     from mico_chat.api import ChatModel
+    from mico_chat.instruct_data.synth import read_world
     from mico_chat.presets import PRESETS, read_preset
+    from mico_chat.serve.examples import world_examples
     from mico_chat.weights import mico_home
 
-    from mico_chat.instruct_data.synth import read_world
-    from mico_chat.serve.examples import world_examples
-
     world = args.out or (mico_home() / "demo" / "world")
-    clip = world_examples(world)[0].path
-    truth = next(e["captions"]["omni"] for e in read_world(world) if (world / e["media"]["video"]) == clip)
-    print(f"clip: {clip}\nground truth: {truth}")
+    example = world_examples(world)[0]
+    caption = next(e["captions"]["omni"] for e in read_world(world) if (world / e["media"]["video"]) == example.path)
+    question = args.question or example.question
+    print(f"clip: {example.path}\nthe clip (ground truth): {caption}")
+    if not args.question:
+        print(f"expected answer: {example.answer}")
     if args.model in PRESETS and not read_preset(args.model).get("trained", False):
         print(
             "note: this preset's encoder and connectors are not trained yet, so answers about the clip's "
             "content are not meaningful; text chat is real."
         )
     chat = ChatModel.load(args.model)
-    print(f"you> {args.question}")
+    print(f"you> {question}")
     print("assistant> ", end="", flush=True)
-    messages = [{"role": "user", "content": [{"type": "video", "video": str(clip)}, {"type": "text", "text": args.question}]}]
+    content = [{"type": "video", "video": str(example.path)}, {"type": "text", "text": question}]
+    messages = [{"role": "user", "content": content}]
     for piece in chat.stream(messages):
         print(piece, end="", flush=True)
     print()
