@@ -97,15 +97,26 @@ def test_packing_gives_the_loss_and_gradients_of_padding(tiny, batch_samples):
     )
 
 
+def test_collators_ask_for_logits_at_answer_positions_only(tiny, batch_samples):
+    _, processor = tiny
+    pad = processor.tokenizer.pad_token_id
+    for collate in (PackingCollator(pad), PaddingCollator(pad)):
+        assert collate([batch_samples[0], batch_samples[2]])["logits_to_keep"] == "labels"
+
+
 def test_no_attention_across_packed_samples(tiny, batch_samples):
     model, processor = tiny
     collate = PackingCollator(processor.tokenizer.pad_token_id)
+
+    def every_logit(batch):  # logits at every position, not only where a label follows
+        return forward(model, {k: v for k, v in batch.items() if k != "logits_to_keep"}).logits
+
     a, b = batch_samples[2], batch_samples[0]  # text-only, then an image sample
     altered = dict(a, input_ids=[t + 1 if t < 300 else t for t in a["input_ids"]])
     with torch.no_grad():
-        first = forward(model, collate([a, b])).logits[0, len(a["input_ids"]) :]
-        second = forward(model, collate([altered, b])).logits[0, len(a["input_ids"]) :]
-        alone = forward(model, collate([b])).logits[0]
+        first = every_logit(collate([a, b]))[0, len(a["input_ids"]) :]
+        second = every_logit(collate([altered, b]))[0, len(a["input_ids"]) :]
+        alone = every_logit(collate([b]))[0]
     torch.testing.assert_close(first, second, rtol=0, atol=1e-5)
     torch.testing.assert_close(first, alone, rtol=0, atol=1e-5)
 
