@@ -12,6 +12,8 @@ model's keyword arguments plus ``meta`` (popped by the trainer before the forwar
   items in the order their placeholders appear in the batch (row-major).
 - ``use_cache=False``: a KV cache is useless in training, and transformers only honours packed
   position ids when no cache is built.
+- ``logits_to_keep="labels"``: the model runs its LM head only where a trained token follows
+  (same loss; ``logits`` then hold those positions only).
 - ``meta``: ``{"num_tokens": real tokens, "num_labels": trained tokens, "ids": record ids}``.
 
 Packing gives the same loss as padding on the same samples: each sample's first label is set to
