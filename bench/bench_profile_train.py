@@ -63,7 +63,6 @@ from mico_chat.training import TrainRecipe, load_config
 from mico_chat.training.data import expected_segments
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # --tiny: tests/tiny.py, tests/train_fixtures.py
 
 DEFAULT_CONFIG = REPO / "configs/default/stage2_lora.yaml"
 SHORT_SYSTEM = "You are a helpful assistant."
@@ -579,6 +578,8 @@ def lever_table(levers_: Sequence[Lever], results: Mapping[Arm, dict], base: Arm
 
 def tiny_inputs(root: Path) -> Path:
     """The tests' tiny model (tests/tiny.py) saved as a folder; returns it."""
+    if str(REPO / "tests") not in sys.path:
+        sys.path.insert(0, str(REPO / "tests"))  # only --tiny reaches into the test helpers
     from train_fixtures import save_tiny_model
 
     return save_tiny_model(root / "tiny_model")
