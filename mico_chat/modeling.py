@@ -182,7 +182,9 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
             raise ValueError("media must be merged before passing inputs_embeds (use embed_inputs)")
         if isinstance(logits_to_keep, str):
             if logits_to_keep != "labels" or labels is None:
-                raise ValueError(f"logits_to_keep must be an int, a tensor, or 'labels' with labels; got {logits_to_keep!r}")
+                raise ValueError(
+                    f"logits_to_keep must be an int, a tensor, or 'labels' together with labels; got {logits_to_keep!r}"
+                )
             return self._forward_at_labels(inputs_embeds, attention_mask, position_ids, labels, use_cache, **kwargs)
         out = self.language_model(
             inputs_embeds=inputs_embeds,
