@@ -245,7 +245,8 @@ def scan_records(
         for k, item in merge_turns(enumerate(read_records(path), start=1), merge):
             if limit is not None and len(report.samples) >= limit:
                 break
-            report.num_records += 1
+            # a merged sample counts the records it joined
+            report.num_records += (len(item.meta.get("merged", ())) or 1) if isinstance(item, Record) else 1
             bar.update(1)
             if isinstance(item, BadRecord):
                 _skip(report, item, strict)

@@ -193,6 +193,7 @@ def test_scan_with_merge_trains_every_answer_once(tiny, tmp_path):
     single = scan_records([path], processor, probe_media=False, progress=False)
     merged = scan_records([path], processor, probe_media=False, progress=False, merge=4)
     assert [s.record_id for s in merged.samples] == ["q0+4", "q4"]
+    assert merged.num_records == single.num_records == 5  # records read, not samples made
     assert sum(s.num_labels for s in merged.samples) == sum(s.num_labels for s in single.samples)
     assert sum(s.length for s in merged.samples) < sum(s.length for s in single.samples)
     image_tokens = processor.config.num_media_tokens("image", 1)
