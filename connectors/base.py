@@ -32,11 +32,17 @@ class ConnectorConfig:
         tokens: per segment, read the CLS token, the patch tokens, or both (``all``).
         pool: average-pool each segment's patch grid down to at most ``pool x pool`` tokens
             (``None`` keeps every patch).
+        out_norm: end with an RMSNorm whose gain starts at the LLM's own input-embedding scale
+            (set by :func:`mico_chat.builder.build_model`), so media tokens enter the LLM at the
+            size of its word embeddings. Without it a connector trained at a high rate inflates
+            its outputs (measured on the default recipe: 18x the word-embedding norm after stage 2),
+            and the LLM's residual stream at media positions then barely changes across layers.
     """
 
     type: str = "mlp2x_gelu"
     tokens: TokenSelection = "all"
     pool: int | None = None
+    out_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.tokens not in ("cls", "patches", "all"):
@@ -66,6 +72,15 @@ class Connector(nn.Module):
         self.config = config
         self.in_dim = in_dim
         self.out_dim = out_dim
+        self.out_norm = nn.RMSNorm(out_dim, eps=1e-6) if config.out_norm else None
+
+    @torch.no_grad()
+    def match_scale(self, embeddings: torch.Tensor) -> None:
+        """Start the output norm's gain at the root-mean-square of ``embeddings`` (the LLM's input
+        embedding matrix), so fresh media tokens are as large as word embeddings; no-op without it."""
+        if self.out_norm is not None:
+            rms = embeddings.float().pow(2).mean().sqrt()
+            self.out_norm.weight.fill_(rms.item())
 
     @staticmethod
     def pooled_grid(config: ConnectorConfig, layout: MediaLayout) -> tuple[int, int]:
@@ -108,7 +123,8 @@ class Connector(nn.Module):
 
     def forward(self, features: torch.Tensor, layout: MediaLayout) -> torch.Tensor:
         """``(N, layout.num_tokens, in_dim) -> (N, num_tokens(config, layout), out_dim)``."""
-        return self.project(self.select(features, layout))
+        out = self.project(self.select(features, layout))
+        return out if self.out_norm is None else self.out_norm(out)
 
 
 _REGISTRY: dict[str, type[Connector]] = {}

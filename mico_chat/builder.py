@@ -107,6 +107,8 @@ def build_model(
     # New placeholder rows start at the mean embedding; they are replaced by media features anyway.
     model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     _init_new_rows(model, first_new=min(token_ids.values()))
+    for connector in model.connectors.values():
+        connector.match_scale(model.get_input_embeddings().weight)
     model.language_model.config.vocab_size = model.get_input_embeddings().weight.shape[0]
     if getattr(language_model, "is_quantized", False) or getattr(language_model, "hf_device_map", None):
         model.encoder.to(dtype)  # quantized or spread weights keep their own dtype and devices

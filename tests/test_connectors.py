@@ -57,3 +57,36 @@ def test_registry_errors_and_extension():
     assert {"linear", "mlp2x_gelu"} <= set(CONNECTORS)
     with pytest.raises(TypeError):
         CONNECTORS["x"] = Connector  # read-only view
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp2x_gelu"])
+def test_out_norm_gives_tokens_the_scale_of_the_embeddings(kind):
+    conn = build_connector(ConnectorConfig(type=kind, out_norm=True), in_dim=8, out_dim=12)
+    embeddings = 0.05 * torch.randn(1000, 12)
+    conn.match_scale(embeddings)
+    out = conn(100.0 * torch.randn(2, LAYOUT.num_tokens, 8), LAYOUT)
+    rms = out.pow(2).mean(-1).sqrt()  # every token: RMS equal to the embeddings' RMS
+    torch.testing.assert_close(rms, torch.full_like(rms, embeddings.pow(2).mean().sqrt().item()), rtol=1e-3, atol=0)
+    plain = build_connector(ConnectorConfig(type=kind), in_dim=8, out_dim=12)
+    plain.match_scale(embeddings)  # no norm: nothing to set
+    assert plain.out_norm is None
+
+
+def test_out_norm_scale_is_set_by_the_builder_and_survives_save_load(tmp_path, monkeypatch):
+    import tiny
+
+    from mico_chat.api import load_folder
+
+    monkeypatch.setattr(tiny, "TINY_CONNECTORS", {m: {**c, "out_norm": True} for m, c in tiny.TINY_CONNECTORS.items()})
+    model, processor = tiny.tiny_model()
+    rms = model.get_input_embeddings().weight.float().pow(2).mean().sqrt().item()
+    normed = [model.connectors[m] for m in tiny.TINY_CONNECTORS]  # the others keep the default: no norm
+    for conn in normed:
+        torch.testing.assert_close(conn.out_norm.weight, torch.full_like(conn.out_norm.weight, rms))
+        conn.out_norm.weight.data.mul_(2.0)  # "trained": loading must keep this, not match the scale again
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded, _ = load_folder(tmp_path, dtype=torch.float32)
+    for name in tiny.TINY_CONNECTORS:
+        conn = loaded.connectors[name]
+        torch.testing.assert_close(conn.out_norm.weight, model.connectors[name].out_norm.weight)
