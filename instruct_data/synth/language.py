@@ -128,6 +128,22 @@ def omni_caption(scene: Scene, rng: np.random.Generator) -> str:
     return f"{vision}, while {_sound_phrase(scene)}."
 
 
+def still_caption(scene: Scene) -> str:
+    """What the still (one frame) shows: ``"Two large red squares on a black background."``."""
+    if not scene.visible(scene.still_time_s):
+        return f"An empty {scene.background} background."
+    text = f"{_noun(scene)} on a {scene.background} background."
+    return text[0].upper() + text[1:]
+
+
+def depth_caption(scene: Scene) -> str:
+    """What the depth map shows (no colours): ``"Two large squares in front of a flat wall."``."""
+    if not scene.visible(scene.still_time_s):
+        return "A flat wall and nothing in front of it."
+    text = f"{_noun(scene, colour=False)} in front of a flat wall."
+    return text[0].upper() + text[1:]
+
+
 def subtitle(scene: Scene) -> str | None:
     return scene.sound.phrase if scene.sound.sound == "speech" else None
 

@@ -8,6 +8,9 @@ Layout of ``OUT`` (every path in the records is relative to ``OUT``, the media r
     OUT/world.jsonl      one line per clip: media paths, the full scene (ground truth), captions
     OUT/captions.jsonl   caption-pair records: video + audio with vision / audio / omni captions
                          (and a subtitle when someone speaks)
+    OUT/still_captions.jsonl  caption-pair records of the still (image) and of its depth map, each
+                         with a caption of what that view shows (no motion, no sound; no colour for
+                         depth): for aligning the image and depth connectors
     OUT/records.jsonl    instruction records: per clip one question per family, a multi-turn
                          conversation and a detailed description; ``meta`` carries the clip id,
                          family, form, answer and facts (see :func:`.judge.judge`)
@@ -391,8 +394,37 @@ def generate_world(
         speech=speech, families=dict(sorted(families.items())), size=config.scene.size, fps=config.scene.fps,
         workers=workers, qa_per_family=config.qa_per_family, seconds=time.perf_counter() - started,
     )  # fmt: skip
+    write_still_captions(out)
     (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+STILL_CAPTIONS = "still_captions.jsonl"
+
+
+def still_caption_records(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The two caption-pair records of one world entry (its ``scene`` a :class:`Scene`): image and depth."""
+    scene, paths = entry["scene"], entry["media"]
+    meta = {"clip": scene.id, "split": scene.split}
+    return [
+        {"id": f"{scene.id}-image", "media": [{"modality": "image", "path": paths["image"]}],
+         "captions": {"vision": L.still_caption(scene)}, "meta": {**meta, "view": "image"}},
+        {"id": f"{scene.id}-depth", "media": [{"modality": "depth", "path": paths["depth"]}],
+         "captions": {"vision": L.depth_caption(scene)}, "meta": {**meta, "view": "depth"}},
+    ]  # fmt: skip
+
+
+def write_still_captions(out_dir: str | os.PathLike) -> Path:
+    """Write ``still_captions.jsonl`` from a world's ``world.jsonl`` (also for worlds generated before it existed)."""
+    out = Path(out_dir)
+    tmp = out / (STILL_CAPTIONS + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for entry in read_world(out):
+            for raw in still_caption_records(entry):
+                parse_record(raw)
+                handle.write(json.dumps(raw, ensure_ascii=False) + "\n")
+    tmp.replace(out / STILL_CAPTIONS)
+    return out / STILL_CAPTIONS
 
 
 def read_world(out_dir: str | os.PathLike) -> list[dict[str, Any]]:

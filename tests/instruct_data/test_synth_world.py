@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 from mico_chat.instruct_data import read_records
+from mico_chat.instruct_data.records import parse_record
 from mico_chat.instruct_data.synth import Scene, WorldConfig, draw_scene, generate_world, judge, make_clip, read_world
 from mico_chat.instruct_data.synth import factors as F
 from mico_chat.instruct_data.synth.language import FAMILIES
 from mico_chat.instruct_data.synth.render import SAMPLE_RATE, rgb_frame
+from mico_chat.instruct_data.synth.world import write_still_captions
 from mico_chat.instruct_data.validate import validate_records
 from mico_chat.media import load_audio, load_depth, load_image, load_video, probe
 
@@ -278,9 +280,37 @@ def test_same_seed_gives_byte_identical_files_whatever_the_worker_count(tmp_path
         }
 
     assert digests(a.out_dir) == digests(b.out_dir)
-    assert len(digests(a.out_dir)) == 34 * 3 + 4
+    assert len(digests(a.out_dir)) == 34 * 3 + 5  # media + world, captions, still captions, records, summary
     c = generate_world(tmp_path / "c", 3, seed=6, workers=1, progress=False)
     assert (a.out_dir / "records.jsonl").read_text() != (c.out_dir / "records.jsonl").read_text()
+
+
+def test_still_captions_say_what_the_still_and_the_depth_map_show(world, tmp_path):
+    root, summary = world
+    records = [json.loads(line) for line in (root / "still_captions.jsonl").read_text().splitlines()]
+    entries = {e["id"]: e for e in read_world(root)}
+    assert len(records) == 2 * summary.n
+    for record in records:
+        parse_record(record)
+        scene = entries[record["meta"]["clip"]]["scene"]
+        view, text = record["meta"]["view"], record["captions"]["vision"].lower()
+        assert [m["modality"] for m in record["media"]] == [view]
+        assert record["media"][0]["path"] == entries[scene.id]["media"][view]
+        if not scene.visible(scene.still_time_s):
+            assert scene.shape not in text and ("empty" in text or "nothing" in text)
+            continue
+        assert scene.shape in text or F.PLURALS[scene.shape] in text
+        assert scene.size in text
+        assert text.startswith("a ") if scene.count == 1 else text.startswith(F.NUMBER_WORDS[scene.count])
+        if view == "image":
+            assert scene.colour in text and scene.background in text
+        else:  # a depth map has no colours
+            assert not any(c in text for c in F.COLOURS) and "wall" in text
+    # A world made before still captions existed gets them from its world.jsonl, identically.
+    copy = tmp_path / "old"
+    copy.mkdir()
+    (copy / "world.jsonl").write_text((root / "world.jsonl").read_text())
+    assert write_still_captions(copy).read_text() == (root / "still_captions.jsonl").read_text()
 
 
 def test_world_records_are_valid_and_cover_every_family_and_form(world):
