@@ -163,6 +163,8 @@ class TrainSection:
         connector_lr: a separate learning rate for the connectors (LLaVA's ``mm_projector_lr``).
         encoder_lr: a separate learning rate for encoder parameters a stage trains
             (``stage.extra_trainable: ["encoder.*"]``).
+        lexical_max_df: for ``stage1_lexical``, words in more than this share of the captions are
+            template words and not aligned to (see :func:`mico_chat.training.lexical.content_token_mask`).
         warmup_ratio: linear warm-up as a fraction of the total steps.
         group_by_length: batches of similar length (less padding; the order stays seeded).
         resume: ``auto`` resumes from the newest complete checkpoint in ``output_dir`` if there
@@ -181,6 +183,7 @@ class TrainSection:
     learning_rate: float = 2e-5
     connector_lr: float | None = None
     encoder_lr: float | None = None
+    lexical_max_df: float = 0.4
     weight_decay: float = 0.0
     warmup_ratio: float = 0.03
     lr_scheduler_type: str = "cosine"

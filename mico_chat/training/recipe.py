@@ -43,6 +43,7 @@ from .collator import PackingCollator, PaddingCollator
 from .config import TrainConfig
 from .data import SampleDataset, ScanReport, cache_encoder_features, scan_records
 from .errors import NonFiniteLossError, TrainConfigError, TrainingError
+from .lexical import content_token_mask
 from .reports import peak_memory, plot_run, write_json
 from .stages import Stage, expand_patterns, get_stage, lora_target_regex, mark_trainable, trainable_parameter_names
 from .trainer import MiCoTrainer, remove_partial_checkpoints
@@ -169,6 +170,12 @@ class TrainRecipe:
                 progress=self.progress,
             )
         dataset = SampleDataset(self.scan.samples, processor, features)
+        content_tokens = None
+        if self.stage.objective == "lexical":
+            rows = (dataset[i]["labels"] for i in range(len(dataset)))
+            vocab = self._unwrapped().get_input_embeddings().weight.shape[0]
+            content_tokens = content_token_mask(rows, processor.tokenizer, vocab, max_df=cfg.train.lexical_max_df)
+            logger.info("lexical alignment: %d content words in the captions", int(content_tokens.sum()))
         pad = processor.tokenizer.pad_token_id
         collator = PackingCollator(pad, data.pack_length) if data.packing else PaddingCollator(pad)
         self.trainer = self.trainer_cls(
@@ -180,6 +187,7 @@ class TrainRecipe:
             lengths=dataset.lengths,
             connector_lr=cfg.train.connector_lr,
             encoder_lr=cfg.train.encoder_lr,
+            content_tokens=content_tokens,
         )
         self.status = "set up"
 

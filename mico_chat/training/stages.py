@@ -6,6 +6,8 @@ MiCo-Chat trains in stages (MiCo section 4.4, following LLaVA):
 stage             trainable                                         LLM
 ================  ===============================================  =========================
 stage1_align      ``connectors.*``                                  frozen
+stage1_lexical    ``connectors.*`` (loss in the LLM's embedding      not run
+                  space, :mod:`.lexical`)
 stage2_instruct   ``connectors.*``, ``language_model.*``            full
 stage2_lora       ``connectors.*``, LoRA adapters on the LLM        frozen base + LoRA
 stage2_qlora      ``connectors.*``, LoRA adapters on the LLM        4/8-bit base + LoRA
@@ -44,6 +46,8 @@ class Stage:
         quantize: load the LLM quantized with bitsandbytes (QLoRA).
         chat_template: the prompt format this stage uses unless the config names one.
         needs_modalities: the config must name the modalities whose connectors train.
+        objective: ``lm`` (next-token loss through the LLM) or ``lexical`` (media tokens aligned to
+            the caption's word embeddings, :mod:`.lexical`; the LLM never runs).
     """
 
     name: str
@@ -53,6 +57,7 @@ class Stage:
     quantize: bool = False
     chat_template: str | None = None
     needs_modalities: bool = False
+    objective: str = "lm"
 
 
 _STAGES: dict[str, Stage] = {}
@@ -72,6 +77,15 @@ register_stage(
         "align the connectors on caption pairs; encoder and LLM frozen",
         ("connectors.{modality}.*",),
         chat_template="plain",
+    )
+)
+register_stage(
+    Stage(
+        "stage1_lexical",
+        "align the connectors on caption pairs in the LLM's word-embedding space; encoder and LLM frozen",
+        ("connectors.{modality}.*",),
+        chat_template="plain",
+        objective="lexical",
     )
 )
 register_stage(

@@ -32,6 +32,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .data import LengthGroupedSampler
 from .errors import NonFiniteLossError, TrainingError
+from .lexical import lexical_alignment_loss
 from .stages import base_name
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ class MiCoTrainer(Trainer):
         lengths: per-sample token counts from the scan (for length grouping).
         connector_lr: learning rate of ``connectors.*`` parameters (``None``: the main one).
         encoder_lr: learning rate of ``encoder.*`` parameters when a stage trains them (``None``: the main one).
+        content_tokens: ``(vocab,)`` bool mask of caption words: train with the lexical alignment
+            loss (:func:`.lexical.lexical_alignment_loss`) instead of the LLM's next-token loss.
     """
 
     def __init__(
@@ -84,9 +87,11 @@ class MiCoTrainer(Trainer):
         lengths: list[int] | None = None,
         connector_lr: float | None = None,
         encoder_lr: float | None = None,
+        content_tokens: torch.Tensor | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        self.content_tokens = content_tokens  # set: the lexical objective (see .lexical) instead of the LM loss
         self.lengths = lengths
         self.connector_lr = connector_lr
         self.encoder_lr = encoder_lr
@@ -111,6 +116,12 @@ class MiCoTrainer(Trainer):
         self.session_tokens += tokens
         self.num_labels_seen += labels
         return loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.content_tokens is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss, _ = lexical_alignment_loss(self.accelerator.unwrap_model(model), inputs, self.content_tokens)
+        return (loss, None) if return_outputs else loss
 
     def _last_checkpoint(self) -> str | None:
         from transformers.trainer_utils import get_last_checkpoint

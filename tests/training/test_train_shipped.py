@@ -35,6 +35,17 @@ def test_default_stage1_config_trains_the_embedded_llm(data_dir, tmp_path):
     )
 
 
+@pytest.mark.slow
+def test_default_lexical_stage1_config_aligns_connectors_with_out_norm(data_dir, tmp_path):
+    recipe, summary = one_step(REPO / "configs/default/stage1_lexical.yaml", tmp_path / "s1", data_dir["captions"])
+    assert summary["status"] == "completed" and summary["steps"] == 1
+    assert recipe.trainer.content_tokens is not None and recipe.trainer.content_tokens.any()
+    model = recipe.model
+    assert all(model.connectors[m].out_norm is not None for m in ("video", "audio", "image", "depth"))
+    rms = model.get_input_embeddings().weight.float().pow(2).mean().sqrt().item()
+    assert model.connectors["video"].out_norm.weight.mean().item() == pytest.approx(rms, rel=1e-5)  # untouched: no video
+
+
 @pytest.mark.parametrize("stage", ["stage2_instruct", "stage2_lora", "stage2_qlora", "new_modality"])
 def test_default_later_stage_configs_run(stage, tiny_dir, data_dir, tmp_path):
     records = data_dir["depth"] if stage == "new_modality" else data_dir["qa"]

@@ -30,8 +30,10 @@ def staged(tiny_dir, data_dir, tmp_path, stage, **sections):
     return recipe.apply_stage(model), all_names
 
 
-def test_registry_lists_the_five_stages():
-    assert list(STAGES) == ["stage1_align", "stage2_instruct", "stage2_lora", "stage2_qlora", "new_modality"]
+def test_registry_lists_the_six_stages():
+    assert list(STAGES) == [
+        "stage1_align", "stage1_lexical", "stage2_instruct", "stage2_lora", "stage2_qlora", "new_modality"
+    ]  # fmt: skip
     assert STAGES["stage1_align"].chat_template == "plain"
     assert STAGES["stage2_qlora"].quantize and STAGES["stage2_qlora"].lora
 
