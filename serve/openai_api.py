@@ -58,10 +58,18 @@ UNSUPPORTED = {
 }
 
 
-class ChatCompletionRequest(BaseModel):
-    """The fields of OpenAI's chat-completions request this server reads (others are ignored)."""
+SEED_RANGE = (-(2**63), 2**63 - 1)
+"""``seed`` is a 64-bit signed integer, as in OpenAI's API."""
 
-    model_config = ConfigDict(extra="allow")
+
+class ChatCompletionRequest(BaseModel):
+    """The fields of OpenAI's chat-completions request this server reads (others are ignored).
+
+    Strict types, as OpenAI's API checks them: ``stream: "yes"``, ``max_tokens: true`` or
+    ``temperature: "0.5"`` are 400s, not coerced (an integer is still a valid number).
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str
     messages: list[Any]
@@ -71,7 +79,7 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     n: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
     frequency_penalty: float | None = None

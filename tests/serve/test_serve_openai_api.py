@@ -271,6 +271,25 @@ def test_malformed_requests_are_400_in_openai_shape(api):
         assert error["type"] == "invalid_request_error" and fragment in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("stream", "yes"), ("max_tokens", True), ("max_tokens", 4.0), ("temperature", "0.5"), ("seed", 2**64),
+     ("seed", -(2**63) - 1), ("top_p", [0.5]), ("n", "1")],
+)  # fmt: skip
+def test_fields_of_the_wrong_type_or_out_of_range_are_400_naming_the_field(api, field, value):
+    payload = {"model": TINY_NAME, "messages": [{"role": "user", "content": "hi"}], field: value}
+    response = httpx.post(f"{api.url}/v1/chat/completions", json=payload)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == field
+
+
+def test_seed_takes_the_whole_signed_64_bit_range(api):
+    for seed in (2**63 - 1, -(2**63)):
+        payload = {"model": TINY_NAME, "messages": [{"role": "user", "content": "hi"}], "seed": seed, "max_tokens": 2}
+        assert httpx.post(f"{api.url}/v1/chat/completions", json=payload).status_code == 200
+
+
 def test_api_key_is_required_when_set(tiny_folder):
     server, running = start_api(tiny_folder, api_key="s3cret")
     try:
