@@ -82,7 +82,7 @@ def to_chat_messages(messages: Any, config: ApiConfig) -> list[dict[str, Any]]:
         role = message.get("role")
         if role == "developer":  # OpenAI's newer name for the system role
             role = "system"
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise RequestError(400, f"{where}.role {role!r} is not supported; use one of {', '.join(ROLES)}", f"{where}.role")
         content = message.get("content")
         if content is None:
@@ -95,7 +95,11 @@ def to_chat_messages(messages: Any, config: ApiConfig) -> list[dict[str, Any]]:
         parts: list[dict[str, Any]] = []
         for j, part in enumerate(content):
             pwhere = f"{where}.content[{j}]"
-            kind = part.get("type") if isinstance(part, Mapping) else None
+            if not isinstance(part, Mapping):
+                raise RequestError(400, f"{pwhere} must be an object with a type", pwhere)
+            kind = part.get("type")
+            if not isinstance(kind, str):
+                raise RequestError(400, f"{pwhere}.type must be a string, got {type(kind).__name__}", f"{pwhere}.type")
             if kind == "text":
                 text = part.get("text")
                 if not isinstance(text, str):

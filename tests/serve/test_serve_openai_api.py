@@ -263,6 +263,10 @@ def test_malformed_requests_are_400_in_openai_shape(api):
         ({"model": TINY_NAME, "messages": []}, "non-empty"),
         ({"model": TINY_NAME, "messages": [{"role": "tool", "content": "x"}]}, "role"),
         ({"model": TINY_NAME, "messages": [{"role": "user", "content": [{"type": "file"}]}]}, "unsupported content part"),
+        ({"model": TINY_NAME, "messages": [{"role": "user", "content": [{"type": ["text"]}]}]}, "type must be a string"),
+        ({"model": TINY_NAME, "messages": [{"role": "user", "content": [{"type": {"a": 1}}]}]}, "type must be a string"),
+        ({"model": TINY_NAME, "messages": [{"role": "user", "content": ["hi"]}]}, "must be an object"),
+        ({"model": TINY_NAME, "messages": [{"role": ["user"], "content": "hi"}]}, "role"),
         ({"model": TINY_NAME, "messages": [{"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]}, "only user"),
     ):
         response = httpx.post(f"{api.url}/v1/chat/completions", json=payload)
