@@ -12,7 +12,8 @@ absent SPICE and SPIDEr = (CIDEr-D + SPICE) / 2 are reported as unavailable, nev
 
 **ClothoAQA.** Data layout as distributed (Zenodo): ``clotho_aqa_test.csv`` (``file_name,
 QuestionText, answer, confidence``; three annotators' answers, one row each) and the audio files.
-One reply per question; every row scores it against that row's answer by exact match after
+One reply per question, stripped of surrounding whitespace (as lmms-eval's model wrappers strip the
+generated text); every row scores it against that row's answer by exact match after
 lower-casing and removing ASCII punctuation (lmms-eval's ``clotho_aqa`` task: ``exact_match`` with
 ``ignore_case`` and ``ignore_punctuation``, i.e. lm-eval 0.4.13's ``exact_match_hf_evaluate``; the
 prompt suffix is that task's). Output: the CSV with a ``prediction`` column.
@@ -268,7 +269,9 @@ class ClothoAQA(Benchmark):
         if path.is_dir():
             path = path / AQA_PREDICTIONS_CSV
         rows = _read_csv(path, ["file_name", "QuestionText", "answer", "prediction"])
-        hits = [aqa_exact_match(r["prediction"], r["answer"]) for r in rows]
+        # The models of the reference implementations (lmms-eval's wrappers) strip the generated text
+        # before lm-eval's metric sees it; the metric itself does not strip (aqa_exact_match).
+        hits = [aqa_exact_match(r["prediction"].strip(), r["answer"]) for r in rows]
         yes_no = [h for h, r in zip(hits, rows) if aqa_exact_match(r["answer"], "yes") or aqa_exact_match(r["answer"], "no")]
         other = [h for h, r in zip(hits, rows) if not (aqa_exact_match(r["answer"], "yes") or aqa_exact_match(r["answer"], "no"))]
         report = ScoreReport(rules=dict(self.rules))

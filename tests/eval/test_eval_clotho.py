@@ -5,6 +5,7 @@ import json
 
 import pytest
 from mico_chat.eval.benchmarks.clotho import (
+    AQA_PREDICTIONS_CSV,
     PREDICTIONS_CSV,
     ClothoAQA,
     ClothoCaption,
@@ -71,6 +72,19 @@ def test_aqa_scores_every_annotator_row(mini_data, tmp_path):
     assert report.counts == {"rows": 9, "questions": 3}
     assert report.metrics["accuracy"] == 4 / 9  # 3 rows "yes" + the one annotator who wrote "2"
     assert report.breakdown["yes/no"]["accuracy"] == 0.5 and report.breakdown["single word"]["accuracy"] == 1 / 3
+
+
+def test_aqa_strips_the_reply_before_matching(mini_data, tmp_path):
+    from mico_chat.eval.items import Prediction
+
+    bench = ClothoAQA()
+    items = bench.load(mini_data["clotho_aqa"])
+    padded = {items[0].id: " Yes\n", items[1].id: "\t2 ", items[2].id: " No "}
+    report = bench.score(bench.write_outputs(items, {k: Prediction(k, v) for k, v in padded.items()}, tmp_path))
+    tight = {k: v.strip() for k, v in padded.items()}
+    same = bench.score(bench.write_outputs(items, {k: Prediction(k, v) for k, v in tight.items()}, tmp_path / "t"))
+    assert report.metrics == same.metrics and report.metrics["accuracy"] > 0
+    assert read(tmp_path / AQA_PREDICTIONS_CSV)[0]["prediction"] == " Yes\n"  # the file keeps the reply as generated
 
 
 def test_caption_run_files_round_trip(mini_data, tmp_path):
