@@ -31,6 +31,7 @@ a bad one, so callers choose to skip-and-count or to stop (strict mode).
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -133,11 +134,13 @@ def _media(raw: Mapping[str, Any]) -> list[MediaRef]:
                 raise RecordError(f"media[{i}] has unknown keys {sorted(unknown)}")
             start, end, frames = item.get("start"), item.get("end"), item.get("num_frames")
             for name, value in (("start", start), ("end", end)):
-                if value is not None and (not isinstance(value, (int, float)) or value < 0):
+                if value is not None and (
+                    not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0
+                ):
                     raise RecordError(f"media[{i}].{name} must be a number >= 0, got {value!r}")
             if start is not None and end is not None and end <= start:
                 raise RecordError(f"media[{i}] has end {end} <= start {start}")
-            if frames is not None and (not isinstance(frames, int) or frames < 1):
+            if frames is not None and (not isinstance(frames, int) or isinstance(frames, bool) or frames < 1):
                 raise RecordError(f"media[{i}].num_frames must be a positive integer, got {frames!r}")
             items.append(MediaRef(modality, path, start, end, frames))
     for modality in Modality:  # LLaVA shorthand: "image": "a.jpg" or ["a.jpg", "b.jpg"]
@@ -165,14 +168,11 @@ def _messages(raw: Mapping[str, Any]) -> list[dict[str, str]]:
     for i, turn in enumerate(turns):
         if not isinstance(turn, Mapping):
             raise RecordError(f"turn {i} must be an object")
-        if "from" in turn:
-            role = ROLE_FROM_LLAVA.get(turn.get("from"))
-            content = turn.get("value")
-        else:
-            role = ROLE_FROM_LLAVA.get(turn.get("role"))
-            content = turn.get("content")
+        speaker = turn.get("from") if "from" in turn else turn.get("role")
+        content = turn.get("value") if "from" in turn else turn.get("content")
+        role = ROLE_FROM_LLAVA.get(speaker) if isinstance(speaker, str) else None
         if role is None:
-            raise RecordError(f"turn {i} has unknown speaker {turn.get('from', turn.get('role'))!r}")
+            raise RecordError(f"turn {i} has unknown speaker {printable(speaker, 60)}")
         if not isinstance(content, str):
             raise RecordError(f"turn {i} content must be a string")
         out.append({"role": role, "content": content})
@@ -240,9 +240,11 @@ def read_numbered_records(
         raise FileNotFoundError(f"{path}: no such records file")
     if path.suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            data = loads_strict(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
             raise RecordError(f"{path}: not valid JSON ({err})") from None
+        except ValueError as err:
+            raise RecordError(f"{path}: {err}") from None
         if not isinstance(data, list):
             raise RecordError(f"{path}: a .json records file must hold a list")
         rows = ((i + 1, item, None) for i, item in enumerate(data))
@@ -256,7 +258,40 @@ def read_numbered_records(
             yield line, parse_record(raw, max_chars=max_chars)
         except RecordError as err:
             rid = raw.get("id") if isinstance(raw, Mapping) else None
-            yield line, BadRecord(str(path), line, str(err), None if rid is None else str(rid))
+            yield line, BadRecord(str(path), line, printable(str(err)), None if rid is None else printable(rid))
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name} (JSON has none; NaN and Infinity are not accepted)")
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """``json.loads`` that refuses what would fail later, far from the line: ``NaN``/``Infinity``,
+    integers over Python's digit limit, nesting deeper than the interpreter's recursion limit, and
+    strings with lone surrogates (not encodable as UTF-8). Raises ``ValueError`` naming the problem."""
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not valid JSON ({err})") from None
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except UnicodeEncodeError:
+        raise ValueError("a string holds a lone surrogate (invalid Unicode)") from None
+    return value
+
+
+def printable(value: Any, limit: int = 200) -> str:
+    """``str(value)`` safe to print and short: lone surrogates escaped, cut at ``limit`` characters."""
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except ValueError:  # an int over the digit limit
+        text = f"<{type(value).__name__}>"
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
@@ -265,9 +300,11 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
             if not line.strip():
                 continue
             try:
-                yield line_no, json.loads(line), None
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                yield line_no, loads_strict(line), None
+            except UnicodeDecodeError as err:
                 yield line_no, None, f"not valid JSON ({err})"
+            except ValueError as err:
+                yield line_no, None, str(err)
 
 
 def write_records(path: str | os.PathLike, records: Iterator[Record] | list[Record]) -> int:

@@ -36,7 +36,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 
-from .records import BadRecord, Record, RecordError, read_numbered_records
+from .records import BadRecord, Record, RecordError, printable, read_numbered_records
 
 CHECKS = ("none", "exists", "probe", "decode")
 
@@ -76,10 +76,13 @@ def check_media(path: str, modality: str, check: str) -> MediaCheck:
     if check == "none":
         return MediaCheck(True)
     file = Path(path)
-    if not file.is_file():
-        return MediaCheck(False, "no such file" if not file.exists() else "not a regular file")
-    if file.stat().st_size == 0:
-        return MediaCheck(False, "empty file (0 bytes)")
+    try:
+        if not file.is_file():
+            return MediaCheck(False, "no such file" if not file.exists() else "not a regular file")
+        if file.stat().st_size == 0:
+            return MediaCheck(False, "empty file (0 bytes)")
+    except OSError as err:  # e.g. a path component over 255 characters
+        return MediaCheck(False, f"cannot be read: {err.strerror or err}")
     if check == "exists":
         return MediaCheck(True)
     # Deferred: the media package pulls in torch (1.5 s), which format and existence checks do not need.
@@ -169,7 +172,7 @@ class ValidationReport:
 
 @dataclass(frozen=True)
 class InvalidRecord(BadRecord):
-    """A bad record with the kind of its problem: ``json``, ``format``, ``placeholders``, ``length``,
+    """A bad record with the kind of its problem: ``json``, ``format``, ``placeholders``, ``length``, ``path``,
     ``media`` or ``window``."""
 
     kind: str = "format"
@@ -188,6 +191,24 @@ class InvalidRecord(BadRecord):
 
 def _default_root(path: Path, media_root: str | os.PathLike | None) -> Path:
     return Path(media_root) if media_root is not None else path.parent
+
+
+def outside_root(ref_path: str, root: Path) -> bool:
+    """Whether a record's media path leaves ``root``: absolute, or with ``..`` leading out (lexically)."""
+    if os.path.isabs(ref_path):
+        return True
+    normal = os.path.normpath(ref_path)
+    return normal == ".." or normal.startswith(".." + os.sep)
+
+
+def _escape(record: Record, root: Path) -> tuple[str, str] | None:
+    for i, ref in enumerate(record.media):
+        if outside_root(ref.path, root):
+            return "path", (
+                f"media[{i}] ({ref.modality.value}) {printable(ref.path)}: outside the media root {root} "
+                "(absolute or leading out with '..'); allow it with allow_outside_root / --allow-outside-root"
+            )
+    return None
 
 
 def _media_failure(record: Record, root: Path, results: dict[tuple[str, str], MediaCheck]) -> tuple[str, str] | None:
@@ -239,6 +260,7 @@ def validate_records(
     limits: RecordLimits = RecordLimits(),
     strict: bool = False,
     progress: bool = True,
+    allow_outside_root: bool = False,
 ) -> ValidationReport:
     """Check every record of one or more ``.jsonl``/``.json`` files.
 
@@ -248,6 +270,8 @@ def validate_records(
         workers: processes for the media checks.
         strict: raise :class:`RecordError` naming the first bad record (file order) instead of
             returning a report with it.
+        allow_outside_root: accept media paths that leave the media root (absolute ones, or
+            ``../`` leading out); by default such a record is bad and its file is never opened.
 
     Returns:
         A :class:`ValidationReport` listing every bad record with its file, line and reason.
@@ -264,6 +288,8 @@ def validate_records(
                 item = InvalidRecord.from_parse(item)
             elif (reason := limits.check(item)) is not None:
                 item = _invalid(path, line, item, ("length", reason))
+            elif not allow_outside_root and (escape := _escape(item, _default_root(path, media_root))):
+                item = _invalid(path, line, item, escape)
             rows.append((path, line, item))
             if strict and isinstance(item, BadRecord):
                 raise RecordError(str(item))
@@ -312,11 +338,13 @@ class RecordReader:
         check: str = "exists",
         strict: bool = False,
         limits: RecordLimits = RecordLimits(),
+        allow_outside_root: bool = False,
     ):
         if check not in CHECKS:
             raise ValueError(f"check must be one of {', '.join(CHECKS)}, got {check!r}")
         self.paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
         self.media_root, self.check, self.strict, self.limits = media_root, check, strict, limits
+        self.allow_outside_root = allow_outside_root
         self.num_valid = 0
         self.skipped: list[BadRecord] = []
 
@@ -335,6 +363,8 @@ class RecordReader:
                     continue
                 reason = self.limits.check(item)
                 problem = None if reason is None else ("length", reason)
+                if problem is None and not self.allow_outside_root:
+                    problem = _escape(item, root)
                 if problem is None:
                     for ref in item.media:
                         key = (str(ref.resolve(root)), ref.modality.value)

@@ -58,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--strict", action="store_true", help="stop at the first bad record")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="accept media paths outside the media root (absolute, or '../' leading out)")  # fmt: skip
     p.add_argument("--json", type=Path, help="also write the full report as JSON")
     p.add_argument("--max-listed", type=int, default=200, help="bad records printed (all go to --json)")
     p.add_argument("--no-progress", action="store_true")
@@ -168,7 +170,7 @@ def _validate(args: argparse.Namespace) -> int:
     from mico_chat.instruct_data.validate import validate_records, write_report
 
     report = validate_records(args.files, args.media_root, check=args.check, workers=args.workers, strict=args.strict,
-                              progress=not args.no_progress)  # fmt: skip
+                              progress=not args.no_progress, allow_outside_root=args.allow_outside_root)  # fmt: skip
     print(report.format(args.max_listed))
     if args.json:
         write_report(args.json, report)

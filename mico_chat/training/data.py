@@ -256,9 +256,9 @@ def scan_records(
                 report.samples.append(
                     _scan_one(item, source, processor, root, caption_kinds, instruction, limit_, probe_media)
                 )
-            except (ValueError, ProcessorError, TemplateError, media_io.MediaError, FileNotFoundError) as err:
-                if isinstance(err, LabelMaskError):
-                    raise LabelMaskError(f"{source} (id {item.id}): {err}") from None
+            except LabelMaskError as err:  # a template bug, not a bad record: stop, naming where it showed
+                raise LabelMaskError(f"{source} (id {item.id}): {err}") from None
+            except (ValueError, ProcessorError, TemplateError, media_io.MediaError, OSError) as err:
                 _skip(report, BadRecord(source, k, str(err), item.id), strict)
     bar.close()
     report.seconds = time.perf_counter() - start

@@ -155,3 +155,62 @@ def test_cli_prints_the_report_and_exits_1_on_bad_records(dataset, tmp_path, cap
     good = tmp_path / "good.jsonl"
     good.write_text((dataset / "records.jsonl").read_text().splitlines()[0] + "\n")
     assert main(["data", "validate", str(good), "--media-root", str(dataset), "--no-progress"]) == 0
+
+
+# ------------------------------------------------------------------ hostile records (issue 21, items 7-10)
+def _image_rec(rid, path):
+    return rec(rid, [{"modality": "image", "path": path}], "<image>\nWhat is it?")
+
+
+@pytest.fixture
+def hostile(dataset, tmp_path):
+    """A records file beside the dataset's media: good lines around lines that used to abort the run."""
+    (tmp_path / "outside.png").write_bytes((dataset / "pic.png").read_bytes())
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "pic.png").write_bytes((dataset / "pic.png").read_bytes())
+    lines = [
+        json.dumps(_image_rec("ok", "pic.png")),  # 1
+        json.dumps(_image_rec("long", "x" * 300 + ".png")),  # 2: a component over 255 characters
+        json.dumps(_image_rec("up", "../outside.png")),  # 3
+        json.dumps(_image_rec("absolute", str(tmp_path / "outside.png"))),  # 4
+        '{"id": "speaker", "conversations": [{"from": ["human"], "value": "q"}, {"from": "gpt", "value": "a"}]}',  # 5
+        '{"id": "deep", "meta": ' + "[" * 100_000 + "]" * 100_000 + "}",  # 6
+        '{"id": ' + "7" * 5000 + "}",  # 7
+        '{"id": "\\udc80", "image": "pic.png", "conversations": []}',  # 8
+        json.dumps(rec("nan", [{"modality": "video", "path": "v.mp4", "start": 1.0}])).replace("1.0", "NaN"),  # 9
+        json.dumps(_image_rec("ok2", "./pic.png")),  # 10
+    ]
+    (root / "records.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def test_hostile_lines_are_reported_one_by_one_and_the_rest_still_validates(hostile, capsys):
+    report = validate_records(hostile / "records.jsonl", check="decode", workers=1, progress=False)
+    assert (report.total, report.valid) == (10, 2)
+    by_line = {b.line: b.reason for b in report.bad}
+    assert sorted(by_line) == [2, 3, 4, 5, 6, 7, 8, 9]
+    assert "cannot be read" in by_line[2] and "name too long" in by_line[2].lower()
+    assert "outside the media root" in by_line[3] and "outside the media root" in by_line[4]
+    assert "unknown speaker" in by_line[5] and "nested too deeply" in by_line[6]
+    assert "digits" in by_line[7] and "lone surrogate" in by_line[8] and "non-finite number NaN" in by_line[9]
+    print(report.format())  # printing the report never fails (no lone surrogate reaches it)
+    assert "10 records, 2 valid, 8 bad" in capsys.readouterr().out
+    allowed = validate_records(hostile / "records.jsonl", check="decode", workers=1, progress=False, allow_outside_root=True)
+    assert allowed.valid == 4  # ../outside.png and the absolute path are real files
+
+
+def test_record_reader_skips_hostile_lines_or_stops_at_the_first(hostile):
+    reader = RecordReader(hostile / "records.jsonl", check="probe")
+    assert [r.id for r in reader] == ["ok", "ok2"]
+    assert [b.line for b in reader.skipped] == [2, 3, 4, 5, 6, 7, 8, 9]
+    with pytest.raises(RecordError, match=r"records.jsonl:2: .*cannot be read"):
+        list(RecordReader(hostile / "records.jsonl", strict=True))
+
+
+def test_cli_refuses_paths_outside_the_root_unless_allowed(hostile, capsys):
+    assert main(["data", "validate", str(hostile / "records.jsonl"), "--check", "exists", "--no-progress"]) == 1
+    assert "outside the media root" in capsys.readouterr().out
+    assert main(["data", "validate", str(hostile / "records.jsonl"), "--check", "exists", "--no-progress",
+                 "--allow-outside-root"]) == 1  # fmt: skip  (the other hostile lines stay bad)
+    assert "outside the media root" not in capsys.readouterr().out
