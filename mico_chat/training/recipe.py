@@ -426,6 +426,14 @@ class TrainRecipe:
 
         resume = self.config.train.resume
         last = get_last_checkpoint(str(self.output_dir)) if self.output_dir.is_dir() else None
+        if last is not None and resume in ("auto", True):
+            readable = newest_readable_checkpoint(self.output_dir)
+            if readable is None:
+                raise TrainConfigError(
+                    f"no checkpoint in {self.output_dir} can be resumed from (each is cut short or unreadable; "
+                    "see the warnings above); remove them to start afresh, or choose another train.output_dir"
+                )
+            last = readable
         if resume is False:
             if last is not None:
                 raise TrainConfigError(
@@ -575,6 +583,46 @@ class TrainRecipe:
         self.train()
         self.save()
         return self.cleanup()
+
+
+def checkpoint_problem(folder: str | Path) -> str | None:
+    """Why ``folder`` cannot be resumed from (its trainable weights or trainer state unreadable:
+    a disk that filled up, a copy cut short), or ``None``. Reads headers only, no tensor data."""
+    from safetensors import safe_open
+
+    from .trainer import TRAINABLE_WEIGHTS, TRAINER_STATE
+
+    folder = Path(folder)
+    weights = folder / TRAINABLE_WEIGHTS
+    if weights.is_file():  # DeepSpeed checkpoints keep the engine's own files instead
+        try:
+            with safe_open(str(weights), framework="pt") as handle:
+                handle.keys()
+        except Exception as err:  # safetensors raises its own SafetensorError for a cut file
+            return f"{weights.name} is unreadable ({err})"
+    try:
+        json.loads((folder / TRAINER_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return f"{TRAINER_STATE} is unreadable ({err})"
+    return None
+
+
+def newest_readable_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` in ``output_dir`` that :func:`checkpoint_problem` passes; each
+    newer one it skips is named in a warning (and left on disk for inspection)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    found = []
+    for path in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        step = path.name.rsplit("-", 1)[-1]
+        if path.is_dir() and step.isdigit():
+            found.append((int(step), path))
+    for _, path in sorted(found, reverse=True):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return str(path)
+        logger.warning("not resuming from %s: %s; trying the previous checkpoint", path, problem)
+    return None
 
 
 def _load_encoder_weights(model: nn.Module, path: Path) -> None:

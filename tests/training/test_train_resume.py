@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -62,3 +63,25 @@ def test_resume_after_sigkill_mid_save_matches_an_uninterrupted_run(tiny_dir, da
     ]
     assert [e.get("loss") for e in states[0]["log_history"]] == [e.get("loss") for e in states[1]["log_history"]]
     assert states[0]["num_input_tokens_seen"] == states[1]["num_input_tokens_seen"] > 0
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(tiny_dir, data_dir, tmp_path, caplog):
+    from mico_chat.training import TrainConfigError
+
+    first = config(tiny_dir, data_dir["qa"], tmp_path / "run")
+    first["train"].update(max_steps=6, save_steps=3)
+    TrainRecipe(config_from_dict(first), progress=False).run()
+    weights = tmp_path / "run" / "checkpoint-6" / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a disk that filled up mid-copy
+    more = json.loads(json.dumps(first))
+    more["train"]["max_steps"] = 8
+    with caplog.at_level("WARNING"):
+        resumed = TrainRecipe(config_from_dict(more), progress=False)
+        summary = resumed.run()
+    assert resumed.resumed_from.endswith("checkpoint-3") and summary["steps"] == 8
+    assert any("checkpoint-6" in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
+    # With every checkpoint unreadable the run refuses to silently start again from scratch.
+    for folder in (tmp_path / "run").glob("checkpoint-*"):
+        (folder / "trainer_state.json").write_text("{cut")
+    with pytest.raises(TrainConfigError, match="no checkpoint .* can be resumed"):
+        TrainRecipe(config_from_dict(more), progress=False).resume_checkpoint()
