@@ -22,6 +22,9 @@ class ServeLimits:
         max_media_items: media parts in one request; more -> 400.
         max_new_tokens: the most a request may ask to generate; more -> 400.
         max_messages: messages in one conversation; more -> 400.
+        max_text_chars: characters of text in one request, all messages together; more -> 400,
+            before any tokenizing (a 60 MiB text message, under the body limit, once took the
+            server to 10 GB while it was tokenized only to be refused for its token count).
     """
 
     max_body_bytes: int = 64 * MiB
@@ -31,10 +34,11 @@ class ServeLimits:
     max_media_items: int = 8
     max_new_tokens: int = 1024
     max_messages: int = 64
+    max_text_chars: int = 200_000
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_media_bytes", "max_media_duration_s", "max_pixels", "max_media_items",
-                     "max_new_tokens", "max_messages"):  # fmt: skip
+                     "max_new_tokens", "max_messages", "max_text_chars"):  # fmt: skip
             if not getattr(self, name) > 0:
                 raise ValueError(f"ServeLimits.{name} must be positive, got {getattr(self, name)!r}")
 

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mico_chat.media import MediaError, MediaLimits, probe
+from mico_chat.media import MediaError, MediaLimits, MediaTooLargeError, probe
 
 from .config import ApiConfig, ServeLimits
 
@@ -75,6 +75,17 @@ def to_chat_messages(messages: Any, config: ApiConfig) -> list[dict[str, Any]]:
         raise RequestError(400, f"{len(messages)} messages; this server takes at most {limits.max_messages}", "messages")
     out: list[dict[str, Any]] = []
     media_count = 0
+    chars = 0
+
+    def count(text: str, where: str) -> None:
+        nonlocal chars
+        chars += len(text)
+        if chars > limits.max_text_chars:
+            raise RequestError(
+                400, f"{where}: the request's text is over {limits.max_text_chars:,} characters, this server's limit",
+                where, "context_length_exceeded",
+            )  # fmt: skip
+
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, Mapping):
@@ -88,6 +99,7 @@ def to_chat_messages(messages: Any, config: ApiConfig) -> list[dict[str, Any]]:
         if content is None:
             content = ""
         if isinstance(content, str):
+            count(content, f"{where}.content")
             out.append({"role": role, "content": content})
             continue
         if not isinstance(content, Sequence):
@@ -104,6 +116,7 @@ def to_chat_messages(messages: Any, config: ApiConfig) -> list[dict[str, Any]]:
                 text = part.get("text")
                 if not isinstance(text, str):
                     raise RequestError(400, f"{pwhere}.text must be a string", f"{pwhere}.text")
+                count(text, f"{pwhere}.text")
                 parts.append({"type": "text", "text": text})
                 continue
             if kind not in MEDIA_PART_TYPES:
@@ -167,6 +180,8 @@ def check_media(data: bytes, modality: str, where: str, limits: ServeLimits) -> 
     # Probe with loose limits so "corrupt" and "too large" are told apart; our own checks follow.
     try:
         info = probe(data, name=where, limits=MediaLimits(max_bytes=len(data)))
+    except MediaTooLargeError as err:  # e.g. a decompression bomb: over a limit, not broken
+        raise _too_large(f"{modality} too large: {err}", where) from None
     except MediaError as err:
         raise RequestError(400, f"bad {modality}: {err}", where, "invalid_media") from None
     if info.duration_s is not None and info.duration_s > limits.max_media_duration_s:

@@ -35,13 +35,30 @@ class ServerOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServerOptions:
+        """The options, every flag checked before anything loads; a bad one raises one-line :class:`ConfigError`."""
+        from mico_chat.errors import ConfigError
+
         from .config import ApiConfig
 
+        positive = {"--max-batch-size": args.max_batch_size, "--max-body-mb": args.max_body_mb,
+                    "--max-media-mb": args.max_media_mb, "--max-media-seconds": args.max_media_seconds,
+                    "--max-new-tokens": args.max_new_tokens, "--max-tokens-limit": args.max_tokens_limit,
+                    "--max-text-chars": getattr(args, "max_text_chars", ServeLimits.max_text_chars)}  # fmt: skip
+        for flag, value in positive.items():
+            if not value > 0 or value != value:  # also NaN
+                raise ConfigError(f"{flag} must be positive, got {value}")
+        if args.max_waiting < 0:
+            raise ConfigError(f"--max-waiting must be 0 or more, got {args.max_waiting}")
+        if not 0 <= args.port <= 65535:
+            raise ConfigError(f"--port must be 0-65535, got {args.port}")
+        if args.max_new_tokens > args.max_tokens_limit:
+            raise ConfigError(f"--max-new-tokens {args.max_new_tokens} is over --max-tokens-limit {args.max_tokens_limit}")
         limits = ServeLimits(
             max_body_bytes=int(args.max_body_mb * (1 << 20)),
             max_media_bytes=int(args.max_media_mb * (1 << 20)),
             max_media_duration_s=args.max_media_seconds,
             max_new_tokens=args.max_tokens_limit,
+            max_text_chars=getattr(args, "max_text_chars", ServeLimits.max_text_chars),
         )
         return cls(
             model=args.model,
@@ -83,6 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, default_port: int) -> None
     parser.add_argument("--max-media-seconds", type=float, default=600.0, help="longest video/audio (default 600)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="reply length when a request gives none (default 256)")
     parser.add_argument("--max-tokens-limit", type=int, default=1024, help="most new tokens a request may ask (default 1024)")
+    parser.add_argument("--max-text-chars", type=int, default=ServeLimits.max_text_chars,
+                        help=f"most characters of text in one request (default {ServeLimits.max_text_chars:,})")  # fmt: skip
 
 
 def load_engine(options: ServerOptions):

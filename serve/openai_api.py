@@ -39,7 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mico_chat.api import GenerationSettings
-from mico_chat.media import MediaError
+from mico_chat.media import MediaError, MediaTooLargeError
 from mico_chat.processing import ProcessorError
 
 from .config import ApiConfig
@@ -149,6 +149,8 @@ def build_api(engine: ChatEngine, config: ApiConfig, app: FastAPI | None = None)
             raise RequestError(429, str(err), None, "rate_limit_exceeded", "rate_limit_error") from None
         except EngineClosedError as err:
             raise RequestError(503, str(err), None, "service_unavailable", "server_error") from None
+        except MediaTooLargeError as err:
+            raise RequestError(413, f"media too large: {err}", "messages", "request_too_large") from None
         except MediaError as err:
             raise RequestError(400, f"bad media: {err}", "messages", "invalid_media") from None
         except (ProcessorError, ValueError) as err:

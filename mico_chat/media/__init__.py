@@ -10,7 +10,7 @@ problem with the media itself.
 """
 
 from mico_chat.media.audio import Waveform, load_audio
-from mico_chat.media.errors import MediaError, MediaLimits
+from mico_chat.media.errors import MediaError, MediaLimits, MediaTooLargeError
 from mico_chat.media.fbank import kaldi_fbank
 from mico_chat.media.image import load_depth, load_image, load_normal
 from mico_chat.media.probe import MEDIA_KINDS, MediaInfo, media_kind_of, probe
@@ -22,6 +22,7 @@ __all__ = [
     "MediaError",
     "MediaInfo",
     "MediaLimits",
+    "MediaTooLargeError",
     "MediaSource",
     "VideoClip",
     "Waveform",

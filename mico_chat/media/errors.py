@@ -28,6 +28,11 @@ class MediaError(Exception):
         return (type(self), (self.path, self.reason))
 
 
+class MediaTooLargeError(MediaError):
+    """The media is over a limit (bytes, pixels, frame side, duration, audio to decode) or PIL's
+    own decompression-bomb guard: not broken, too big. Servers answer it with 413, not 400."""
+
+
 @dataclass(frozen=True)
 class MediaLimits:
     """Bounds on the time and memory one load may cost; checked from headers before decoding.
@@ -53,11 +58,11 @@ class MediaLimits:
             if not getattr(self, field_name) > 0:
                 raise ValueError(f"MediaLimits.{field_name} must be positive, got {getattr(self, field_name)!r}")
 
-    # Each check raises MediaError(name, ...) naming the limit, so a caller knows which knob to turn.
+    # Each check raises MediaTooLargeError(name, ...) naming the limit, so a caller knows which knob to turn.
 
     def check_bytes(self, name: str, num_bytes: int) -> None:
         if num_bytes > self.max_bytes:
-            raise MediaError(
+            raise MediaTooLargeError(
                 name,
                 f"file is {_human_bytes(num_bytes)}, over the limit of {_human_bytes(self.max_bytes)} "
                 "(MediaLimits.max_bytes)",
@@ -65,7 +70,7 @@ class MediaLimits:
 
     def check_pixels(self, name: str, width: int, height: int) -> None:
         if width * height > self.max_pixels:
-            raise MediaError(
+            raise MediaTooLargeError(
                 name,
                 f"image is {width}x{height} = {width * height:,} pixels, over the limit of {self.max_pixels:,} "
                 "(MediaLimits.max_pixels; a decompression bomb?)",
@@ -73,7 +78,7 @@ class MediaLimits:
 
     def check_video_side(self, name: str, width: int, height: int) -> None:
         if max(width, height) > self.max_video_side:
-            raise MediaError(
+            raise MediaTooLargeError(
                 name,
                 f"frame size {width}x{height} exceeds {self.max_video_side} pixels per side "
                 "(MediaLimits.max_video_side)",
@@ -81,7 +86,7 @@ class MediaLimits:
 
     def check_duration(self, name: str, duration_s: float) -> None:
         if duration_s > self.max_duration_s:
-            raise MediaError(
+            raise MediaTooLargeError(
                 name,
                 f"lasts {duration_s:.0f} s ({duration_s / 3600:.1f} h), over the limit of "
                 f"{self.max_duration_s:.0f} s (MediaLimits.max_duration_s)",
@@ -89,7 +94,7 @@ class MediaLimits:
 
     def check_audio_decode(self, name: str, duration_s: float) -> None:
         if duration_s > self.max_audio_decode_s:
-            raise MediaError(
+            raise MediaTooLargeError(
                 name,
                 f"asks to decode {duration_s:.1f} s of audio, over the limit of {self.max_audio_decode_s:.0f} s "
                 "per call (MediaLimits.max_audio_decode_s); load a window with start_s/duration_s",

@@ -16,7 +16,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 
-from mico_chat.media.errors import MediaError, MediaLimits
+from mico_chat.media.errors import MediaError, MediaLimits, MediaTooLargeError
 from mico_chat.media.source import MediaSource, ResolvedSource, resolve_source
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -190,6 +190,8 @@ def _read_all(src: ResolvedSource) -> bytes:
 def _pil_errors(name: str) -> Iterator[None]:
     try:
         yield
+    except Image.DecompressionBombError as err:
+        raise MediaTooLargeError(name, f"cannot decode image: {err} (a decompression bomb)") from err
     except PIL_ERRORS as err:
         raise MediaError(name, f"cannot decode image: {err} ({type(err).__name__})") from err
 
@@ -202,6 +204,8 @@ def identify_image(src: ResolvedSource, limits: MediaLimits) -> tuple[int, int] 
             image = Image.open(file)
         except Image.UnidentifiedImageError:
             return None
+        except Image.DecompressionBombError as err:
+            raise MediaTooLargeError(src.name, f"cannot open image: {err} (a decompression bomb)") from err
         except PIL_ERRORS as err:
             raise MediaError(src.name, f"cannot open image: {err} ({type(err).__name__})") from err
         with image:
@@ -223,6 +227,8 @@ def _open_pil(src: ResolvedSource, limits: MediaLimits) -> Iterator[Image.Image]
             image = Image.open(file)
         except Image.UnidentifiedImageError as err:
             raise MediaError(src.name, "not a recognisable image file") from err
+        except Image.DecompressionBombError as err:
+            raise MediaTooLargeError(src.name, f"cannot open image: {err} (a decompression bomb)") from err
         except PIL_ERRORS as err:
             raise MediaError(src.name, f"cannot open image: {err} ({type(err).__name__})") from err
         if image.format in REFUSED_PIL_FORMATS:

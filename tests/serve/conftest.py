@@ -74,7 +74,8 @@ def start_api(tiny_folder: Path, max_waiting: int = 16, **config_overrides):
     chat = ChatModel.load(tiny_folder)
     chat.defaults = GenerationSettings(max_new_tokens=12)
     engine = ChatEngine(chat, EngineConfig(max_batch_size=4, max_waiting=max_waiting, batch_window_s=0.05))
-    limits = ServeLimits(max_body_bytes=3 << 20, max_media_bytes=1 << 20, max_media_duration_s=3.0, max_new_tokens=64)
+    limits = ServeLimits(max_body_bytes=3 << 20, max_media_bytes=1 << 20, max_media_duration_s=3.0, max_new_tokens=64,
+                         max_text_chars=50_000)  # fmt: skip
     config = ApiConfig(model_name=TINY_NAME, limits=limits, **config_overrides)
     server = BackgroundServer(build_api(engine, config)).start()
     return server, RunningApi(server.url, chat, engine, config)

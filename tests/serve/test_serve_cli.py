@@ -132,3 +132,21 @@ def test_api_command_serves_until_ctrl_c(tiny_folder):
         assert reply["usage"]["completion_tokens"] <= 5
     finally:
         assert stop_with_ctrl_c(process) == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--max-body-mb", "0"], "--max-body-mb must be positive"), (["--max-batch-size", "0"], "--max-batch-size must be"),
+     (["--max-waiting", "-1"], "--max-waiting must be"), (["--port", "70000"], "--port must be"),
+     (["--max-text-chars", "0"], "--max-text-chars must be"), (["--max-media-seconds", "nan"], "--max-media-seconds"),
+     (["--max-new-tokens", "2000"], "over --max-tokens-limit")],
+)  # fmt: skip
+def test_bad_limit_flags_stop_with_one_line_before_any_model_loads(flags, message, capsys, monkeypatch):
+    from mico_chat import api
+    from mico_chat.cli import main
+
+    monkeypatch.setattr(api.ChatModel, "load", lambda *a, **k: pytest.fail("the model loaded before the flags were checked"))
+    for command in ("api", "serve"):
+        assert main([command, *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err

@@ -179,6 +179,43 @@ def test_oversized_body_media_and_duration_are_413(api, serve_media):
     assert status == 413 and "lasts 4.0 s" in body["message"]
 
 
+def _png_header_only(width, height):
+    """A PNG whose header claims ``width x height`` RGB pixels and holds no image data (a bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [5_000, 10_000, 30_000])  # over the server's 16M, the loaders' 64M, PIL's 179M
+def test_a_decompression_bomb_image_is_413_as_documented(api, side):
+    url = "data:image/png;base64," + base64.b64encode(_png_header_only(side, side)).decode()
+    part = {"type": "image_url", "image_url": {"url": url}}
+    status, body = error_of(lambda: api.client().chat.completions.create(model=TINY_NAME, messages=user(part)))
+    assert status == 413 and body["code"] == "request_too_large", body
+
+
+def test_text_over_the_character_limit_is_400_before_tokenizing(api):
+    for content in ("x" * 50_001, [{"type": "text", "text": "x" * 30_000}, {"type": "text", "text": "y" * 30_000}]):
+        status, body = error_of(
+            lambda: api.client().chat.completions.create(model=TINY_NAME, messages=[{"role": "user", "content": content}])
+        )
+        assert status == 400 and body["code"] == "context_length_exceeded" and "50,000 characters" in body["message"]
+
+
+def test_a_question_about_html_tags_is_text_in_a_string_and_in_a_part(api):
+    question = "What does the <video> tag do in HTML, and <audio>?"
+    for content in (question, [{"type": "text", "text": question}]):
+        reply = api.client().chat.completions.create(
+            model=TINY_NAME, messages=[{"role": "user", "content": content}], max_tokens=2
+        )
+        assert reply.usage.prompt_tokens > 0
+
+
 def test_unknown_model_is_404(api):
     status, body = error_of(lambda: api.client().chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}]))
     assert status == 404 and body["code"] == "model_not_found" and TINY_NAME in body["message"]
