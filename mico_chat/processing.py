@@ -110,14 +110,20 @@ class MiCoChatProcessor:
     def prepare(
         self, messages: Sequence[Mapping[str, Any]], media: Sequence[MediaItem | tuple] | None = None
     ) -> PreparedConversation:
-        """Normalise one conversation: string contents with placeholders, media in placeholder order."""
+        """Normalise one conversation: string contents with placeholders, media in placeholder order.
+
+        Media come either as parts of the messages (``{"type": "video", "video": ...}``; the chat
+        API's form) or as the separate ``media`` list, whose items the placeholders in string
+        contents place (the record format). Without a separate list, text is text: a question
+        about HTML that mentions ``<video>`` is not a media slot, in a string or in a text part.
+        """
         out_messages: list[dict[str, str]] = []
         items: list[MediaItem] = []
         given = [m if isinstance(m, MediaItem) else MediaItem(Modality.parse(m[0]), *m[1:]) for m in (media or [])]
         for i, msg in enumerate(messages):
             content = msg.get("content")
             if isinstance(content, str):
-                out_messages.append({"role": msg.get("role"), "content": content})
+                out_messages.append({"role": msg.get("role"), "content": content if given else self._neutralise(content)})
                 continue
             if not isinstance(content, Sequence):
                 raise ProcessorError(f"message {i} content must be a string or a list of parts")
