@@ -22,6 +22,7 @@ prompt suffix is that task's). Output: the CSV with a ``prediction`` column.
 from __future__ import annotations
 
 import csv
+import logging
 import shutil
 import string
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ AUDIO_SUFFIXES = ("", ".wav", ".flac", ".mp3", ".ogg")
 PREDICTIONS_CSV = "clotho_captions_predicted.csv"
 REFERENCES_CSV = "clotho_captions_references.csv"
 AQA_PREDICTIONS_CSV = "clotho_aqa_predictions.csv"
+logger = logging.getLogger(__name__)
 CIDER_RULE = (
     "pycocoevalcap 1.2 PTBTokenizer + Cider (CIDEr-D), all files together, sorted by file name (DCASE caption-evaluation-tools)"
 )
@@ -138,7 +140,7 @@ class ClothoCaption(Benchmark):
         title="Clotho captioning",
         max_new_tokens=48,
         prompt_suffix="Provide a one-sentence caption for the provided audio.",
-        options={"references": None},
+        options={"references": None, "allow_partial": False},
     )
     rules = {"cider_d": CIDER_RULE}
     score_input = "a run folder, or a predictions CSV (file_name, caption_predicted) with --option references=CSV"
@@ -202,7 +204,19 @@ class ClothoCaption(Benchmark):
             r["file_name"]: r["caption_predicted"] for r in _read_csv(predictions_csv, ["file_name", "caption_predicted"])
         }
         references = {r["file_name"]: reference_captions(r) for r in _read_csv(references_csv, ["file_name"])}
-        return caption_scores(predictions, references)
+        missing = sorted(set(references) - set(predictions))
+        note = None
+        if missing:
+            # CIDEr-D's IDF weights come from the scored corpus: a subset is a different metric, not a sample.
+            note = (f"{predictions_csv} covers {len(predictions)} of {len(references)} reference files "
+                    f"({len(missing)} missing, e.g. {missing[0]}); CIDEr-D of a partial corpus is not the benchmark's")  # fmt: skip
+            if not self.options.get("allow_partial"):
+                raise DataError(f"{note}; pass --option allow_partial=true to score the covered files anyway")
+            logger.warning(note)
+        report = caption_scores(predictions, references)
+        if note:
+            report.notes.append(note)
+        return report
 
 
 def aqa_exact_match(prediction: str, answer: str) -> bool:

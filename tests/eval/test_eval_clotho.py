@@ -7,6 +7,7 @@ import pytest
 from mico_chat.eval.benchmarks.clotho import (
     AQA_PREDICTIONS_CSV,
     PREDICTIONS_CSV,
+    REFERENCES_CSV,
     ClothoAQA,
     ClothoCaption,
     aqa_exact_match,
@@ -106,3 +107,21 @@ def test_missing_audio_is_a_clear_error(mini_data, tmp_path):
         wav.unlink()
     with pytest.raises(DataError, match="audio 'tone_440hz.wav' not found"):
         ClothoCaption().load(tmp_path / "c")
+
+
+def test_a_predictions_file_covering_part_of_the_references_is_refused_unless_allowed(mini_data, tmp_path):
+    from mico_chat.eval.items import Prediction
+
+    bench = ClothoCaption()
+    items = bench.load(mini_data["clotho_caption"])
+    out = bench.write_outputs(items, {i.id: Prediction(i.id, i.reference[0]) for i in items}, tmp_path)
+    rows = read(out / PREDICTIONS_CSV)
+    with (tmp_path / "part.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows[:-1])
+    refs = str(out / REFERENCES_CSV)
+    with pytest.raises(DataError, match=rf"covers {len(rows) - 1} of {len(rows)} reference files \(1 missing"):
+        ClothoCaption(references=refs).score(tmp_path / "part.csv")
+    report = ClothoCaption(references=refs, allow_partial=True).score(tmp_path / "part.csv")
+    assert report.counts["files"] == len(rows) - 1 and "1 missing" in report.notes[0]
