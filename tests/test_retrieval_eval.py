@@ -69,6 +69,14 @@ def test_eval_command_scores_and_rechecks_saved_matrices(trained, capsys):
     )
     recheck = json.loads((root / "recheck" / "metrics.json").read_text())["metrics"]["scores"]
     assert recheck == video["metrics"]["contrastive"]
+    # So do the saved matching-head pair scores for the top-3 re-ranking, in both directions.
+    saved = ["eval", "retrieval", "--scores", str(out / "video" / "scores.npy"), "--gt", str(out / "video" / "gt.json"),
+             "--rerank-scores", str(out / "video" / "rerank_scores.npy")]  # fmt: skip
+    assert main([*saved, "--rerank", "3", "--out", str(root / "recheck-rerank")]) == 0
+    rerank = json.loads((root / "recheck-rerank" / "metrics.json").read_text())["metrics"]["rerank@3"]
+    assert rerank == video["metrics"]["rerank@3"]
+    assert main([*saved, "--rerank", "5"]) == 2  # pairs beyond the saved top 3 were never scored
+    assert "smaller K" in capsys.readouterr().out
     assert (
         main(
             [

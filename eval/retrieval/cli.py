@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--gt", type=Path, help="with --scores: the item of each text row (JSON, see docs)")
     parser.add_argument(
+        "--rerank-scores", type=Path,
+        help="with --scores and --rerank K: the matching head's pair scores a model run saved (rerank_scores.npy)",
+    )  # fmt: skip
+    parser.add_argument(
         "--temperature", type=float, default=0.05, help="with --scores --dual-softmax: the softmax temperature"
     )
     parser.add_argument("--no-progress", action="store_true")
@@ -84,12 +88,49 @@ def _score_file(args: argparse.Namespace) -> int:
                 "item_to_text"
             ],
         }
+    if getattr(args, "rerank_scores", None) is not None:
+        metrics[f"rerank@{args.rerank}"] = _rerank_from_file(args, scores, gt)
+    elif getattr(args, "rerank", 0):
+        raise GroundTruthError("--rerank with --scores needs --rerank-scores (the matching head's saved pair scores)")
     result = {"group": args.scores.parent.name or "scores", "metrics": metrics}
     print(format_table([result]))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "metrics.json").write_text(json.dumps(result, indent=2))
     return 0
+
+
+def _rerank_from_file(args: argparse.Namespace, scores, gt) -> dict:
+    """Re-rank the top K of ``scores`` with the saved pair scores, as the model run did."""
+    import numpy as np
+    import torch
+
+    from .ground_truth import GroundTruthError
+    from .metrics import rerank_top_k, retrieval_metrics
+
+    if args.rerank < 1:
+        raise GroundTruthError("--rerank-scores needs --rerank K (the K the model run re-ranked)")
+    if not args.rerank_scores.is_file():
+        raise FileNotFoundError(f"{args.rerank_scores}: no such score matrix")
+    pairs = np.load(args.rerank_scores, allow_pickle=False)
+    if pairs.shape != scores.shape:
+        raise GroundTruthError(f"{args.rerank_scores}: shape {pairs.shape}, but --scores is {scores.shape}")
+
+    def pair_scorer(text_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
+        values = torch.from_numpy(pairs[text_idx.numpy(), item_idx.numpy()])
+        if torch.isnan(values).any():
+            raise GroundTruthError(
+                f"{args.rerank_scores} has no score for some top-{args.rerank} pairs: it was saved with a smaller "
+                "K or for the other query direction"
+            )
+        return values
+
+    out = {}
+    for query in ("text", "item") if args.rerank_queries == "both" else (args.rerank_queries,):
+        direction = "text_to_item" if query == "text" else "item_to_text"
+        matrix = rerank_top_k(scores, args.rerank, pair_scorer, query=query)
+        out[direction] = retrieval_metrics(matrix, gt, ties=args.ties)[direction]
+    return out
 
 
 def _score_model(args: argparse.Namespace) -> int:

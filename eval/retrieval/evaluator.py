@@ -72,6 +72,8 @@ class RetrievalResult:
     scores: np.ndarray
     texts: RetrievalTexts
     details: dict[str, Any] = field(default_factory=dict)
+    rerank_scores: np.ndarray | None = None
+    """``(T, I)`` matching-head probabilities of every pair the re-ranking scored, NaN elsewhere."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,10 +85,13 @@ class RetrievalResult:
         }
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write ``scores.npy``, ``gt.json`` (re-check with ``--scores/--gt``) and ``metrics.json``."""
+        """Write ``scores.npy``, ``gt.json`` (re-check with ``--scores/--gt``), ``metrics.json`` and,
+        after a re-ranking, ``rerank_scores.npy`` (re-check with ``--rerank-scores --rerank K``)."""
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         np.save(out / "scores.npy", self.scores.astype(np.float32))
+        if self.rerank_scores is not None:
+            np.save(out / "rerank_scores.npy", self.rerank_scores.astype(np.float32))
         gt = {"items": self.texts.item_ids, "text_item": [self.texts.item_ids[i] for i in self.texts.text_item]}
         (out / "gt.json").write_text(json.dumps(gt))
         (out / "metrics.json").write_text(json.dumps(self.to_json(), indent=2))
@@ -170,8 +175,12 @@ def evaluate_retrieval(
         condition = torch.cat(conditions)  # (I, M, D)
         lower, mask = torch.cat(lowers), tok["attention_mask"].to(device)  # (T, L, D), (T, L)
 
+        pair_matrix = np.full(tuple(scores.shape), np.nan, dtype=np.float32)
+
         def pair_scorer(text_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
-            return model.match_probability(lower[text_idx], mask[text_idx], condition[item_idx]).cpu()
+            probs = model.match_probability(lower[text_idx], mask[text_idx], condition[item_idx]).cpu()
+            pair_matrix[text_idx.numpy(), item_idx.numpy()] = probs.float().numpy()
+            return probs
 
         reranked = {}
         for query in rerank_queries:
@@ -181,7 +190,9 @@ def evaluate_retrieval(
         metrics[f"rerank@{rerank_k}"] = reranked
     model.train(was_training)
     details = {"captions": kinds, "ties": ties, "random_R@5": 100.0 * min(5, len(table)) / len(table)}
-    return RetrievalResult(key, metrics, scores.numpy(), data, details)
+    if rerank_k:
+        details["rerank_k"] = rerank_k
+    return RetrievalResult(key, metrics, scores.numpy(), data, details, pair_matrix if rerank_k else None)
 
 
 def format_table(results: Sequence[RetrievalResult] | Sequence[dict]) -> str:
