@@ -8,9 +8,10 @@ Layout of ``OUT`` (every path in the records is relative to ``OUT``, the media r
     OUT/world.jsonl      one line per clip: media paths, the full scene (ground truth), captions
     OUT/captions.jsonl   caption-pair records: video + audio with vision / audio / omni captions
                          (and a subtitle when someone speaks)
-    OUT/still_captions.jsonl  caption-pair records of the still (image) and of its depth map, each
-                         with a caption of what that view shows (no motion, no sound; no colour for
-                         depth): for aligning the image and depth connectors
+    OUT/view_captions.jsonl   one caption-pair record per view of a clip, captioned with what that
+                         view alone shows: the video (vision caption), its audio track (audio
+                         caption), the still (no motion, no sound) and the depth map (no colour
+                         either): for aligning each modality's connector without cross-modal hints
     OUT/records.jsonl    instruction records: per clip one question per family, a multi-turn
                          conversation and a detailed description; ``meta`` carries the clip id,
                          family, form, answer and facts (see :func:`.judge.judge`)
@@ -394,37 +395,42 @@ def generate_world(
         speech=speech, families=dict(sorted(families.items())), size=config.scene.size, fps=config.scene.fps,
         workers=workers, qa_per_family=config.qa_per_family, seconds=time.perf_counter() - started,
     )  # fmt: skip
-    write_still_captions(out)
+    write_view_captions(out)
     (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
     return summary
 
 
-STILL_CAPTIONS = "still_captions.jsonl"
+VIEW_CAPTIONS = "view_captions.jsonl"
 
 
-def still_caption_records(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """The two caption-pair records of one world entry (its ``scene`` a :class:`Scene`): image and depth."""
-    scene, paths = entry["scene"], entry["media"]
+def view_caption_records(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The four single-view caption-pair records of one world entry (its ``scene`` a :class:`Scene`)."""
+    scene, paths, captions = entry["scene"], entry["media"], entry["captions"]
     meta = {"clip": scene.id, "split": scene.split}
+    views = (
+        ("video", paths["video"], {"vision": captions["vision"]}),
+        ("audio", paths["video"], {"audio": captions["audio"]}),
+        ("image", paths["image"], {"vision": L.still_caption(scene)}),
+        ("depth", paths["depth"], {"vision": L.depth_caption(scene)}),
+    )
     return [
-        {"id": f"{scene.id}-image", "media": [{"modality": "image", "path": paths["image"]}],
-         "captions": {"vision": L.still_caption(scene)}, "meta": {**meta, "view": "image"}},
-        {"id": f"{scene.id}-depth", "media": [{"modality": "depth", "path": paths["depth"]}],
-         "captions": {"vision": L.depth_caption(scene)}, "meta": {**meta, "view": "depth"}},
+        {"id": f"{scene.id}-{view}", "media": [{"modality": view, "path": path}], "captions": caption,
+         "meta": {**meta, "view": view}}
+        for view, path, caption in views
     ]  # fmt: skip
 
 
-def write_still_captions(out_dir: str | os.PathLike) -> Path:
-    """Write ``still_captions.jsonl`` from a world's ``world.jsonl`` (also for worlds generated before it existed)."""
+def write_view_captions(out_dir: str | os.PathLike) -> Path:
+    """Write ``view_captions.jsonl`` from a world's ``world.jsonl`` (also for worlds generated before it existed)."""
     out = Path(out_dir)
-    tmp = out / (STILL_CAPTIONS + ".tmp")
+    tmp = out / (VIEW_CAPTIONS + ".tmp")
     with tmp.open("w", encoding="utf-8") as handle:
         for entry in read_world(out):
-            for raw in still_caption_records(entry):
+            for raw in view_caption_records(entry):
                 parse_record(raw)
                 handle.write(json.dumps(raw, ensure_ascii=False) + "\n")
-    tmp.replace(out / STILL_CAPTIONS)
-    return out / STILL_CAPTIONS
+    tmp.replace(out / VIEW_CAPTIONS)
+    return out / VIEW_CAPTIONS
 
 
 def read_world(out_dir: str | os.PathLike) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from mico_chat.instruct_data.synth import Scene, WorldConfig, draw_scene, genera
 from mico_chat.instruct_data.synth import factors as F
 from mico_chat.instruct_data.synth.language import FAMILIES
 from mico_chat.instruct_data.synth.render import SAMPLE_RATE, rgb_frame
-from mico_chat.instruct_data.synth.world import write_still_captions
+from mico_chat.instruct_data.synth.world import write_view_captions
 from mico_chat.instruct_data.validate import validate_records
 from mico_chat.media import load_audio, load_depth, load_image, load_video, probe
 
@@ -280,22 +280,30 @@ def test_same_seed_gives_byte_identical_files_whatever_the_worker_count(tmp_path
         }
 
     assert digests(a.out_dir) == digests(b.out_dir)
-    assert len(digests(a.out_dir)) == 34 * 3 + 5  # media + world, captions, still captions, records, summary
+    assert len(digests(a.out_dir)) == 34 * 3 + 5  # media + world, captions, view captions, records, summary
     c = generate_world(tmp_path / "c", 3, seed=6, workers=1, progress=False)
     assert (a.out_dir / "records.jsonl").read_text() != (c.out_dir / "records.jsonl").read_text()
 
 
-def test_still_captions_say_what_the_still_and_the_depth_map_show(world, tmp_path):
+def test_view_captions_say_what_each_view_alone_shows(world, tmp_path):
     root, summary = world
-    records = [json.loads(line) for line in (root / "still_captions.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (root / "view_captions.jsonl").read_text().splitlines()]
     entries = {e["id"]: e for e in read_world(root)}
-    assert len(records) == 2 * summary.n
+    assert len(records) == 4 * summary.n
+    assert [r["meta"]["view"] for r in records[:4]] == ["video", "audio", "image", "depth"]
     for record in records:
         parse_record(record)
-        scene = entries[record["meta"]["clip"]]["scene"]
-        view, text = record["meta"]["view"], record["captions"]["vision"].lower()
+        entry = entries[record["meta"]["clip"]]
+        scene, view = entry["scene"], record["meta"]["view"]
         assert [m["modality"] for m in record["media"]] == [view]
-        assert record["media"][0]["path"] == entries[scene.id]["media"][view]
+        assert record["media"][0]["path"] == entry["media"]["video" if view == "audio" else view]
+        if view == "video":
+            assert record["captions"] == {"vision": entry["captions"]["vision"]}
+            continue
+        if view == "audio":
+            assert record["captions"] == {"audio": entry["captions"]["audio"]}
+            continue
+        text = record["captions"]["vision"].lower()
         if not scene.visible(scene.still_time_s):
             assert scene.shape not in text and ("empty" in text or "nothing" in text)
             continue
@@ -306,11 +314,11 @@ def test_still_captions_say_what_the_still_and_the_depth_map_show(world, tmp_pat
             assert scene.colour in text and scene.background in text
         else:  # a depth map has no colours
             assert not any(c in text for c in F.COLOURS) and "wall" in text
-    # A world made before still captions existed gets them from its world.jsonl, identically.
+    # A world made before view captions existed gets them from its world.jsonl, identically.
     copy = tmp_path / "old"
     copy.mkdir()
     (copy / "world.jsonl").write_text((root / "world.jsonl").read_text())
-    assert write_still_captions(copy).read_text() == (root / "still_captions.jsonl").read_text()
+    assert write_view_captions(copy).read_text() == (root / "view_captions.jsonl").read_text()
 
 
 def test_world_records_are_valid_and_cover_every_family_and_form(world):
