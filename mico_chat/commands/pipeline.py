@@ -8,7 +8,7 @@ steps resume from their newest checkpoint)::
 
     worlds     OUT/data/train, OUT/data/heldout        mico-chat data synth
     pretrain   OUT/pretrain/encoder                    mico-chat pretrain  (MiCo encoder)
-    stage1     OUT/stage1/model                        mico-chat train     (connectors on captions)
+    stage1     OUT/stage1/model                        mico-chat train     (connectors on captions, lexical)
     stage2     OUT/stage2/model                        mico-chat train     (LoRA on instructions)
     eval       OUT/eval/{synth,general_qa,general_qa_base}/results.json   mico-chat eval
     export     OUT/preset/<name>.{json,safetensors,md}
@@ -227,8 +227,13 @@ class Pipeline:
         return "ran"
 
     def step_stage1(self) -> str:
+        from mico_chat.instruct_data.synth.world import VIEW_CAPTIONS, write_view_captions
+
+        views = self.world("train") / VIEW_CAPTIONS
+        if not views.is_file():  # a world generated before the view captions existed
+            write_view_captions(self.world("train"))
         overrides = [
-            f"data.train=[{self.world('train') / 'captions.jsonl'}]",
+            f"data.train=[{views}]",
             f"train.output_dir={self.out / 'stage1'}",
             f"model.encoder={{pretrained: {self.encoder_dir}}}",
         ]
@@ -280,7 +285,7 @@ class Pipeline:
         summary = export_preset(
             self.stage_model("stage2"), self.preset_dir, name=name, llm=llm, dtype=exp.get("dtype", "float16"),
             description=f"MiCo-Chat default trained by `mico-chat pipeline` ({self.out}); see {name}.md",
-            extra={"eval": results},
+            extra={"eval": results, **({"note": exp["note"]} if exp.get("note") else {})},
         )  # fmt: skip
         template = exp.get("card_template")
         if template:

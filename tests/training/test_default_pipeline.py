@@ -76,7 +76,8 @@ def test_tiny_pipeline_end_to_end_then_skips(parts, tmp_path):
     assert all(record["steps"][s]["last"] == "ran" for s in STEPS_ORDER)
     assert (root / "pretrain" / "encoder" / "config.json").is_file()
     stage1 = json.loads((root / "stage1" / "summary.json").read_text())
-    assert stage1["steps"] == 2 and stage1["data"]["samples"] == 4  # one caption pair per clip
+    # Lexical alignment on each clip's four views, each with its own caption.
+    assert stage1["stage"] == "stage1_lexical" and stage1["steps"] == 2 and stage1["data"]["samples"] == 4 * 4
     stage2 = json.loads((root / "stage2" / "summary.json").read_text())
     assert stage2["steps"] == 2 and stage2["data"]["skipped"] == 0  # every view, depth included, is readable
     synth = json.loads((root / "eval" / "synth" / "results.json").read_text())
@@ -85,6 +86,7 @@ def test_tiny_pipeline_end_to_end_then_skips(parts, tmp_path):
     # The export: encoder and connectors whole, the LoRA-tuned LLM matrices as rank-4 pairs.
     spec = json.loads((root / "preset" / "default.json").read_text())
     assert spec["trained"] is True and spec["llm"] == str(llm) and spec["weights"] == "default.safetensors"
+    assert "synthetic world" in spec["note"]  # shown by the web UI and `mico-chat demo`
     assert spec["eval"]["synth"]["items"] == synth["data"]["items"] and spec["card"] == "default.md"
     exported = record["export"]
     assert exported["deltas"] == 2 * 7 and exported["max_rank"] <= 4 and exported["max_abs_error"] < 1e-4
