@@ -35,3 +35,16 @@ def test_full_rank_and_zero_deltas_are_not_split():
     assert low_rank(full) is None  # rank 32 > 32 // 4: the pair would not be smaller
     assert low_rank(torch.zeros(8, 8)) is None
     assert low_rank(full, max_rank=32)[0].shape == (32, 32)
+
+
+def test_preset_note_warns_for_untrained_presets_and_carries_a_trained_ones_scope(tmp_path):
+    import json
+
+    from mico_chat.presets import UNTRAINED_NOTE, preset_note
+
+    assert preset_note("untrained") == UNTRAINED_NOTE
+    trained = tmp_path / "mine.json"
+    trained.write_text(json.dumps({"trained": True, "note": "knows the synthetic world only"}))
+    assert preset_note(str(trained)) == "knows the synthetic world only"
+    trained.write_text(json.dumps({"trained": True}))
+    assert preset_note(str(trained)) == ""

@@ -67,7 +67,7 @@ def make_demo_clip(path: Path, *, seconds: float = 4.0, fps: int = 25, size: tup
 def run(args: argparse.Namespace) -> int:
     from mico_chat.api import ChatModel
     from mico_chat.instruct_data.synth import read_world
-    from mico_chat.presets import PRESETS, read_preset
+    from mico_chat.presets import PRESETS, preset_note
     from mico_chat.serve.examples import world_examples
     from mico_chat.weights import mico_home
 
@@ -78,11 +78,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"clip: {example.path}\nthe clip (ground truth): {caption}")
     if not args.question:
         print(f"expected answer: {example.answer}")
-    if args.model in PRESETS and not read_preset(args.model).get("trained", False):
-        print(
-            "note: this preset's encoder and connectors are not trained yet, so answers about the clip's "
-            "content are not meaningful; text chat is real."
-        )
+    if args.model in PRESETS and preset_note(args.model):
+        print(f"note: {preset_note(args.model)}")
     chat = ChatModel.load(args.model)
     print(f"you> {question}")
     print("assistant> ", end="", flush=True)

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from fastapi import FastAPI
 
-    from mico_chat.presets import PRESETS, read_preset
+    from mico_chat.presets import PRESETS, preset_note
     from mico_chat.serve.config import ApiConfig
     from mico_chat.serve.examples import example_clips
     from mico_chat.serve.launch import ServerOptions, load_engine, model_name, warn_if_public
@@ -33,12 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = ServerOptions.from_args(args)
     warn_if_public(options)
-    note = ""
-    if options.model in PRESETS and not read_preset(options.model).get("trained", False):
-        note = (
-            "This preset's encoder and connectors are not trained yet: text chat is real, answers about "
-            "media content are not meaningful until the trained default ships."
-        )
+    note = preset_note(options.model) if options.model in PRESETS else ""
     engine = load_engine(options)
     ui_config = UiConfig(
         title="MiCo-Chat", note=note, examples=example_clips(), limits=options.limits, max_new_tokens=options.max_new_tokens

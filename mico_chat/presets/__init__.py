@@ -47,6 +47,21 @@ def read_preset(name: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid JSON ({err})") from None
 
 
+UNTRAINED_NOTE = (
+    "This preset's encoder and connectors are not trained: text chat is real, answers about media "
+    "content are not meaningful."
+)
+
+
+def preset_note(name: str | os.PathLike) -> str:
+    """What a user should know before chatting with a preset: its ``note`` (a trained preset's
+    scope, e.g. the world it was trained on), or that it is untrained."""
+    spec = read_preset(name)
+    if not spec.get("trained", False):
+        return UNTRAINED_NOTE
+    return str(spec.get("note", ""))
+
+
 def load_preset(
     name: str | os.PathLike,
     *,
