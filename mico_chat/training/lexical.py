@@ -13,8 +13,9 @@ A symmetric Chamfer distance: a red square's clip pulls some tokens towards " re
 towards " square", and nothing towards " blue". The LLM never runs, so a step costs the
 connectors' forward and backward only (the frozen encoder's outputs are cached): thousands of
 captions per minute on a CPU, where the LLM-loss stage 1 of the default recipe read 16 captions in
-about 9 s and, after 120 steps, still captioned a blue cross as "a white ball". Measured on the
-synthetic world (docs/default_model.md): after this stage and 150 steps of LoRA instruction tuning
+about 9 s and, after 120 steps, still captioned three red squares as "a ball rolls across a row
+of rows". Measured on the synthetic world (docs/default_model.md): after this stage (its first
+version, ``docs/experiments/lexical/lexical_prototype.py``) and 150 steps of LoRA instruction tuning
 the chat model names the colour of 32 of 40 training clips from the media (6 of 40 without it,
 at the text prior's rate) and follows swapped media 30 times of 40.
 
