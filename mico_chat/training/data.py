@@ -299,14 +299,25 @@ def _scan_one(
             media_io.probe(path, limits=processor.settings.limits)
         items.append(MediaItem(ref.modality, str(path), ref.options()))
     prepared = processor.prepare(messages, items)
-    counts = [processor.config.num_media_tokens(it.modality, expected_segments(it.modality, processor)) for it in items]
-    enc = processor.encode_text(prepared, counts, add_generation_prompt=False, with_labels=True)
+    enc = _encode_text(prepared, processor)
     length = len(enc["input_ids"])
     if max_length is not None and length > max_length:
         raise ValueError(f"sample is {length} tokens (media included); the limit is {max_length}")
     check_label_mask(processor, prepared.messages, enc["input_ids"], enc["labels"])
     num_labels = sum(1 for label in enc["labels"][1:] if label != IGNORE_INDEX)
     return SampleSpec(record.id, source, tuple(prepared.messages), tuple(items), length, num_labels)
+
+
+def _encode_text(prepared: PreparedConversation, processor: MiCoChatProcessor) -> dict[str, Any]:
+    """Token ids and labels of a prepared sample, media counted from the settings (nothing decoded)."""
+    counts = [processor.config.num_media_tokens(it.modality, expected_segments(it.modality, processor))
+              for it in prepared.media]  # fmt: skip
+    return processor.encode_text(prepared, counts, add_generation_prompt=False, with_labels=True)
+
+
+def sample_labels(spec: SampleSpec, processor: MiCoChatProcessor) -> list[int]:
+    """A scanned sample's labels without decoding its media (for statistics over the captions)."""
+    return _encode_text(PreparedConversation([dict(m) for m in spec.messages], list(spec.media)), processor)["labels"]
 
 
 # ---------------------------------------------------------------------------------------- dataset

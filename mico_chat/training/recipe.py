@@ -41,7 +41,7 @@ from mico_chat.modality import Modality
 
 from .collator import PackingCollator, PaddingCollator
 from .config import TrainConfig
-from .data import SampleDataset, ScanReport, cache_encoder_features, scan_records
+from .data import SampleDataset, ScanReport, cache_encoder_features, sample_labels, scan_records
 from .errors import NonFiniteLossError, TrainConfigError, TrainingError
 from .lexical import content_token_mask
 from .reports import peak_memory, plot_run, write_json
@@ -172,7 +172,7 @@ class TrainRecipe:
         dataset = SampleDataset(self.scan.samples, processor, features)
         content_tokens = None
         if self.stage.objective == "lexical":
-            rows = (dataset[i]["labels"] for i in range(len(dataset)))
+            rows = (sample_labels(spec, processor) for spec in self.scan.samples)  # no media decoded
             vocab = self._unwrapped().get_input_embeddings().weight.shape[0]
             content_tokens = content_token_mask(rows, processor.tokenizer, vocab, max_df=cfg.train.lexical_max_df)
             logger.info("lexical alignment: %d content words in the captions", int(content_tokens.sum()))
