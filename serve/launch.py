@@ -43,7 +43,7 @@ class ServerOptions:
         positive = {"--max-batch-size": args.max_batch_size, "--max-body-mb": args.max_body_mb,
                     "--max-media-mb": args.max_media_mb, "--max-media-seconds": args.max_media_seconds,
                     "--max-new-tokens": args.max_new_tokens, "--max-tokens-limit": args.max_tokens_limit,
-                    "--max-text-chars": getattr(args, "max_text_chars", ServeLimits.max_text_chars)}  # fmt: skip
+                    "--max-text-chars": args.max_text_chars}  # fmt: skip
         for flag, value in positive.items():
             if not value > 0 or value != value:  # also NaN
                 raise ConfigError(f"{flag} must be positive, got {value}")
@@ -58,7 +58,7 @@ class ServerOptions:
             max_media_bytes=int(args.max_media_mb * (1 << 20)),
             max_media_duration_s=args.max_media_seconds,
             max_new_tokens=args.max_tokens_limit,
-            max_text_chars=getattr(args, "max_text_chars", ServeLimits.max_text_chars),
+            max_text_chars=args.max_text_chars,
         )
         return cls(
             model=args.model,
@@ -109,12 +109,9 @@ def load_engine(options: ServerOptions):
     from dataclasses import replace
 
     from mico_chat.api import ChatModel
-    from mico_chat.errors import ConfigError
 
     from .engine import ChatEngine, EngineConfig
 
-    if options.max_new_tokens > options.limits.max_new_tokens:
-        raise ConfigError(f"--max-new-tokens {options.max_new_tokens} is over --max-tokens-limit {options.limits.max_new_tokens}")
     print(f"loading {options.model} ...", file=sys.stderr, flush=True)
     chat = ChatModel.load(
         options.model, llm=options.llm, device=options.device, quantization=options.quantization, device_map=options.device_map
