@@ -22,6 +22,7 @@ def contrastive_loss(
     logit_scale: torch.Tensor,
     *,
     label_smoothing: float = 0.0,
+    negatives: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Omni-modal contrastive loss (MiCo eq. 4): the mean of the media->text and text->media
     cross-entropies over the batch, with pair ``i`` the positive of row ``i``.
@@ -29,6 +30,10 @@ def contrastive_loss(
     Args:
         media, text: ``(N, C)`` L2-normalised features of matching pairs.
         logit_scale: scalar ``log(tau)``; similarities are multiplied by ``exp(logit_scale)``.
+        negatives: ``(M, C)`` L2-normalised features of extra captions that match no medium (hard
+            negatives such as word-swapped captions, NegCLIP). They join the candidates of the
+            media->text direction only; the text->media direction and the returned ``logits``
+            stay ``N x N``.
 
     Returns:
         ``(loss, logits)`` with ``logits (N, N)`` = scaled media x text similarities.
@@ -37,8 +42,13 @@ def contrastive_loss(
         raise ValueError(f"media {tuple(media.shape)} and text {tuple(text.shape)} features differ in shape")
     logits = logit_scale.exp() * media @ text.T  # (N, N)
     target = torch.arange(media.shape[0], device=media.device)
+    to_text = logits
+    if negatives is not None:
+        if negatives.shape[1:] != text.shape[1:]:
+            raise ValueError(f"negatives {tuple(negatives.shape)} and text {tuple(text.shape)} differ in width")
+        to_text = torch.cat([logits, logit_scale.exp() * media @ negatives.T], dim=1)  # (N, N + M)
     loss = 0.5 * (
-        F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+        F.cross_entropy(to_text, target, label_smoothing=label_smoothing)
         + F.cross_entropy(logits.T, target, label_smoothing=label_smoothing)
     )
     return loss, logits

@@ -56,6 +56,11 @@ class PretrainingBatch:
         caption_ids: ``(N,)`` ids equal for identical caption texts (they are never used as each
             other's negatives), or ``None``.
         objectives: the objectives to compute, a subset of :data:`OBJECTIVES`.
+        negative_input_ids, negative_attention_mask: ``(N, L')`` one hard-negative caption per
+            sample (a copy of its caption wrong in one word), or ``None``; used by the contrastive
+            loss as extra captions for the media->text direction.
+        negative_valid: ``(N,)`` bool, False where a caption had nothing to swap (that row's
+            negative is ignored).
     """
 
     group: tuple[Modality, ...]
@@ -65,6 +70,9 @@ class PretrainingBatch:
     sampling_context: torch.Tensor | None = None
     caption_ids: torch.Tensor | None = None
     objectives: tuple[str, ...] = OBJECTIVES
+    negative_input_ids: torch.Tensor | None = None
+    negative_attention_mask: torch.Tensor | None = None
+    negative_valid: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> PretrainingBatch:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -78,6 +86,9 @@ class PretrainingBatch:
             sampling_context=move(self.sampling_context),
             caption_ids=move(self.caption_ids),
             objectives=self.objectives,
+            negative_input_ids=move(self.negative_input_ids),
+            negative_attention_mask=move(self.negative_attention_mask),
+            negative_valid=move(self.negative_valid),
         )
 
 
@@ -297,8 +308,16 @@ class MiCoForPretraining(MiCoForPretrainingPreTrainedModel):
             media = self.media_features(encoded)
             text = self.text_features(hidden, batch.attention_mask)
             scale = self.logit_scale.clamp(max=math.log(self.config.max_logit_scale))
+            negatives = None
+            if batch.negative_input_ids is not None and bool(batch.negative_valid.any()):
+                keep = batch.negative_valid.bool()
+                neg_mask = batch.negative_attention_mask[keep]
+                neg_hidden, _ = self.encode_text(
+                    batch.negative_input_ids[keep], neg_mask, None if sc is None else sc[keep]
+                )
+                negatives = self.text_features(neg_hidden, neg_mask)
             losses["contrastive"], logits = contrastive_loss(
-                media, text, scale, label_smoothing=self.config.label_smoothing
+                media, text, scale, label_smoothing=self.config.label_smoothing, negatives=negatives
             )
             if "matching" in batch.objectives:
                 losses["matching"] = self._matching_loss(batch, lower, condition, logits, generator)

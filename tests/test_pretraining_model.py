@@ -1,5 +1,6 @@
 """Text tower parity with transformers' BERT, the three objectives, and the pretraining model's contracts."""
 
+import dataclasses
 import math
 
 import pytest
@@ -97,6 +98,23 @@ def test_contrastive_loss_by_hand():
     torch.testing.assert_close(logits, sims)
 
 
+def test_contrastive_loss_with_extra_negative_captions():
+    media = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    text = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    negatives = torch.tensor([[0.8, 0.6]])  # close to medium 0, not its caption
+    scale = torch.tensor(math.log(2.0))
+    loss, logits = contrastive_loss(media, text, scale, negatives=negatives)
+    sims = 2 * media @ text.T
+    to_text = torch.cat([sims, 2 * media @ negatives.T], 1)  # (2, 3): the negative joins each row
+    row = -(torch.log_softmax(to_text, 1).diagonal()).mean()
+    col = -(torch.log_softmax(sims, 0).diagonal()).mean()  # text->media is unchanged
+    torch.testing.assert_close(loss, 0.5 * (row + col))
+    torch.testing.assert_close(logits, sims)
+    assert loss > contrastive_loss(media, text, scale)[0]  # a hard negative makes the task harder
+    with pytest.raises(ValueError, match="width"):
+        contrastive_loss(media, text, scale, negatives=torch.zeros(1, 3))
+
+
 def test_hard_negatives_skip_positives_and_identical_captions():
     logits = torch.tensor([[0.0, 50.0, 49.0], [50.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
     gen = torch.Generator().manual_seed(0)
@@ -185,6 +203,24 @@ def test_all_objectives_train_every_part(tiny_pt):
     ):
         assert grads[name] is not None and grads[name].abs().sum() > 0, name
     assert grads["contrastive_heads.video.weight"] is None  # a joint group uses its fusion head
+
+
+def test_swapped_captions_enter_the_contrastive_loss_as_negatives(tiny_pt):
+    model, tok = tiny_pt
+    model.eval()
+    batch = _batch(tok, objectives=("contrastive",))
+    plain = model(batch).losses["contrastive"]
+    neg = tok(CAPTIONS[: batch.input_ids.shape[0]], padding=True, return_tensors="pt")
+    with_neg = dataclasses.replace(
+        batch,
+        negative_input_ids=neg["input_ids"],
+        negative_attention_mask=neg["attention_mask"],
+        negative_valid=torch.tensor([True] + [False] * (batch.input_ids.shape[0] - 1)),
+    )
+    # Row 0's "negative" is a copy of a true caption: one more candidate scoring like a positive.
+    assert model(with_neg).losses["contrastive"] > plain
+    none_valid = dataclasses.replace(with_neg, negative_valid=torch.zeros_like(with_neg.negative_valid))
+    torch.testing.assert_close(model(none_valid).losses["contrastive"], plain)
 
 
 def test_contrastive_only_leaves_the_other_heads_alone(tiny_pt):

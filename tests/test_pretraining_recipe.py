@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -9,6 +10,7 @@ from safetensors.torch import load_file
 from mico_chat.encoders import MiCoEncoder
 from mico_chat.modality import Modality
 from mico_chat.preprocess import MediaSettings
+from mico_chat.pretraining.data import WordSwapper
 from mico_chat.pretraining import (
     PretrainConfigError,
     PretrainingMixture,
@@ -136,6 +138,58 @@ def test_mixture_batches_are_seeded_and_cross_sampled(world, tmp_path):
     assert cross.group == (Modality.AUDIO, Modality.VIDEO) and cross.sampling_context.tolist() == [3] * 4
     _, vision = next((i, b) for i, b in first if i == 1)
     assert set(vision.media) == {"video"} and vision.objectives == ("contrastive", "matching", "generation")
+
+
+def test_word_swapper_changes_exactly_one_factor():
+    swapper = WordSwapper([["circle", "square", "cross"], ["to the left", "to the right", "upward"], ["one", "two"]])
+    rng = np.random.default_rng(0)
+    text = "A red circle moves to the left while one beep sounds."
+    seen = set()
+    for _ in range(200):
+        out = swapper.swap(text, rng)
+        seen.add(out)
+        before, after = text.split(), out.split()
+        changed = {w for w in before if w not in after} | {w for w in after if w not in before}
+        assert out != text and len(changed) <= 4  # one word or one phrase replaced
+    assert "A red square moves to the left while one beep sounds." in seen
+    assert "A red circle moves upward while one beep sounds." in seen
+    assert "A red circle moves to the left while two beep sounds." in seen
+    assert swapper.swap("One circle.", np.random.default_rng(1)) in {"Two circle.", "One square.", "One cross."}
+    assert swapper.swap("someone squared the cycle", rng) is None  # whole words only
+
+
+def test_mixture_adds_one_swapped_negative_per_caption(world, tmp_path):
+    root, records, bert = world
+    config = config_from_dict(tiny_run_config(records, bert, tmp_path / "out"))
+    from mico_chat.encoders import MiCoEncoderConfig
+
+    table = build_media_table(
+        records, ["video", "audio"], MediaSettings(num_frames=2), MiCoEncoderConfig(**TINY_RUN_ENCODER), progress=False
+    )
+    tok = tiny_bert_tokenizer()
+    args = dict(batch_size=4, max_text_length=24, seed=3, sampling_contexts=True)
+    plain = PretrainingMixture([(s, table) for s in config.data.datasets], tok, **args)
+    swapped = PretrainingMixture(
+        [(s, table) for s in config.data.datasets], tok, word_swaps=[["left", "right"], ["low", "high"]], **args
+    )
+    for step in range(12):
+        (i, a), (j, b) = plain.batch(step), swapped.batch(step)
+        assert i == j and torch.equal(a.input_ids, b.input_ids)  # same batches with or without negatives
+        assert a.negative_input_ids is None and b.negative_valid.all()
+        texts = tok.batch_decode(b.input_ids, skip_special_tokens=True)
+        negs = tok.batch_decode(b.negative_input_ids, skip_special_tokens=True)
+        for t, n in zip(texts, negs):
+            diff = [(x, y) for x, y in zip(t.split(), n.split()) if x != y]
+            assert len(t.split()) == len(n.split()) and len(diff) == 1  # exactly one word swapped
+            assert set(diff[0]) in ({"left", "right"}, {"low", "high"})
+
+
+def test_word_swaps_are_validated(world, tmp_path):
+    root, records, bert = world
+    raw = tiny_run_config(records, bert, tmp_path / "out")
+    raw["data"]["word_swaps"] = [["circle"]]
+    with pytest.raises(PretrainConfigError, match="word_swaps.0"):
+        config_from_dict(raw)
 
 
 # ------------------------------------------------------------------ recipe

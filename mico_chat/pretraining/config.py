@@ -118,6 +118,11 @@ class DataSection:
         cache_dir: where preprocessed media tensors are cached (default ``output_dir/cache``);
             a cache is keyed by the records file, the media settings and the encoder's input shape.
         strict: stop at the first unreadable record or media file instead of skipping and counting.
+        word_swaps: groups of interchangeable words or phrases (``[[circle, square], [upward,
+            downward]]``). When set, every caption also gets one *swapped* copy (one occurrence of
+            one group's member replaced by another member) that the contrastive loss uses as an
+            extra negative caption for its media (NegCLIP-style hard negatives): a caption that
+            differs from the true one in one factor, so the media features must hold that factor.
     """
 
     datasets: list[DatasetSpec] = field(default_factory=list)
@@ -125,6 +130,7 @@ class DataSection:
     media: dict = field(default_factory=dict)
     cache_dir: str | None = None
     strict: bool = False
+    word_swaps: list[list[str]] = field(default_factory=list)
 
 
 @dataclass
@@ -273,6 +279,10 @@ def validate(config: PretrainConfig, source: str = "config") -> None:
             fail(f"train.lr_multipliers.{prefix} must be a positive number, got {factor!r}")
     if config.data.batch_size < 2:
         fail("data.batch_size must be >= 2 (the contrastive loss needs negatives)")
+    for i, group in enumerate(config.data.word_swaps):
+        words = [w.strip().lower() for w in group] if isinstance(group, list) else []
+        if len(words) < 2 or not all(isinstance(w, str) and w.strip() for w in group) or len(set(words)) != len(words):
+            fail(f"data.word_swaps.{i} must list two or more distinct non-empty words, got {group!r}")
     train = config.train
     if train.max_steps < 1:
         fail("train.max_steps must be >= 1")

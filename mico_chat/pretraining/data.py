@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,40 @@ from mico_chat.preprocess import MediaSettings, preprocess
 from .config import DatasetSpec, PretrainConfigError
 
 CACHE_VERSION = 1
+
+
+class WordSwapper:
+    """Hard-negative captions by swapping one word (NegCLIP's swaps, on the world's own vocabulary).
+
+    ``groups`` are sets of interchangeable words or phrases; :meth:`swap` picks, at random, one group
+    that occurs in the caption (whole words, case ignored), one of its occurrences, and replaces it
+    with another member of the group, keeping an initial capital. ``"A large blue cross moves to
+    the left."`` with ``[[circle, square, triangle, cross], ["to the left", "to the right"]]``
+    becomes e.g. ``"A large blue square moves to the left."``: a caption wrong in exactly one
+    factor, which random in-batch negatives (other colours, other sounds) almost never are.
+    """
+
+    def __init__(self, groups: Sequence[Sequence[str]]):
+        self.groups = [tuple(w.strip() for w in g) for g in groups]
+        self.patterns = [
+            re.compile(r"\b(" + "|".join(re.escape(w) for w in sorted(g, key=len, reverse=True)) + r")\b", re.IGNORECASE)
+            for g in self.groups
+        ]
+
+    def swap(self, text: str, rng: np.random.Generator) -> str | None:
+        """``text`` with one swapped word, or ``None`` when no group occurs in it."""
+        found = [(g, list(p.finditer(text))) for g, p in zip(self.groups, self.patterns)]
+        found = [(g, hits) for g, hits in found if hits]
+        if not found:
+            return None
+        group, hits = found[int(rng.integers(len(found)))]
+        hit = hits[int(rng.integers(len(hits)))]
+        old = hit.group(0)
+        others = [w for w in group if w.lower() != old.lower()]
+        new = others[int(rng.integers(len(others)))]
+        if old[:1].isupper():
+            new = new[:1].upper() + new[1:]
+        return text[: hit.start()] + new + text[hit.end() :]
 
 
 @dataclass
@@ -239,6 +274,8 @@ class PretrainingMixture:
         max_text_length: captions are truncated to this many tokens.
         seed: the run's data seed.
         sampling_contexts: attach each dataset's index as the sampling context (MiCo eq. 3).
+        word_swaps: groups for :class:`WordSwapper`; when given, each batch carries one swapped
+            copy of every caption (``PretrainingBatch.negative_*``) for the contrastive loss.
     """
 
     def __init__(
@@ -250,8 +287,10 @@ class PretrainingMixture:
         max_text_length: int,
         seed: int,
         sampling_contexts: bool,
+        word_swaps: Sequence[Sequence[str]] = (),
     ):
         self.tokenizer = tokenizer
+        self.swapper = WordSwapper(word_swaps) if word_swaps else None
         self.batch_size = batch_size
         self.max_text_length = max_text_length
         self.seed = seed
@@ -300,6 +339,18 @@ class PretrainingMixture:
         tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_text_length, return_tensors="pt")
         distinct: dict[str, int] = {}
         caption_ids = torch.tensor([distinct.setdefault(t, len(distinct)) for t in texts])
+        negatives: dict[str, torch.Tensor] = {}
+        if self.swapper is not None:
+            swapped = [self.swapper.swap(t, rng) for t in texts]
+            neg = self.tokenizer(
+                [t if s is None else s for t, s in zip(texts, swapped)],
+                padding=True, truncation=True, max_length=self.max_text_length, return_tensors="pt",
+            )  # fmt: skip
+            negatives = {
+                "negative_input_ids": neg["input_ids"],
+                "negative_attention_mask": neg["attention_mask"],
+                "negative_valid": torch.tensor([s is not None for s in swapped]),
+            }
         batch = PretrainingBatch(
             group=src.group,
             media=media,
@@ -308,5 +359,6 @@ class PretrainingMixture:
             sampling_context=torch.full((b,), index, dtype=torch.long) if self.sampling_contexts else None,
             caption_ids=caption_ids,
             objectives=tuple(src.spec.objectives),
+            **negatives,
         )
         return index, batch

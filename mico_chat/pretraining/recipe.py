@@ -99,6 +99,7 @@ class PretrainRecipe:
             max_text_length=self.model.config.max_text_length,
             seed=cfg.train.seed,
             sampling_contexts=self.model.config.encoder_config.num_sampling_contexts > 0,
+            word_swaps=cfg.data.word_swaps,
         )
         for prefix in cfg.model.freeze:
             hits = [p for n, p in self.model.named_parameters() if n.startswith(prefix)]
