@@ -116,7 +116,7 @@ def export_preset(
     """
     from safetensors.torch import save_file
 
-    from mico_chat.api import load_folder
+    from mico_chat.loading import load_folder
 
     from . import PresetSpec, load_preset
 

@@ -208,20 +208,14 @@ class TrainRecipe:
         return (not torch.cuda.is_available()) if use_cpu == "auto" else bool(use_cpu)
 
     def _quantization_config(self, skip: list[str]):
-        from transformers import BitsAndBytesConfig
+        from mico_chat.loading import bnb_config
 
         q = self.config.quantization
         compute = q.compute_dtype
         compute_dtype = (torch.bfloat16 if _cuda_bf16() else torch.float32) if compute == "auto" else DTYPES[compute]
-        if q.bits == 4:
-            return BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type=q.quant_type,
-                bnb_4bit_use_double_quant=q.double_quant,
-                bnb_4bit_compute_dtype=compute_dtype,
-                llm_int8_skip_modules=skip,
-            )
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+        return bnb_config(
+            q.bits, compute_dtype=compute_dtype, skip=skip, quant_type=q.quant_type, double_quant=q.double_quant
+        )
 
     def _device(self) -> torch.device:
         if self._use_cpu():
@@ -235,7 +229,7 @@ class TrainRecipe:
 
     def build_model(self, *, quantize: bool):
         """The model and processor before the stage is applied: ``(MiCoChatForConditionalGeneration, processor)``."""
-        from mico_chat.api import load_folder
+        from mico_chat.loading import load_folder
         from mico_chat.modeling import MiCoChatForConditionalGeneration
         from mico_chat.processing import MiCoChatProcessor
 
