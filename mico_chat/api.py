@@ -11,7 +11,6 @@ media parts look like ``{"type": "video", "video": "clip.mp4"}``.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import threading
@@ -24,6 +23,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from .loading import llm_placement, load_folder
 from .modeling import MiCoChatForConditionalGeneration
 from .preprocess import MediaSettings
 from .processing import MiCoChatProcessor, ProcessorError
@@ -521,58 +521,3 @@ class _StreamCleaner:
         tail = self.finish()
         if tail:
             yield tail
-
-
-def llm_placement(
-    quantization: str | None, device_map: str | dict[str, Any] | None, device: torch.device, dtype: torch.dtype
-) -> dict[str, Any]:
-    """``from_pretrained`` keyword arguments for a quantized and/or spread LLM (empty for a plain load).
-
-    Only the LLM's linear layers are quantized: ``llm_int8_skip_modules`` keeps ``lm_head`` and, when a
-    whole MiCo-Chat folder is loaded, the ``encoder`` and ``connectors`` in ``dtype``.
-    """
-    kwargs: dict[str, Any] = {}
-    if quantization is not None:
-        from transformers import BitsAndBytesConfig
-
-        skip = ["lm_head", "encoder", "connectors"]
-        if quantization == "4bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=dtype,
-                llm_int8_skip_modules=skip,
-            )
-        elif quantization == "8bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
-        else:
-            raise ValueError(f"quantization must be '4bit' or '8bit', got {quantization!r}")
-    if device_map is not None:
-        kwargs["device_map"] = device_map
-    elif quantization is not None:
-        kwargs["device_map"] = {"": str(device)}  # bitsandbytes quantizes while placing the weights
-    return kwargs
-
-
-def load_folder(
-    directory: Path, *, dtype: torch.dtype, load_kwargs: Mapping[str, Any] | None = None
-) -> tuple[MiCoChatForConditionalGeneration, MiCoChatProcessor]:
-    """Load a folder written by :meth:`ChatModel.save_pretrained` (clear errors for anything else)."""
-    config_path = directory / "config.json"
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: no such model folder (and not a preset name)")
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path}: missing; {directory} is not a saved MiCo-Chat model")
-    try:
-        model_type = json.loads(config_path.read_text()).get("model_type")
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{config_path}: not valid JSON ({err})") from None
-    if model_type != "mico_chat":
-        raise ValueError(
-            f"{directory} holds a {model_type!r} model, not a MiCo-Chat one; to chat with media around this LLM "
-            f"use ChatModel.load('untrained', llm='{directory}') (untrained encoder and connectors) or train one"
-        )
-    model = MiCoChatForConditionalGeneration.from_pretrained(directory, **{"dtype": dtype, **(load_kwargs or {})})
-    processor = MiCoChatProcessor.from_pretrained(directory, config=model.config)
-    return model, processor

@@ -75,7 +75,7 @@ def test_out_norm_gives_tokens_the_scale_of_the_embeddings(kind):
 def test_out_norm_scale_is_set_by_the_builder_and_survives_save_load(tmp_path, monkeypatch):
     import tiny
 
-    from mico_chat.api import load_folder
+    from mico_chat.loading import load_folder
 
     monkeypatch.setattr(tiny, "TINY_CONNECTORS", {m: {**c, "out_norm": True} for m, c in tiny.TINY_CONNECTORS.items()})
     model, processor = tiny.tiny_model()

@@ -1,4 +1,5 @@
-"""The design card's top-level folders install inside the mico_chat namespace, editable or not."""
+"""The top-level part folders (encoders/, connectors/, ...) install inside the mico_chat namespace,
+editable or not, so the same imports work from a wheel and from a checkout."""
 
 import os
 import subprocess

@@ -44,7 +44,36 @@ def test_preset_note_warns_for_untrained_presets_and_carries_a_trained_ones_scop
 
     assert preset_note("untrained") == UNTRAINED_NOTE
     trained = tmp_path / "mine.json"
-    trained.write_text(json.dumps({"trained": True, "note": "knows the synthetic world only"}))
+    base = {"llm": "smollm2-135m-instruct", "encoder": {"preset": "tiny"}}
+    trained.write_text(json.dumps({**base, "trained": True, "note": "knows the synthetic world only"}))
     assert preset_note(str(trained)) == "knows the synthetic world only"
-    trained.write_text(json.dumps({"trained": True}))
+    trained.write_text(json.dumps({**base, "trained": True}))
     assert preset_note(str(trained)) == ""
+
+
+def test_preset_spec_rejects_misspelt_keys_and_wrong_types(tmp_path):
+    import json
+
+    from mico_chat.errors import ConfigError
+    from mico_chat.presets import PRESETS, PresetSpec, read_preset
+
+    for name in PRESETS:  # every shipped preset reads cleanly
+        spec = read_preset(name)
+        assert spec.llm and spec.encoder and spec.path == PRESETS[name]
+    raw = json.loads(PRESETS["untrained"].read_text())
+    bad = tmp_path / "typo.json"
+    bad.write_text(json.dumps({**raw, "sytem_prompt": "Be brief."}))
+    with pytest.raises(ConfigError, match=r"typo.json: unknown preset key\(s\) 'sytem_prompt'; known: llm, encoder"):
+        read_preset(str(bad))
+    bad.write_text(json.dumps({**raw, "seed": "0"}))
+    with pytest.raises(ConfigError, match="'seed' has a str"):
+        read_preset(str(bad))
+    bad.write_text(json.dumps({"encoder": {}}))
+    with pytest.raises(ConfigError, match="missing preset key\\(s\\) llm"):
+        read_preset(str(bad))
+    bad.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="a JSON object"):
+        read_preset(str(bad))
+    # A preset outside the package finds its weights beside its own JSON.
+    spec = PresetSpec.from_dict({**raw, "weights": "w.safetensors"}, source=tmp_path / "p.json")
+    assert spec.weights_file() == tmp_path / "w.safetensors" and spec.to_dict()["weights"] == "w.safetensors"

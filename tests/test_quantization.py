@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mico_chat.api import ChatModel, llm_placement
+from mico_chat.api import ChatModel
+from mico_chat.loading import llm_placement
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 

@@ -29,10 +29,13 @@ import argparse
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mico_chat.yamlconfig import REQUIRED, YamlConfig, build_config, read_yaml
 
 STEPS_ORDER = ("worlds", "pretrain", "stage1", "stage2", "eval", "export")
 STEP_CONFIGS = ("pretrain", "stage1", "stage2")
@@ -76,8 +79,69 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------- config
-def load_pipeline_config(path: str | Path, overrides: Sequence[str] = (), *, tiny: bool = False) -> dict[str, Any]:
-    """The pipeline YAML with ``--tiny`` and ``key=value`` overrides applied.
+@dataclass
+class WorldSpec:
+    """One split's world: ``n`` clips from ``seed``; ``qa_per_family`` questions per family and clip."""
+
+    n: int = REQUIRED
+    seed: int = REQUIRED
+    qa_per_family: int = 1
+
+
+@dataclass
+class WorldsSection:
+    """The training and held-out worlds (``mico-chat data synth``), frames ``size`` pixels square."""
+
+    size: int = 128
+    train: WorldSpec = field(default_factory=WorldSpec)
+    heldout: WorldSpec = field(default_factory=WorldSpec)
+
+
+@dataclass
+class StepSpec:
+    """A training step: its own config file and ``key=value`` overrides of it."""
+
+    config: str = REQUIRED
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalSection:
+    """The held-out and general-text checks (``None`` limits: every item)."""
+
+    batch_size: int = 8
+    synth_limit: int | None = None
+    general_qa_limit: int | None = None
+    baseline: bool = True
+
+
+@dataclass
+class ExportSection:
+    """The preset written at the end: ``name``, storage ``dtype``, model-card template, UI ``note``."""
+
+    name: str = "default"
+    dtype: str = "float16"
+    card_template: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class PipelineConfig(YamlConfig):
+    """A pipeline YAML (``configs/default/pipeline.yaml``), typed like the stage configs."""
+
+    output_dir: str = REQUIRED
+    llm: str | None = None
+    worlds: WorldsSection = field(default_factory=WorldsSection)
+    pretrain: StepSpec = field(default_factory=StepSpec)
+    stage1: StepSpec = field(default_factory=StepSpec)
+    stage2: StepSpec = field(default_factory=StepSpec)
+    eval: EvalSection = field(default_factory=EvalSection)
+    export: ExportSection = field(default_factory=ExportSection)
+
+
+def load_pipeline_config(path: str | Path, overrides: Sequence[str] = (), *, tiny: bool = False) -> PipelineConfig:
+    """The pipeline YAML with ``--tiny`` and ``key=value`` overrides applied (the syntax of
+    ``mico-chat train``: unknown keys and wrong types fail naming the key and the file).
 
     ``pretrain.K=V`` / ``stage1.K=V`` / ``stage2.K=V`` (K not ``config`` or ``overrides``) are appended
     to that step's ``overrides`` list; anything else sets a pipeline key.
@@ -85,28 +149,19 @@ def load_pipeline_config(path: str | Path, overrides: Sequence[str] = (), *, tin
     from mico_chat.training.config import parse_override
     from mico_chat.training.errors import TrainConfigError
 
-    path = Path(path)
-    if not path.is_file():
-        raise TrainConfigError(f"{path}: no such pipeline config")
-    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    for section in ("worlds", "eval", "export", *STEP_CONFIGS):
-        if not isinstance(config.get(section), dict):
-            raise TrainConfigError(f"{path}: section {section!r} missing or not a mapping")
+    raw = read_yaml(path, TrainConfigError)
+    mine: list[str] = []
+    routed: dict[str, list[str]] = {step: [] for step in STEP_CONFIGS}
     for text in (*(TINY if tiny else ()), *overrides):
-        key, value = parse_override(text)
+        key, _ = parse_override(text)
         step, _, rest = key.partition(".")
         if step in STEP_CONFIGS and rest and rest not in ("config", "overrides"):
-            config[step].setdefault("overrides", []).append(f"{rest}={text.split('=', 1)[1]}")
-            continue
-        node = config
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise TrainConfigError(f"override {text!r}: {part!r} is not a section of {path}")
-            node = node[part]
-        if parts[-1] not in node:
-            raise TrainConfigError(f"override {text!r}: {path} has no key {key!r}")
-        node[parts[-1]] = value
+            routed[step].append(f"{rest}={text.split('=', 1)[1]}")
+        else:
+            mine.append(text)
+    config = build_config(PipelineConfig, raw, mine, source=str(path), error=TrainConfigError)
+    for step, extra in routed.items():
+        getattr(config, step).overrides.extend(extra)
     return config
 
 
@@ -114,9 +169,9 @@ def load_pipeline_config(path: str | Path, overrides: Sequence[str] = (), *, tin
 class Pipeline:
     """The steps of one pipeline run over ``config`` (see the module docstring)."""
 
-    def __init__(self, config: dict[str, Any], *, progress: bool = True, log: Callable[[str], None] = print):
+    def __init__(self, config: PipelineConfig, *, progress: bool = True, log: Callable[[str], None] = print):
         self.config = config
-        self.out = Path(config["output_dir"])
+        self.out = Path(config.output_dir)
         self.progress = progress
         self.log = log
         self.record_path = self.out / "pipeline.json"
@@ -148,7 +203,7 @@ class Pipeline:
             raise ValueError(f"unknown step(s) {unknown}; steps: {', '.join(STEPS_ORDER)}")
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "configs").mkdir(exist_ok=True)
-        (self.out / "configs" / "pipeline.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
+        (self.out / "configs" / "pipeline.yaml").write_text(self.config.to_yaml())
         for name in STEPS_ORDER:
             if only and name not in only:
                 continue
@@ -175,21 +230,21 @@ class Pipeline:
         from mico_chat.instruct_data.synth import WorldConfig, generate_world
         from mico_chat.instruct_data.synth.scene import SceneConfig
 
-        worlds = self.config["worlds"]
+        worlds = self.config.worlds
         ran = False
-        for split, key in (("train", "train"), ("heldout", "heldout")):
-            spec, folder = worlds[key], self.world(split)
+        for split, spec in (("train", worlds.train), ("heldout", worlds.heldout)):
+            folder = self.world(split)
             summary = folder / "summary.json"
-            qa_per_family = int(spec.get("qa_per_family", 1))
-            wanted = (split, spec["seed"], spec["n"], worlds["size"], qa_per_family)
+            qa_per_family = spec.qa_per_family
+            wanted = (split, spec.seed, spec.n, worlds.size, qa_per_family)
             if summary.is_file() and (folder / "records.jsonl").is_file():
                 saved = json.loads(summary.read_text())
                 got = (saved["split"], saved["seed"], saved["n"], saved["size"], saved.get("qa_per_family", 1))
                 if got == wanted:
                     continue
             # Speech off: the world must not depend on whether espeak-ng happens to be installed.
-            config = WorldConfig(scene=SceneConfig(size=worlds["size"]), speech="off", qa_per_family=qa_per_family)
-            generate_world(folder, spec["n"], seed=spec["seed"], split=split, config=config, progress=self.progress)
+            config = WorldConfig(scene=SceneConfig(size=worlds.size), speech="off", qa_per_family=qa_per_family)
+            generate_world(folder, spec.n, seed=spec.seed, split=split, config=config, progress=self.progress)
             ran = True
         return "ran" if ran else "skipped"
 
@@ -198,8 +253,8 @@ class Pipeline:
             return "skipped"
         from mico_chat.commands import pretrain
 
-        spec = self.config["pretrain"]
-        raw = yaml.safe_load(Path(spec["config"]).read_text(encoding="utf-8"))
+        spec = self.config.pretrain
+        raw = yaml.safe_load(Path(spec.config).read_text(encoding="utf-8"))
         captions = str(self.world("train") / "captions.jsonl")
         for dataset in raw.get("data", {}).get("datasets", []):
             dataset["records"] = captions  # every dataset of the recipe reads this run's world
@@ -208,9 +263,9 @@ class Pipeline:
         raw.setdefault("train", {})["output_dir"] = str(self.out / "pretrain")
         resolved = self.out / "configs" / "pretrain.yaml"
         resolved.write_text(
-            f"# resolved from {spec['config']} by mico-chat pipeline\n" + yaml.safe_dump(raw, sort_keys=False)
+            f"# resolved from {spec.config} by mico-chat pipeline\n" + yaml.safe_dump(raw, sort_keys=False)
         )
-        args = argparse.Namespace(config=str(resolved), overrides=list(spec.get("overrides") or []),
+        args = argparse.Namespace(config=str(resolved), overrides=list(spec.overrides),
                                   no_progress=not self.progress, print_config=False)  # fmt: skip
         _check(pretrain.run(args), "pretrain")
         return "ran"
@@ -220,8 +275,8 @@ class Pipeline:
             return "skipped"
         from mico_chat.commands import train
 
-        spec = self.config[stage]
-        args = argparse.Namespace(config=spec["config"], overrides=[*overrides, *(spec.get("overrides") or [])],
+        spec: StepSpec = getattr(self.config, stage)
+        args = argparse.Namespace(config=spec.config, overrides=[*overrides, *spec.overrides],
                                   print_config=False, no_progress=not self.progress)  # fmt: skip
         _check(train.run(args), stage)
         return "ran"
@@ -237,8 +292,8 @@ class Pipeline:
             f"train.output_dir={self.out / 'stage1'}",
             f"model.encoder={{pretrained: {self.encoder_dir}}}",
         ]
-        if self.config.get("llm"):
-            overrides.append(f"model.llm={self.config['llm']}")
+        if self.config.llm:
+            overrides.append(f"model.llm={self.config.llm}")
         return self._train("stage1", overrides)
 
     def step_stage2(self) -> str:
@@ -255,39 +310,39 @@ class Pipeline:
         from mico_chat.eval.benchmarks.synth import Synth
         from mico_chat.eval.runner import evaluate
 
-        ev = self.config["eval"]
-        runs = [("synth", Synth(), self.world("heldout"), ev.get("synth_limit"), self.stage_model("stage2")),
-                ("general_qa", GeneralQA(), DEFAULT_DATA, ev.get("general_qa_limit"), self.stage_model("stage2"))]  # fmt: skip
-        if ev.get("baseline", True):
+        ev = self.config.eval
+        runs = [("synth", Synth(), self.world("heldout"), ev.synth_limit, self.stage_model("stage2")),
+                ("general_qa", GeneralQA(), DEFAULT_DATA, ev.general_qa_limit, self.stage_model("stage2"))]  # fmt: skip
+        if ev.baseline:
             # The untrained preset's text chat is the base LLM's own (its encoder never sees text).
-            runs.append(("general_qa_base", GeneralQA(), DEFAULT_DATA, ev.get("general_qa_limit"), "untrained"))
+            runs.append(("general_qa_base", GeneralQA(), DEFAULT_DATA, ev.general_qa_limit, "untrained"))
         todo = [r for r in runs if not (self.eval_dir(r[0]) / "results.json").is_file()]
         if not todo:
             return "skipped"
         chats: dict[str, ChatModel] = {}
         for name, bench, data, limit, model in todo:
             if str(model) not in chats:
-                chats[str(model)] = ChatModel.load(model, llm=self.config.get("llm") if model == "untrained" else None)
+                chats[str(model)] = ChatModel.load(model, llm=self.config.llm if model == "untrained" else None)
             result = evaluate(bench, chats[str(model)], data=Path(data), out=self.eval_dir(name), limit=limit,
-                              batch_size=int(ev.get("batch_size", 8)), progress=self.progress)  # fmt: skip
+                              batch_size=ev.batch_size, progress=self.progress)  # fmt: skip
             self.log(f"== {name}\n{result.report.summary()}")
         return "ran"
 
     def step_export(self) -> str:
         from mico_chat.presets.export import export_preset
 
-        exp = self.config["export"]
-        name = exp.get("name", "default")
+        exp = self.config.export
+        name = exp.name
         if (self.preset_dir / f"{name}.json").is_file() and (self.preset_dir / f"{name}.safetensors").is_file():
             return "skipped"
         results = self.eval_results()
-        llm = self.config.get("llm") or "smollm2-135m-instruct"
+        llm = self.config.llm or "smollm2-135m-instruct"
         summary = export_preset(
-            self.stage_model("stage2"), self.preset_dir, name=name, llm=llm, dtype=exp.get("dtype", "float16"),
+            self.stage_model("stage2"), self.preset_dir, name=name, llm=llm, dtype=exp.dtype,
             description=f"MiCo-Chat default trained by `mico-chat pipeline` ({self.out}); see {name}.md",
-            extra={"eval": results, **({"note": exp["note"]} if exp.get("note") else {})},
+            extra={"eval": results, **({"note": exp.note} if exp.note else {})},
         )  # fmt: skip
-        template = exp.get("card_template")
+        template = exp.card_template
         if template:
             card = model_card(Path(template).read_text(encoding="utf-8"), self, name, llm, summary.size_bytes, results)
             (self.preset_dir / f"{name}.md").write_text(card, encoding="utf-8")
@@ -317,7 +372,7 @@ def _check(code: int, step: str) -> None:
 
 def model_card(template: str, pipeline: Pipeline, name: str, llm: str, size_bytes: int, results: dict[str, Any]) -> str:
     """The card ``template`` (``str.format`` fields) filled from the run's config, records and results."""
-    worlds = pipeline.config["worlds"]
+    worlds = pipeline.config.worlds
     train_summary = pipeline.world("train") / "summary.json"
     records = json.loads(train_summary.read_text())["records"] if train_summary.is_file() else "?"
     synth = results.get("synth", {})
@@ -328,16 +383,16 @@ def model_card(template: str, pipeline: Pipeline, name: str, llm: str, size_byte
         seconds = entry.get("seconds")
         steps.append(f"- {step}: {seconds:.0f} s" if seconds is not None else f"- {step}")
     for stage in STEP_CONFIGS:
-        spec = pipeline.config[stage]
-        steps.append(f"- {stage} config: `{spec['config']}` overrides {spec.get('overrides') or []}")
+        spec = getattr(pipeline.config, stage)
+        steps.append(f"- {stage} config: `{spec.config}` overrides {spec.overrides}")
 
     def acc(run: str) -> str:
         r = results.get(run)
         return f"{r['accuracy']:.3f} ({round(r['accuracy'] * r['items'])}/{r['items']})" if r else "not measured"
 
     return template.format(
-        name=name, llm=llm, size_mb=size_bytes / 1e6, size=worlds["size"], train_n=worlds["train"]["n"],
-        train_seed=worlds["train"]["seed"], heldout_n=worlds["heldout"]["n"], heldout_seed=worlds["heldout"]["seed"],
+        name=name, llm=llm, size_mb=size_bytes / 1e6, size=worlds.size, train_n=worlds.train.n,
+        train_seed=worlds.train.seed, heldout_n=worlds.heldout.n, heldout_seed=worlds.heldout.seed,
         train_records=records, steps="\n".join(steps), synth_table="\n".join(rows),
         general_items=results.get("general_qa", {}).get("items", "?"), general_acc=acc("general_qa"),
         baseline_acc=acc("general_qa_base"),
@@ -349,7 +404,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_pipeline_config(args.config, args.overrides, tiny=args.tiny)
     if args.print_config:
-        print(yaml.safe_dump(config, sort_keys=False), end="")
+        print(config.to_yaml(), end="")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     record = Pipeline(config, progress=not args.no_progress).run(args.only.split(",") if args.only else None)

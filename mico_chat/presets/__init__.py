@@ -10,9 +10,11 @@ one :func:`mico_chat.presets.export.export_preset` wrote) loads by its path.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -38,13 +40,93 @@ def is_preset(name: str | os.PathLike) -> bool:
     return str(name) in PRESETS or (str(name).endswith(".json") and Path(name).is_file())
 
 
-def read_preset(name: str | os.PathLike) -> dict[str, Any]:
-    """The preset's JSON as a dict; an unknown name raises :class:`ConfigError`."""
+@dataclass(frozen=True)
+class PresetSpec:
+    """One preset JSON, typed. Unknown keys are an error (a misspelt key must not fall back to a
+    default in silence).
+
+    Attributes:
+        llm: a known fetchable LLM name or a local folder.
+        encoder: :class:`~mico_chat.encoders.MiCoEncoderConfig` fields, or ``{"preset": name, ...}``.
+        connectors: ``{modality: connector config}`` (:class:`~mico_chat.connectors.ConnectorConfig`).
+        chat_template: ``"llm"`` (the LLM's own) or a template name.
+        system_prompt: the default system prompt (``None``: the template's).
+        media_settings: :class:`~mico_chat.preprocess.MediaSettings` fields.
+        seed: seeds the untrained parts before weights load.
+        weights: a safetensors file beside the JSON with the encoder, connectors and LLM deltas.
+        trained: whether the encoder and connectors are trained (the UI warns when not).
+        description, note, card: what the preset is, what a user should know before chatting with
+            it, and its model card (a markdown file beside the JSON).
+        eval: the held-out figures an exported preset carries (``mico-chat pipeline``).
+        path: the JSON file it was read from (not a JSON key).
+    """
+
+    llm: str
+    encoder: dict[str, Any]
+    connectors: dict[str, Any] = field(default_factory=dict)
+    chat_template: str = "llm"
+    system_prompt: str | None = None
+    media_settings: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    weights: str | None = None
+    trained: bool = False
+    description: str = ""
+    note: str = ""
+    card: str | None = None
+    eval: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = field(default=None, compare=False)
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """The JSON keys a preset may hold."""
+        return [f.name for f in dataclasses.fields(cls) if f.name != "path"]
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], source: str | os.PathLike = "preset") -> PresetSpec:
+        """Check ``raw`` (a parsed preset JSON) and build the spec; errors name ``source``."""
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{source}: a preset is a JSON object, got {type(raw).__name__}")
+        known = cls.keys()
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise ConfigError(f"{source}: unknown preset key(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+        missing = [k for k in ("llm", "encoder") if k not in raw]
+        if missing:
+            raise ConfigError(f"{source}: missing preset key(s) {', '.join(missing)}")
+        kinds = {
+            "llm": str, "encoder": dict, "connectors": (dict, type(None)), "chat_template": str,
+            "system_prompt": (str, type(None)), "media_settings": dict, "seed": int, "weights": (str, type(None)),
+            "trained": bool, "description": str, "note": str, "card": (str, type(None)), "eval": dict,
+        }  # fmt: skip
+        for key, value in raw.items():
+            bad_bool = isinstance(value, bool) and key == "seed"
+            if not isinstance(value, kinds[key]) or bad_bool:
+                raise ConfigError(f"{source}: preset key {key!r} has a {type(value).__name__}: {value!r:.60}")
+        values = dict(raw)
+        values["connectors"] = dict(values.get("connectors") or {})
+        return cls(**values, path=Path(source) if not isinstance(source, Path) else source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (defaults included, ``path`` left out)."""
+        return {k: getattr(self, k) for k in self.keys()}
+
+    def weights_file(self) -> Path | None:
+        """The weights file beside the JSON, or ``None`` when the preset ships none."""
+        if not self.weights:
+            return None
+        base = self.path.parent if self.path is not None else HERE
+        return base / self.weights
+
+
+def read_preset(name: str | os.PathLike) -> PresetSpec:
+    """The preset (a name in this folder or a ``.json`` path) as a checked :class:`PresetSpec`;
+    an unknown name, invalid JSON or an unknown key raises :class:`ConfigError`."""
     path = preset_file(name)
     try:
-        return json.loads(path.read_text())
+        raw = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ConfigError(f"{path}: not valid JSON ({err})") from None
+    return PresetSpec.from_dict(raw, source=path)
 
 
 UNTRAINED_NOTE = (
@@ -57,9 +139,7 @@ def preset_note(name: str | os.PathLike) -> str:
     """What a user should know before chatting with a preset: its ``note`` (a trained preset's
     scope, e.g. the world it was trained on), or that it is untrained."""
     spec = read_preset(name)
-    if not spec.get("trained", False):
-        return UNTRAINED_NOTE
-    return str(spec.get("note", ""))
+    return spec.note if spec.trained else UNTRAINED_NOTE
 
 
 def load_preset(
@@ -79,22 +159,22 @@ def load_preset(
     from mico_chat.weights import resolve_model_path
 
     spec = read_preset(name)
-    llm_name = str(llm) if llm is not None else spec["llm"]
+    llm_name = str(llm) if llm is not None else spec.llm
     path = resolve_model_path(llm_name, auto_fetch=auto_fetch)
     model, processor = build_model(
         path,
-        encoder=spec["encoder"],
-        connectors=spec.get("connectors"),
-        chat_template=spec.get("chat_template", "llm"),
-        system_prompt=spec.get("system_prompt"),
-        settings=MediaSettings.from_dict(spec.get("media_settings", {})),
+        encoder=spec.encoder,
+        connectors=spec.connectors or None,
+        chat_template=spec.chat_template,
+        system_prompt=spec.system_prompt,
+        settings=MediaSettings.from_dict(spec.media_settings),
         dtype=dtype,
-        seed=int(spec.get("seed", 0)),
+        seed=spec.seed,
         llm_name=llm_name,
         llm_load_kwargs=llm_load_kwargs,
     )
-    if spec.get("weights"):
+    if spec.weights:
         if llm is not None:
-            raise ValueError(f"preset {name!r} ships weights trained with {spec['llm']}; they do not fit {llm_name}")
-        load_extra_weights(model, preset_file(name).parent / spec["weights"])
+            raise ValueError(f"preset {name!r} ships weights trained with {spec.llm}; they do not fit {llm_name}")
+        load_extra_weights(model, spec.weights_file())
     return model, processor

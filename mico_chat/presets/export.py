@@ -116,9 +116,9 @@ def export_preset(
     """
     from safetensors.torch import save_file
 
-    from mico_chat.api import load_folder
+    from mico_chat.loading import load_folder
 
-    from . import load_preset
+    from . import PresetSpec, load_preset
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -140,6 +140,7 @@ def export_preset(
         **dict(extra or {}),
     }
     preset = out / f"{name}.json"
+    spec = PresetSpec.from_dict(spec, source=preset).to_dict()  # an unknown ``extra`` key fails here
     preset.write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
     # The base exactly as loading the preset will build it; whatever differs gets stored.
     base, _ = load_preset(preset)

@@ -208,20 +208,14 @@ class TrainRecipe:
         return (not torch.cuda.is_available()) if use_cpu == "auto" else bool(use_cpu)
 
     def _quantization_config(self, skip: list[str]):
-        from transformers import BitsAndBytesConfig
+        from mico_chat.loading import bnb_config
 
         q = self.config.quantization
         compute = q.compute_dtype
         compute_dtype = (torch.bfloat16 if _cuda_bf16() else torch.float32) if compute == "auto" else DTYPES[compute]
-        if q.bits == 4:
-            return BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type=q.quant_type,
-                bnb_4bit_use_double_quant=q.double_quant,
-                bnb_4bit_compute_dtype=compute_dtype,
-                llm_int8_skip_modules=skip,
-            )
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+        return bnb_config(
+            q.bits, compute_dtype=compute_dtype, skip=skip, quant_type=q.quant_type, double_quant=q.double_quant
+        )
 
     def _device(self) -> torch.device:
         if self._use_cpu():
@@ -235,7 +229,7 @@ class TrainRecipe:
 
     def build_model(self, *, quantize: bool):
         """The model and processor before the stage is applied: ``(MiCoChatForConditionalGeneration, processor)``."""
-        from mico_chat.api import load_folder
+        from mico_chat.loading import load_folder
         from mico_chat.modeling import MiCoChatForConditionalGeneration
         from mico_chat.processing import MiCoChatProcessor
 
@@ -279,13 +273,12 @@ class TrainRecipe:
 
         from mico_chat.builder import build_model, load_extra_weights
         from mico_chat.preprocess import MediaSettings
-        from mico_chat.presets import HERE as PRESET_DIR
         from mico_chat.presets import read_preset
         from mico_chat.weights import resolve_model_path
 
         cfg = self.config.model
         spec = read_preset(cfg.preset)
-        llm_name = cfg.llm or spec["llm"]
+        llm_name = cfg.llm or spec.llm
         path = resolve_model_path(llm_name)
         load_kwargs: dict[str, Any] = {
             "dtype": torch.float32 if quantize else dtype,
@@ -297,7 +290,7 @@ class TrainRecipe:
             )
         llm = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        connectors = {**(spec.get("connectors") or {})}
+        connectors = dict(spec.connectors)
         for modality, override in cfg.connectors.items():
             connectors[modality] = {**connectors.get(modality, {}), **override}
         if "pretrained" in cfg.encoder:
@@ -310,22 +303,22 @@ class TrainRecipe:
             llm,
             tokenizer=tokenizer,
             # A pretrained encoder folder brings its own config: the preset's shape does not apply.
-            encoder=cfg.encoder if "pretrained" in cfg.encoder else {**spec["encoder"], **cfg.encoder},
+            encoder=cfg.encoder if "pretrained" in cfg.encoder else {**spec.encoder, **cfg.encoder},
             connectors=connectors,
-            chat_template=spec.get("chat_template", "llm"),
-            system_prompt=spec.get("system_prompt"),
-            settings=MediaSettings.from_dict(spec.get("media_settings", {})),
+            chat_template=spec.chat_template,
+            system_prompt=spec.system_prompt,
+            settings=MediaSettings.from_dict(spec.media_settings),
             dtype=torch.float32 if quantize else dtype,
-            seed=int(spec.get("seed", 0)),
+            seed=spec.seed,
             llm_name=llm_name,
         )
-        if spec.get("weights"):
+        if spec.weights:
             if cfg.llm is not None or cfg.encoder or cfg.connectors:
                 raise TrainConfigError(
                     f"preset {cfg.preset!r} ships trained weights for its own LLM, encoder and connectors; "
                     "model.llm/encoder/connectors cannot change them"
                 )
-            load_extra_weights(model, PRESET_DIR / spec["weights"])
+            load_extra_weights(model, spec.weights_file())
         return model, processor
 
     def apply_stage(self, model: nn.Module) -> nn.Module:

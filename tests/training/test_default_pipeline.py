@@ -59,10 +59,12 @@ def parts(tmp_path_factory):
 
 def test_overrides_route_to_steps_and_bad_keys_fail():
     config = load_pipeline_config(PIPELINE, ["stage2.lora.r=8", "worlds.train.n=10"], tiny=True)
-    assert config["worlds"]["train"]["n"] == 10 and config["worlds"]["heldout"]["n"] == 2
-    assert config["stage2"]["overrides"][-1] == "lora.r=8" and "train.max_steps=2" in config["stage1"]["overrides"]
-    with pytest.raises(TrainConfigError, match="has no key 'worlds.train.size'"):
+    assert config.worlds.train.n == 10 and config.worlds.heldout.n == 2
+    assert config.stage2.overrides[-1] == "lora.r=8" and "train.max_steps=2" in config.stage1.overrides
+    with pytest.raises(TrainConfigError, match="worlds.train.size"):
         load_pipeline_config(PIPELINE, ["worlds.train.size=1"])
+    with pytest.raises(TrainConfigError, match="worlds.train.n"):
+        load_pipeline_config(PIPELINE, ["worlds.train.n=many"])  # typed: an int
 
 
 def test_tiny_pipeline_end_to_end_then_skips(parts, tmp_path):
