@@ -1,4 +1,4 @@
-"""Connectors: per-modality projections from encoder features into the LLM's embedding space."""
+"""Connectors: per-modality maps from encoder features into the LLM's embedding space (see docs/connectors.md)."""
 
 from .base import (
     CONNECTORS,
@@ -9,6 +9,7 @@ from .base import (
     register_connector,
 )
 from .projectors import LinearConnector, MLPConnector
+from .resampler import ResamplerConfig, ResamplerConnector
 
 __all__ = [
     "CONNECTORS",
@@ -16,6 +17,8 @@ __all__ = [
     "ConnectorConfig",
     "LinearConnector",
     "MLPConnector",
+    "ResamplerConfig",
+    "ResamplerConnector",
     "build_connector",
     "connector_class",
     "register_connector",
