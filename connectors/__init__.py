@@ -8,17 +8,20 @@ from .base import (
     connector_class,
     register_connector,
 )
+from .combiner import CombinerConfig, TimeAlignedCombiner
 from .projectors import LinearConnector, MLPConnector
 from .resampler import ResamplerConfig, ResamplerConnector
 
 __all__ = [
     "CONNECTORS",
+    "CombinerConfig",
     "Connector",
     "ConnectorConfig",
     "LinearConnector",
     "MLPConnector",
     "ResamplerConfig",
     "ResamplerConnector",
+    "TimeAlignedCombiner",
     "build_connector",
     "connector_class",
     "register_connector",
