@@ -1,4 +1,4 @@
-"""Connectors: per-modality projections from encoder features into the LLM's embedding space."""
+"""Connectors: per-modality maps from encoder features into the LLM's embedding space (see docs/connectors.md)."""
 
 from .base import (
     CONNECTORS,
@@ -8,14 +8,20 @@ from .base import (
     connector_class,
     register_connector,
 )
+from .combiner import CombinerConfig, TimeAlignedCombiner
 from .projectors import LinearConnector, MLPConnector
+from .resampler import ResamplerConfig, ResamplerConnector
 
 __all__ = [
     "CONNECTORS",
+    "CombinerConfig",
     "Connector",
     "ConnectorConfig",
     "LinearConnector",
     "MLPConnector",
+    "ResamplerConfig",
+    "ResamplerConnector",
+    "TimeAlignedCombiner",
     "build_connector",
     "connector_class",
     "register_connector",

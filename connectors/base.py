@@ -4,7 +4,10 @@ A connector projects the encoder's features of one modality into the LLM's embed
 ``forward(features (N, L, D_enc), layout) -> (N, M, D_llm)``. ``num_tokens(config, layout)`` says
 how many tokens ``M`` it emits for a layout, so the processor can expand placeholders before any
 tensor exists. New connectors subclass :class:`Connector` and register with
-:func:`register_connector`; nothing else changes.
+:func:`register_connector`; nothing else changes. A connector with options of its own (the
+resampler's query count, say) also subclasses :class:`ConnectorConfig` and names it as its
+``config_class``: ``ConnectorConfig.from_dict`` then builds that class from the ``type`` key, so
+the options travel in the model's ``config.json`` and in stage-config overrides like the others.
 """
 
 from __future__ import annotations
@@ -52,13 +55,21 @@ class ConnectorConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | ConnectorConfig) -> ConnectorConfig:
+        """The config of ``data["type"]``: its connector's own ``config_class`` when it has one
+        (so ``{"type": "resampler", "num_queries": 32}`` is a ``ResamplerConfig``), else ``cls``."""
         if isinstance(data, ConnectorConfig):
             return data
-        known = {f.name for f in fields(cls)}
+        target = cls
+        name = data.get("type", cls.type)
+        if cls is ConnectorConfig and name in _REGISTRY:
+            target = _REGISTRY[name].config_class
+        known = {f.name for f in fields(target)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown connector config keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
+            raise ValueError(
+                f"unknown connector config keys {sorted(unknown)} for type {name!r}; known: {sorted(known)}"
+            )
+        return target(**data)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +77,9 @@ class ConnectorConfig:
 
 class Connector(nn.Module):
     """Base class: token selection/pooling shared by all connectors, projection left to subclasses."""
+
+    config_class: type[ConnectorConfig] = ConnectorConfig
+    """The config this connector reads; a subclass of :class:`ConnectorConfig` for one with options."""
 
     def __init__(self, config: ConnectorConfig, in_dim: int, out_dim: int):
         super().__init__()
@@ -152,4 +166,7 @@ def connector_class(name: str) -> type[Connector]:
 
 def build_connector(config: ConnectorConfig | Mapping[str, Any], in_dim: int, out_dim: int) -> Connector:
     config = ConnectorConfig.from_dict(config)
-    return connector_class(config.type)(config, in_dim, out_dim)
+    cls = connector_class(config.type)
+    if not isinstance(config, cls.config_class):  # e.g. ConnectorConfig(type="resampler"): its defaults
+        config = cls.config_class.from_dict(config.to_dict())
+    return cls(config, in_dim, out_dim)

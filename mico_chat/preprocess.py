@@ -150,6 +150,14 @@ def audio_clip_samples(encoder: MiCoEncoderConfig) -> int:
     return (encoder.audio_target_length - 1) * FBANK_SHIFT_SAMPLES + FBANK_WINDOW_SAMPLES
 
 
+def audio_window_starts(num_samples: int, num_clips: int, encoder: MiCoEncoderConfig) -> np.ndarray:
+    """First sample of each of the ``num_clips`` windows :func:`waveform_to_fbank` cuts from a
+    waveform of ``num_samples``: placed uniformly, overlapping when the audio is short. ``(K,)`` int.
+
+    The time-aligned connectors (``connectors/combiner.py``) use it to time each audio patch."""
+    return np.linspace(0, max(0, num_samples - audio_clip_samples(encoder)), num_clips).round().astype(int)
+
+
 def waveform_to_fbank(samples: np.ndarray, settings: MediaSettings, encoder: MiCoEncoderConfig) -> torch.Tensor:
     """16 kHz mono samples ``(N,)`` -> ``(K, F, M)`` normalised log-mel clips.
 
@@ -159,7 +167,7 @@ def waveform_to_fbank(samples: np.ndarray, settings: MediaSettings, encoder: MiC
     """
     wave = torch.as_tensor(np.asarray(samples, dtype=np.float32)).flatten()
     clip = audio_clip_samples(encoder)
-    starts = np.linspace(0, max(0, wave.numel() - clip), settings.audio_clips).round().astype(int)
+    starts = audio_window_starts(wave.numel(), settings.audio_clips, encoder)
     clips = []
     for start in starts:
         window = wave[start : start + clip]
