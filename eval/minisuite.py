@@ -277,7 +277,7 @@ def make_tone(path: Path, frequency: float, seconds: float = 1.0, beeps: int = 1
 
 def generated_items(media_dir: Path) -> dict[str, list[MiniItem]]:
     """Items for every benchmark, about images, clips and tones made here (seconds to create)."""
-    from mico_chat.commands.demo import make_demo_clip
+    from mico_chat.media.samples import make_demo_clip
 
     images = {
         (shape, colour): make_image(media_dir / f"{shape}_{colour}.png", shape, colour)

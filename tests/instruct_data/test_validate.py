@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from mico_chat.cli import main
-from mico_chat.commands.demo import make_demo_clip
+from mico_chat.media.samples import make_demo_clip
 from mico_chat.instruct_data import RecordError
 from mico_chat.instruct_data.validate import RecordLimits, RecordReader, validate_records
 

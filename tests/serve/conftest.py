@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from mico_chat.api import ChatModel, GenerationSettings
-from mico_chat.commands.demo import make_demo_clip
+from mico_chat.media.samples import make_demo_clip
 from mico_chat.serve.examples import write_beeps
 
 TINY_NAME = "tiny-mico"
