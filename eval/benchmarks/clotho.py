@@ -31,6 +31,7 @@ from pathlib import Path
 from ..benchmark import Benchmark, BenchmarkConfig
 from ..items import DataError, EvalItem, MediaInput, Prediction
 from ..judges import Judge
+from ..minimedia import MiniItem, MiniMedia, copy_file
 from ..scores import ScoreReport
 
 AUDIO_DIRS = ("evaluation", "audio_files", "audio", "test", ".")
@@ -218,6 +219,36 @@ class ClothoCaption(Benchmark):
             report.notes.append(note)
         return report
 
+    # ------------------------------------------------------------------ mini suite
+    @classmethod
+    def mini_items(cls, media: MiniMedia) -> list[MiniItem]:
+        """The three generated tones, five reference captions each."""
+        tones = media.tones
+        captions = {
+            440: ("A single tone beeps once.", "A short beep sounds.", "One electronic beep is heard.",
+                  "A high tone plays briefly.", "A beep sounds once."),
+            880: ("A tone beeps twice.", "Two short beeps sound.", "An electronic beep repeats two times.",
+                  "Two high tones play.", "A device beeps twice."),
+            220: ("A low tone beeps three times.", "Three low beeps sound.", "A deep beep repeats three times.",
+                  "Three short low tones play.", "A machine beeps three times."),
+        }  # fmt: skip
+        return [MiniItem(tones[hz], "", "", references=refs) for hz, refs in captions.items()]
+
+    @classmethod
+    def build_mini(cls, items: Sequence[MiniItem], out: Path) -> Path:
+        """``clotho_captions_evaluation.csv`` (five captions per file) + ``evaluation/``."""
+        path = out / "clotho_captions_evaluation.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file_name"] + [f"caption_{i}" for i in range(1, 6)])
+            for item in items:
+                if len(item.references) != 5:
+                    raise ValueError(f"Clotho items need five reference captions, {item.media.name} has {len(item.references)}")
+                audio = copy_file(item.media, out / "evaluation" / item.media.name)
+                writer.writerow([audio.name, *item.references])
+        return out
+
 
 def aqa_exact_match(prediction: str, answer: str) -> bool:
     """lm-eval's ``exact_match_hf_evaluate`` with ``ignore_case`` and ``ignore_punctuation``, for one pair."""
@@ -296,3 +327,28 @@ class ClothoAQA(Benchmark):
         }
         report.counts = {"rows": len(rows), "questions": len({(r["file_name"], r["QuestionText"]) for r in rows})}
         return report
+
+    # ------------------------------------------------------------------ mini suite
+    @classmethod
+    def mini_items(cls, media: MiniMedia) -> list[MiniItem]:
+        """Questions about the generated tones (one with three annotators' answers)."""
+        tones = media.tones
+        return [
+            MiniItem(tones[440], "Is there a beep?", "yes"),
+            MiniItem(tones[880], "How many beeps are there?", "two", references=("two", "two", "2")),
+            MiniItem(tones[220], "Is someone speaking?", "no"),
+        ]
+
+    @classmethod
+    def build_mini(cls, items: Sequence[MiniItem], out: Path) -> Path:
+        """``clotho_aqa_test.csv`` (one row per annotator answer) + ``audio_files/``."""
+        path = out / "clotho_aqa_test.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file_name", "QuestionText", "answer", "confidence"])
+            for item in items:
+                audio = copy_file(item.media, out / "audio_files" / item.media.name)
+                for answer in item.references or (item.answer,) * 3:
+                    writer.writerow([audio.name, item.question, answer, "yes"])
+        return out

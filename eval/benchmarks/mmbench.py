@@ -22,6 +22,7 @@ counts the copy as not matched and reports it (``judge_unparseable``), so scores
 from __future__ import annotations
 
 import base64
+import csv
 import math
 import re
 import string
@@ -32,6 +33,7 @@ from typing import Any
 from ..benchmark import Benchmark, BenchmarkConfig
 from ..items import DataError, EvalItem, MediaInput, Prediction
 from ..judges import Judge, ask_and_parse
+from ..minimedia import MiniItem, MiniMedia
 from ..scores import ScoreReport
 
 VLMEVALKIT_COMMIT = "e8e78f05f3080fe28154f2130321f17951c3be94"
@@ -305,6 +307,62 @@ class MMBench(Benchmark):
         if path.is_dir():
             path = path / PREDICTIONS_FILE
         return score_predictions(path, judge=judge, attempts=self.options["judge_attempts"])
+
+    # ------------------------------------------------------------------ mini suite
+    @classmethod
+    def mini_items(cls, media: MiniMedia) -> list[MiniItem]:
+        """Three shape questions with 2-4 options (one with a hint and another L2 category)."""
+        images = media.images
+        return [
+            MiniItem(images["square", "red"], "What shape is shown?", "square", ("circle", "square", "triangle", "star"), "image_scene"),
+            MiniItem(
+                images["circle", "green"],
+                "What colour is the shape?",
+                "green",
+                ("red", "green", "blue"),
+                "attribute_recognition",
+                meta={"l2-category": "finegrained_perception (instance-level)", "hint": "Look at the middle of the image."},
+            ),
+            MiniItem(images["triangle", "blue"], "Is the shape a triangle?", "yes", ("yes", "no"), "image_scene"),
+        ]
+
+    @classmethod
+    def build_mini(cls, items: Sequence[MiniItem], out: Path, *, circular_copies: bool = True) -> Path:
+        """An MMBench TSV (base64 images); with ``circular_copies`` the rotated copies are included,
+        sharing their image by index, as in VLMEvalKit's ``MMBench_DEV_EN.tsv``."""
+        letters = "ABCD"
+        header = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image", "source",
+                  "l2-category", "comment", "split"]  # fmt: skip
+        rows = []
+        for g, item in enumerate(items):
+            if not 2 <= len(item.options) <= 4 or item.answer not in item.options:
+                raise ValueError(f"MMBench items need 2-4 options including the answer: {item.question!r}")
+            image = base64.b64encode(item.media.read_bytes()).decode("ascii")
+            n = len(item.options)
+            for k in range(n if circular_copies else 1):
+                rotated = item.options[k:] + item.options[:k]
+                rows.append(
+                    {
+                        "index": g + k * CIRCULAR_OFFSET,
+                        "question": item.question,
+                        "hint": item.meta.get("hint", ""),
+                        **{letters[i]: (rotated[i] if i < n else "") for i in range(4)},
+                        "answer": letters[rotated.index(item.answer)],
+                        "category": item.category or "image_scene",
+                        "image": image if k == 0 else str(g),
+                        "source": "mini",
+                        "l2-category": item.meta.get("l2-category", "coarse_perception"),
+                        "comment": "",
+                        "split": "dev",
+                    }
+                )
+        path = out / "MMBench_DEV_EN.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=header, delimiter="\t", lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        return path
 
 
 def score_predictions(path: Path, *, judge: Judge | None = None, attempts: int = 3) -> ScoreReport:

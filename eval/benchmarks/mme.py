@@ -24,6 +24,7 @@ from pathlib import Path
 from ..benchmark import Benchmark, BenchmarkConfig, sanitize_line
 from ..items import DataError, EvalItem, MediaInput, Prediction
 from ..judges import Judge
+from ..minimedia import MiniItem, MiniMedia, copy_file
 from ..scores import ScoreReport
 
 EVAL_TYPES: dict[str, tuple[str, ...]] = {
@@ -33,6 +34,8 @@ EVAL_TYPES: dict[str, tuple[str, ...]] = {
 SUBTASKS: tuple[str, ...] = EVAL_TYPES["perception"] + EVAL_TYPES["cognition"]
 IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg", ".JPG", ".PNG", ".JPEG")
 RESULTS_DIR = "mme_results"
+# The subtasks whose folder holds images/ and questions_answers_YN/ (the others: image beside its .txt).
+IMAGE_FOLDER_TASKS = ("artwork", "celebrity", "landmark", "posters", "scene")
 RULE = "MME eval_tool/calculation.py (BradyFU/Awesome-Multimodal-Large-Language-Models, branch Evaluation, tools/eval_tool.zip)"
 
 
@@ -213,3 +216,39 @@ class MME(Benchmark):
         if (path / RESULTS_DIR).is_dir():
             path = path / RESULTS_DIR
         return score_results_dir(path)
+
+    # ------------------------------------------------------------------ mini suite
+    @classmethod
+    def mini_items(cls, media: MiniMedia) -> list[MiniItem]:
+        """Two questions (one Yes, one No) about a shape image per subtask."""
+        items = []
+        for n, task in enumerate(SUBTASKS):
+            shape, colour = list(media.images)[n % len(media.images)]
+            image = media.images[shape, colour]
+            other = "green" if colour != "green" else "red"
+            items.append(MiniItem(image, f"Is there a {colour} {shape} in the image? Please answer yes or no.", "Yes", category=task))
+            items.append(MiniItem(image, f"Is there a {other} {shape} in the image? Please answer yes or no.", "No", category=task))
+        return items
+
+    @classmethod
+    def build_mini(cls, items: Sequence[MiniItem], out: Path) -> Path:
+        """MME_Benchmark_release_version layout; items come in pairs (two questions per image)."""
+        by_image: dict[tuple[str, Path], list[MiniItem]] = {}
+        for item in items:
+            if item.category not in SUBTASKS:
+                raise ValueError(f"MME item category must be a subtask ({', '.join(SUBTASKS)}), got {item.category!r}")
+            if item.answer not in ("Yes", "No"):
+                raise ValueError(f"MME answers are Yes or No, got {item.answer!r}")
+            by_image.setdefault((item.category, item.media), []).append(item)
+        root = out / "MME_Benchmark_release_version"
+        for (task, image), pair in by_image.items():
+            if len(pair) != 2:
+                raise ValueError(f"MME needs exactly two questions per image; {image} has {len(pair)} in {task}")
+            if task in IMAGE_FOLDER_TASKS:
+                target, qa = root / task / "images" / image.name, root / task / "questions_answers_YN" / f"{image.stem}.txt"
+            else:
+                target, qa = root / task / image.name, root / task / f"{image.stem}.txt"
+            copy_file(image, target)
+            qa.parent.mkdir(parents=True, exist_ok=True)
+            qa.write_text("".join(f"{i.question}\t{i.answer}\n" for i in pair), encoding="utf-8")
+        return root

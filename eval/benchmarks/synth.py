@@ -21,7 +21,6 @@ reply, verdict). :meth:`Synth.score` re-judges that file, so a re-score repeats 
 
 from __future__ import annotations
 
-import argparse
 import json
 import secrets
 from collections.abc import Mapping, Sequence
@@ -32,9 +31,10 @@ from typing import Any
 from mico_chat.instruct_data.records import BadRecord, Record, read_records
 from mico_chat.instruct_data.synth import judge as judge_answer
 
-from ..benchmark import Benchmark, BenchmarkConfig
+from ..benchmark import Benchmark, BenchmarkConfig, CliOption
 from ..items import DataError, EvalItem, MediaInput, Prediction
 from ..judges import Judge
+from ..minimedia import MiniItem, MiniMedia
 from ..scores import ScoreReport, read_jsonl, write_jsonl
 
 # The families the generator writes (instruct_data/synth/language.py FAMILIES), then the two
@@ -42,6 +42,7 @@ from ..scores import ScoreReport, read_jsonl, write_jsonl
 FAMILIES = ("appearance", "counting", "motion", "sound", "audio-visual", "description", "multi-turn")
 PREDICTIONS = "synth_predictions.jsonl"
 JUDGE_RULE = "mico_chat.instruct_data.synth.judge (exact facts; generator v1)"
+WORLD_GROUP = "held-out world (without --data)"
 
 
 @dataclass(frozen=True)
@@ -187,27 +188,32 @@ class Synth(Benchmark):
             path = path / PREDICTIONS
         return score_rows(read_jsonl(path, ["id", "family", "qa", "pred"]))
 
-    # ------------------------------------------------------------------ command line: --data is optional
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        from ..cli import add_run_arguments
-
-        add_run_arguments(parser, cls, data_required=False)
-        group = parser.add_argument_group("held-out world (without --data)")
-        group.add_argument("--n", type=int, default=100, help="clips to generate (default: 100)")
-        group.add_argument("--seed", type=int, help="world seed (default: a random one, printed)")
-        group.add_argument("--size", type=int, default=128, help="frame side in pixels (default: 128)")
+    # ------------------------------------------------------------------ data: --data is optional
+    data_required = False
+    cli_options = (
+        CliOption("--n", type=int, default=100, help="clips to generate (default: 100)", group=WORLD_GROUP),
+        CliOption("--seed", type=int, help="world seed (default: a random one, printed)", group=WORLD_GROUP),
+        CliOption("--size", type=int, default=128, help="frame side in pixels (default: 128)", group=WORLD_GROUP),
+    )
 
     @classmethod
-    def run_cli(cls, args: argparse.Namespace) -> int:
-        from ..cli import run_benchmark_cli
+    def resolve_data(cls, data: Path | None, *, out: Path, values: Mapping[str, Any]) -> tuple[Path, str | None]:
+        """``--data``, or a held-out world generated (or reused) under ``out`` from ``--n/--seed/--size``."""
+        if data is not None:
+            return Path(data), None
+        seed = values["seed"] if values.get("seed") is not None else secrets.randbelow(2**31)
+        world = heldout_world(out, n=values["n"], seed=seed, size=values["size"])
+        return world, f"held-out world: {world} ({values['n']} clips, seed {seed})"
 
-        if args.data is None:
-            seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
-            out = args.out or Path("runs") / "eval" / cls.config.name
-            args.data = heldout_world(out, n=args.n, seed=seed, size=args.size)
-            print(f"held-out world: {args.data} ({args.n} clips, seed {seed})")
-        return run_benchmark_cli(cls, args)
+    # ------------------------------------------------------------------ mini suite: its own data
+    @classmethod
+    def mini_items(cls, media: MiniMedia) -> list[MiniItem]:
+        return []
+
+    @classmethod
+    def build_mini(cls, items: Sequence[MiniItem], out: Path) -> Path:
+        """A held-out synthetic world of one clip (its own generated media; ``items`` are not used)."""
+        return heldout_world(out, n=1, seed=0, progress=False)
 
 
 def score_rows(rows: Sequence[Mapping[str, Any]]) -> ScoreReport:

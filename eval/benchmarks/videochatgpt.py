@@ -23,6 +23,7 @@ from pathlib import Path
 from ..benchmark import Benchmark, BenchmarkConfig
 from ..items import DataError, EvalItem, MediaInput, Prediction
 from ..judges import Judge
+from ..minimedia import MiniItem, MiniMedia, copy_file, write_json
 from ..scores import ScoreReport
 from . import gpt_judge
 from .gpt_judge import (
@@ -177,3 +178,32 @@ class VideoChatGPTBench(Benchmark):
         report = score_judge_results(path)
         report.rules.update(self.rules)
         return report
+
+    # ------------------------------------------------------------------ mini suite
+    @classmethod
+    def mini_items(cls, media: MiniMedia) -> list[MiniItem]:
+        """Generic, temporal and consistency questions about the generated clips."""
+        clips = media.clips
+        return [
+            MiniItem(clips[0], "What happens in the video?", "A red square moves from left to right on a blue background while a tone beeps."),
+            MiniItem(clips[1], "What colour is the background?", "The background is blue."),
+            MiniItem(clips[2], "What does the square do first, and what after?", "It starts on the left and then moves to the right.", category="temporal"),
+            MiniItem(clips[0], "Which object moves?", "A red square.", question2="What is the object that travels across the frame?"),
+        ]  # fmt: skip
+
+    @classmethod
+    def build_mini(cls, items: Sequence[MiniItem], out: Path) -> Path:
+        """``Test_Videos/`` + ``Benchmarking_QA/{generic,temporal,consistency}_qa.json``."""
+        files: dict[str, list[dict]] = {name: [] for name in QUESTION_FILES.values()}
+        for item in items:
+            name = copy_file(item.media, out / "Test_Videos" / item.media.name).stem
+            if item.question2:
+                files[QUESTION_FILES["consistency"]].append({"video_name": name, "Q1": item.question, "Q2": item.question2, "A": item.answer})
+            elif item.category == "temporal":
+                files[QUESTION_FILES["temporal"]].append({"video_name": name, "Q": item.question, "A": item.answer})
+            else:
+                files[QUESTION_FILES["generic"]].append({"video_name": name, "Q": item.question, "A": item.answer})
+        for filename, entries in files.items():
+            if entries:
+                write_json(out / "Benchmarking_QA" / filename, entries)
+        return out

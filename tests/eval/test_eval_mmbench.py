@@ -95,11 +95,11 @@ def test_loads_tsv_with_copies_and_image_references(mini_data):
 
 
 def test_single_pass_tsv_gets_rotated_copies(tmp_path):
-    from mico_chat.eval.minisuite import build_mmbench, generated_items
+    from mico_chat.eval.minimedia import MiniMedia
 
-    base = generated_items(tmp_path / "media")["mmbench"]
-    build_mmbench(base, tmp_path / "single", circular_copies=False)
-    build_mmbench(base, tmp_path / "copies", circular_copies=True)
+    base = MMBench.mini_items(MiniMedia(tmp_path / "media"))
+    MMBench.build_mini(base, tmp_path / "single", circular_copies=False)
+    MMBench.build_mini(base, tmp_path / "copies", circular_copies=True)
     single = MMBench().load(tmp_path / "single")
     copies = MMBench().load(tmp_path / "copies")
     assert [(i.id, i.prompt, i.reference) for i in single] == [(i.id, i.prompt, i.reference) for i in copies]
