@@ -171,7 +171,7 @@ class Benchmark(EvalTask):
     # ------------------------------------------------------------------ data
     @abstractmethod
     def load(self, data: Path) -> list[EvalItem]:
-        """Read the official data layout under ``data`` into items (raises DataError naming the file)."""
+        """Read the official data layout under ``data`` into items (raises ItemError naming the file)."""
 
     def annotation_files(self, data: Path) -> list[Path]:
         """The non-media files the items come from (hashed into the results' data checksum)."""

@@ -25,7 +25,7 @@ from typing import Any
 from mico_chat.errors import ConfigError
 
 from .benchmark import Benchmark, CliOption, CommandTask, EvalTask
-from .items import DataError
+from .items import ItemError
 from .judges import JudgeError
 from .registry import RESERVED, get_task, task_names
 
@@ -252,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
         if issubclass(task, Benchmark):
             return run_benchmark_cli(task, args)
         return _command_task(task).run_cli(args)
-    except (DataError, JudgeError) as err:
+    except (ItemError, JudgeError) as err:
         print(f"mico-chat eval: error: {err}", file=sys.stderr)
         return 2
 

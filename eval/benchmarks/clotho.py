@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..benchmark import Benchmark, BenchmarkConfig
-from ..items import DataError, EvalItem, MediaInput, Prediction
+from ..items import ItemError, EvalItem, MediaInput, Prediction
 from ..judges import Judge
 from ..minimedia import MiniItem, MiniMedia, copy_file
 from ..scores import ScoreReport
@@ -54,14 +54,14 @@ def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
         with path.open(newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
     except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
+        raise ItemError(f"{path}: no such file") from None
     except (csv.Error, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not a readable CSV ({err})") from None
+        raise ItemError(f"{path}: not a readable CSV ({err})") from None
     if not rows:
-        raise DataError(f"{path}: no rows")
+        raise ItemError(f"{path}: no rows")
     missing = [c for c in required if c not in rows[0]]
     if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; has {list(rows[0])}")
+        raise ItemError(f"{path}: missing column(s) {missing}; has {list(rows[0])}")
     return rows
 
 
@@ -71,7 +71,7 @@ def _find_audio(dirs: Sequence[Path], name: str) -> Path:
             candidate = directory / f"{name}{suffix}"
             if candidate.is_file():
                 return candidate
-    raise DataError(f"audio {name!r} not found in {', '.join(map(str, dirs))}")
+    raise ItemError(f"audio {name!r} not found in {', '.join(map(str, dirs))}")
 
 
 def reference_captions(row: Mapping[str, str]) -> list[str]:
@@ -79,7 +79,7 @@ def reference_captions(row: Mapping[str, str]) -> list[str]:
     for names in ([f"caption_{i}" for i in range(1, 6)], [f"caption_reference_{i:02d}" for i in range(1, 6)]):
         if all(n in row for n in names):
             return [row[n] for n in names]
-    raise DataError(f"row {row.get('file_name')!r}: no caption_1..caption_5 (or caption_reference_01..05) columns")
+    raise ItemError(f"row {row.get('file_name')!r}: no caption_1..caption_5 (or caption_reference_01..05) columns")
 
 
 def spice_unavailable_reason() -> str | None:
@@ -108,7 +108,7 @@ def caption_scores(predictions: Mapping[str, str], references: Mapping[str, Sequ
 
     missing = sorted(set(predictions) - set(references))
     if missing:
-        raise DataError(f"predictions for files without references: {missing[:5]}")
+        raise ItemError(f"predictions for files without references: {missing[:5]}")
     names = sorted(predictions)
     gts = {i: [{"caption": c} for c in references[n]] for i, n in enumerate(names)}
     res = {i: [{"caption": predictions[n]}] for i, n in enumerate(names)}
@@ -153,7 +153,7 @@ class ClothoCaption(Benchmark):
         found = [f for f in found if f.name not in (PREDICTIONS_CSV, REFERENCES_CSV)]
         preferred = [f for f in found if f.name == "clotho_captions_evaluation.csv"] or found
         if not preferred:
-            raise DataError(f"{data}: no clotho_captions_evaluation.csv")
+            raise ItemError(f"{data}: no clotho_captions_evaluation.csv")
         return preferred[0]
 
     def annotation_files(self, data: Path) -> list[Path]:
@@ -198,7 +198,7 @@ class ClothoCaption(Benchmark):
         if self.options.get("references"):
             references_csv = Path(self.options["references"])
         if references_csv is None:
-            raise DataError(
+            raise ItemError(
                 f"{path}: scoring a predictions CSV needs its references: --option references=clotho_captions_evaluation.csv"
             )
         predictions = {
@@ -212,7 +212,7 @@ class ClothoCaption(Benchmark):
             note = (f"{predictions_csv} covers {len(predictions)} of {len(references)} reference files "
                     f"({len(missing)} missing, e.g. {missing[0]}); CIDEr-D of a partial corpus is not the benchmark's")  # fmt: skip
             if not self.options.get("allow_partial"):
-                raise DataError(f"{note}; pass --option allow_partial=true to score the covered files anyway")
+                raise ItemError(f"{note}; pass --option allow_partial=true to score the covered files anyway")
             logger.warning(note)
         report = caption_scores(predictions, references)
         if note:
@@ -273,7 +273,7 @@ class ClothoAQA(Benchmark):
         found = [f for f in sorted(data.glob("clotho_aqa_*.csv")) if f.name != AQA_PREDICTIONS_CSV] if data.is_dir() else []
         preferred = [f for f in found if f.name == "clotho_aqa_test.csv"] or found
         if not preferred:
-            raise DataError(f"{data}: no clotho_aqa_test.csv")
+            raise ItemError(f"{data}: no clotho_aqa_test.csv")
         return preferred[0]
 
     def annotation_files(self, data: Path) -> list[Path]:

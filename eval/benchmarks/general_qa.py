@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..benchmark import Benchmark, BenchmarkConfig
-from ..items import DataError, EvalItem, Prediction
+from ..items import ItemError, EvalItem, Prediction
 from ..judges import Judge
 from ..minimedia import MiniItem, MiniMedia
 from ..scores import ScoreReport, read_jsonl, write_jsonl
@@ -60,7 +60,7 @@ class GeneralQA(Benchmark):
         items = []
         for n, row in enumerate(read_jsonl(path, ["id", "question", "answers"], what="questions"), start=1):
             if not isinstance(row["answers"], list) or not row["answers"]:
-                raise DataError(f"{path}: question {n} ({row['id']}): answers must be a non-empty list")
+                raise ItemError(f"{path}: question {n} ({row['id']}): answers must be a non-empty list")
             items.append(
                 EvalItem(
                     id=str(row["id"]),
@@ -70,7 +70,7 @@ class GeneralQA(Benchmark):
                 )
             )
         if not items:
-            raise DataError(f"{path}: no questions")
+            raise ItemError(f"{path}: no questions")
         return items
 
     def write_outputs(

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..benchmark import Benchmark, BenchmarkConfig
-from ..items import DataError, EvalItem, MediaInput, Prediction
+from ..items import ItemError, EvalItem, MediaInput, Prediction
 from ..judges import Judge, ask_and_parse
 from ..minimedia import MiniItem, MiniMedia
 from ..scores import ScoreReport
@@ -178,14 +178,14 @@ def read_tsv(path: Path) -> Any:
     import pandas as pd
 
     if not path.is_file():
-        raise DataError(f"{path}: no such MMBench TSV")
+        raise ItemError(f"{path}: no such MMBench TSV")
     try:
         frame = pd.read_csv(path, sep="\t")
     except Exception as err:  # pandas raises many parser error types
-        raise DataError(f"{path}: not a readable TSV ({type(err).__name__}: {err})") from None
+        raise ItemError(f"{path}: not a readable TSV ({type(err).__name__}: {err})") from None
     missing = [c for c in ("index", "question", "A", "B") if c not in frame.columns]
     if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; MMBench TSVs have index, question, hint, A-D, answer, ...")
+        raise ItemError(f"{path}: missing column(s) {missing}; MMBench TSVs have index, question, hint, A-D, answer, ...")
     return frame
 
 
@@ -234,7 +234,7 @@ class MMBench(Benchmark):
         tsvs = sorted(data.glob("*.tsv")) if data.is_dir() else []
         tsvs = [t for t in tsvs if t.name != PREDICTIONS_FILE]
         if len(tsvs) != 1:
-            raise DataError(f"{data}: expected one MMBench .tsv file, found {[t.name for t in tsvs] or 'none'}")
+            raise ItemError(f"{data}: expected one MMBench .tsv file, found {[t.name for t in tsvs] or 'none'}")
         return tsvs[0]
 
     def annotation_files(self, data: Path) -> list[Path]:
@@ -244,7 +244,7 @@ class MMBench(Benchmark):
         path = self._tsv(data)
         frame = read_tsv(path)
         if "image" not in frame.columns:
-            raise DataError(f"{path}: no image column (base64 images)")
+            raise ItemError(f"{path}: no image column (base64 images)")
         if self.options["circular"]:
             frame = expand_circular(frame)
         images = {str(i): ("" if _isna(v) else str(v)) for i, v in zip(frame["index"], frame["image"])}
@@ -257,17 +257,17 @@ class MMBench(Benchmark):
             ref = images.get(str(index), "")
             if 0 < len(ref) <= 64:  # a reference to the row that holds the image
                 if ref not in images or len(images[ref]) <= 64:
-                    raise DataError(f"{path}: row {index} refers to image of index {ref}, which has no image")
+                    raise ItemError(f"{path}: row {index} refers to image of index {ref}, which has no image")
                 ref_key = ref
             else:
                 ref_key = str(index)
             if not images.get(ref_key):
-                raise DataError(f"{path}: row {index} has no image")
+                raise ItemError(f"{path}: row {index} has no image")
             if ref_key not in decoded:
                 try:
                     decoded[ref_key] = base64.b64decode(images[ref_key], validate=False)
                 except (ValueError, TypeError) as err:
-                    raise DataError(f"{path}: row {ref_key}: image is not base64 ({err})") from None
+                    raise ItemError(f"{path}: row {ref_key}: image is not base64 ({err})") from None
             meta = {k: (None if _isna(v) else v) for k, v in row.items() if k != "image"}
             items.append(
                 EvalItem(
@@ -369,7 +369,7 @@ def score_predictions(path: Path, *, judge: Judge | None = None, attempts: int =
     """Circular evaluation of a prediction TSV (VLMEvalKit's ``mcq_circular_eval`` + ``report_acc``)."""
     frame = read_tsv(path)
     if "prediction" not in frame.columns:
-        raise DataError(f"{path}: no prediction column")
+        raise ItemError(f"{path}: no prediction column")
     report = ScoreReport(
         rules={"mmbench": RULE, "answer_extraction": "exact matching" + (f" + judge {judge.config.model}" if judge else "")}
     )

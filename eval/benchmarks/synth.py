@@ -32,7 +32,7 @@ from mico_chat.instruct_data.records import BadRecord, Record, read_records
 from mico_chat.instruct_data.synth import judge as judge_answer
 
 from ..benchmark import Benchmark, BenchmarkConfig, CliOption
-from ..items import DataError, EvalItem, MediaInput, Prediction
+from ..items import ItemError, EvalItem, MediaInput, Prediction
 from ..judges import Judge
 from ..minimedia import MiniItem, MiniMedia
 from ..scores import ScoreReport, read_jsonl, write_jsonl
@@ -97,14 +97,14 @@ def record_items(record: Record, root: Path, source: str) -> list[SynthItem]:
     meta = dict(record.meta)
     family = meta.get("family")
     if family not in FAMILIES:
-        raise DataError(f"{source}: record {record.id!r} has meta.family {family!r}; known: {', '.join(FAMILIES)}")
+        raise ItemError(f"{source}: record {record.id!r} has meta.family {family!r}; known: {', '.join(FAMILIES)}")
     users = [m["content"] for m in record.messages if m["role"] == "user"]
     answers = [m["content"] for m in record.messages if m["role"] == "assistant"]
     media = media_inputs(record, root)
     if family == "multi-turn":
         turns = meta.get("turns")
         if not isinstance(turns, list) or len(turns) != len(users):
-            raise DataError(f"{source}: multi-turn record {record.id!r} needs one meta.turns entry per user turn")
+            raise ItemError(f"{source}: multi-turn record {record.id!r} needs one meta.turns entry per user turn")
         questions = [strip_placeholders(u) for u in users]
         return [
             SynthItem(
@@ -134,7 +134,7 @@ def _qa(meta: Mapping[str, Any], record_id: str, source: str) -> dict[str, Any]:
     if meta.get("form") == "mc" and "options" not in meta:
         missing.append("options")
     if missing:
-        raise DataError(f"{source}: record {record_id!r} meta lacks {missing} (needed to judge the answer)")
+        raise ItemError(f"{source}: record {record_id!r} meta lacks {missing} (needed to judge the answer)")
     return {k: meta[k] for k in ("family", "topic", "form", "answer", "facts", "options") if k in meta}
 
 
@@ -151,14 +151,14 @@ class Synth(Benchmark):
     def load(self, data: Path) -> list[EvalItem]:
         path = Path(data) / "records.jsonl"
         if not path.is_file():
-            raise DataError(f"{path}: missing; generate a world with `mico-chat data synth --split heldout --out {data}`")
+            raise ItemError(f"{path}: missing; generate a world with `mico-chat data synth --split heldout --out {data}`")
         items: list[EvalItem] = []
         for n, record in enumerate(read_records(path), start=1):
             if isinstance(record, BadRecord):
-                raise DataError(f"{path}: line {record.line}: {record.reason}")
+                raise ItemError(f"{path}: line {record.line}: {record.reason}")
             items += record_items(record, Path(data), f"{path}: line {n}")
         if not items:
-            raise DataError(f"{path}: no records")
+            raise ItemError(f"{path}: no records")
         return items
 
     def select(self, items: Sequence[EvalItem], limit: int | None) -> list[EvalItem]:

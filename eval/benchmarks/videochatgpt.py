@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..benchmark import Benchmark, BenchmarkConfig
-from ..items import DataError, EvalItem, MediaInput, Prediction
+from ..items import ItemError, EvalItem, MediaInput, Prediction
 from ..judges import Judge
 from ..minimedia import MiniItem, MiniMedia, copy_file, write_json
 from ..scores import ScoreReport
@@ -79,7 +79,7 @@ def score_judge_results(path: Path, criteria: Sequence[Criterion] = BENCHMARK_CR
             c for c in criteria if c.name.split("_")[0][:6] in path.name.lower()
         ]
         if len(matches) != 1:
-            raise DataError(f"{path}: cannot tell the criterion from the file name; name it like {criteria[0].results_file}")
+            raise ItemError(f"{path}: cannot tell the criterion from the file name; name it like {criteria[0].results_file}")
         report.merge(gpt_judge.score_results_file(path, matches[0]))
         return report
     found = [c for c in criteria if (path / c.results_file).is_file()]
@@ -115,7 +115,7 @@ class VideoChatGPTBench(Benchmark):
 
     def load(self, data: Path) -> list[EvalItem]:
         if not data.is_dir():
-            raise DataError(f"{data}: no such Video-ChatGPT data folder")
+            raise ItemError(f"{data}: no such Video-ChatGPT data folder")
         video_dirs = [data / d for d in VIDEO_DIRS if (data / d).is_dir()]
         items: list[EvalItem] = []
         for kind in QUESTION_FILES:
@@ -137,7 +137,7 @@ class VideoChatGPTBench(Benchmark):
                         )
                     )
         if not items:
-            raise DataError(f"{data}: none of {', '.join(QUESTION_FILES.values())} found (top level or Benchmarking_QA/)")
+            raise ItemError(f"{data}: none of {', '.join(QUESTION_FILES.values())} found (top level or Benchmarking_QA/)")
         return items
 
     def select(self, items: Sequence[EvalItem], limit: int | None) -> list[EvalItem]:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..benchmark import Benchmark, BenchmarkConfig
-from ..items import DataError, EvalItem, MediaInput, Prediction
+from ..items import ItemError, EvalItem, MediaInput, Prediction
 from ..judges import Judge
 from ..minimedia import MiniItem, MiniMedia, copy_file, write_json
 from ..scores import ScoreReport
@@ -45,17 +45,17 @@ class VideoQA(Benchmark):
 
     def load(self, data: Path) -> list[EvalItem]:
         if not data.is_dir():
-            raise DataError(f"{data}: no such {self.config.title} data folder")
+            raise ItemError(f"{data}: no such {self.config.title} data folder")
         questions = read_json_list(data / "test_q.json", ["video_name", "question"])
         answers = read_json_list(data / "test_a.json", ["answer"])
         if len(questions) != len(answers):
-            raise DataError(f"{data}: test_q.json has {len(questions)} questions but test_a.json {len(answers)} answers")
+            raise ItemError(f"{data}: test_q.json has {len(questions)} questions but test_a.json {len(answers)} answers")
         video_dirs = [data / d for d in VIDEO_DIRS if (data / d).is_dir()]
         items = []
         for n, (q, a) in enumerate(zip(questions, answers)):
             qid = q.get("question_id", n)
             if "question_id" in a and a["question_id"] != qid:
-                raise DataError(
+                raise ItemError(
                     f"{data}/test_a.json: entry {n} answers question {a['question_id']!r}, test_q.json has {qid!r} there"
                 )
             items.append(

@@ -13,7 +13,7 @@ from mico_chat.eval.benchmarks.mmbench import (
     judge_prompt,
     score_predictions,
 )
-from mico_chat.eval.items import DataError
+from mico_chat.eval.items import ItemError
 from mico_chat.eval.judges import JudgeConfig, build_judge
 
 
@@ -117,10 +117,10 @@ def test_limit_keeps_whole_circular_groups(mini_data):
 def test_bad_tsv_errors_name_the_file(tmp_path):
     bad = tmp_path / "x.tsv"
     bad.write_text("index\tquestion\n0\tq\n")
-    with pytest.raises(DataError, match=r"x.tsv: missing column"):
+    with pytest.raises(ItemError, match=r"x.tsv: missing column"):
         MMBench().load(bad)
     (tmp_path / "p.tsv").write_text("index\tquestion\tA\tB\tanswer\n0\tq\ta\tb\tA\n")
-    with pytest.raises(DataError, match="no prediction column"):
+    with pytest.raises(ItemError, match="no prediction column"):
         score_predictions(tmp_path / "p.tsv")
 
 
