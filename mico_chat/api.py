@@ -510,18 +510,6 @@ class _StreamCleaner:
         tail, self.pending = self.pending.rstrip(), ""
         return tail
 
-    def clean(self, pieces: Iterator[str]) -> Iterator[str]:
-        """Clean a whole stream of pieces (for callers holding an iterator)."""
-        for piece in pieces:
-            ready = self.push(piece)
-            if ready:
-                yield ready
-            if self.stopped:
-                break
-        tail = self.finish()
-        if tail:
-            yield tail
-
 
 def llm_placement(
     quantization: str | None, device_map: str | dict[str, Any] | None, device: torch.device, dtype: torch.dtype

@@ -88,8 +88,9 @@ def test_generation_errors_in_the_worker_thread_reach_the_caller(chat, monkeypat
     ],
 )
 def test_stream_cleaner_strips_like_the_non_streaming_path(pieces, stops, expected):
-    out = list(_StreamCleaner(stops).clean(iter(pieces)))
-    assert out == expected
+    cleaner = _StreamCleaner(stops)  # driven as _RowDecoder drives it: push each piece, then finish
+    out = [cleaner.push(piece) for piece in pieces] + [cleaner.finish()]
+    assert [piece for piece in out if piece] == expected
 
 
 def test_generation_settings_validate():
