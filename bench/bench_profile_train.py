@@ -587,11 +587,11 @@ def tiny_inputs(root: Path) -> Path:
 
 def synthetic_records(root: Path, clips: int, captions: bool) -> Path:
     """A small synthetic world; its instruction records (or caption records for stage 1)."""
-    from mico_chat.instruct_data.synth import WorldConfig, generate_world
+    from mico_chat.instruct_data.synth import CAPTIONS_FILE, RECORDS_FILE, WorldConfig, generate_world
 
     summary = generate_world(root / "world", clips, seed=0, split="train", workers=1,
                              config=WorldConfig(speech="off"), progress=False)  # fmt: skip
-    return summary.captions_path if captions else summary.records_path
+    return summary.out_dir / (CAPTIONS_FILE if captions else RECORDS_FILE)
 
 
 def load_profile_config(args, root: Path) -> tuple[Any, list[str], dict[str, str]]:

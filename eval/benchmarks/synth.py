@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mico_chat.instruct_data.records import BadRecord, Record, read_records
+from mico_chat.instruct_data.synth import RECORDS_FILE
 from mico_chat.instruct_data.synth import judge as judge_answer
 
 from ..benchmark import Benchmark, BenchmarkConfig, CliOption
@@ -146,10 +147,10 @@ class Synth(Benchmark):
     score_input = f"a run folder, or its {PREDICTIONS}"
 
     def annotation_files(self, data: Path) -> list[Path]:
-        return [data / "records.jsonl"] + ([data / "summary.json"] if (data / "summary.json").is_file() else [])
+        return [data / RECORDS_FILE] + ([data / "summary.json"] if (data / "summary.json").is_file() else [])
 
     def load(self, data: Path) -> list[EvalItem]:
-        path = Path(data) / "records.jsonl"
+        path = Path(data) / RECORDS_FILE
         if not path.is_file():
             raise ItemError(f"{path}: missing; generate a world with `mico-chat data synth --split heldout --out {data}`")
         items: list[EvalItem] = []
@@ -252,7 +253,7 @@ def heldout_world(out: Path, *, n: int, seed: int, size: int = 128, progress: bo
 
     folder = Path(out) / f"heldout-s{seed}-n{n}"
     summary = folder / "summary.json"
-    if summary.is_file() and (folder / "records.jsonl").is_file():
+    if summary.is_file() and (folder / RECORDS_FILE).is_file():
         saved = json.loads(summary.read_text(encoding="utf-8"))
         if (saved.get("split"), saved.get("seed"), saved.get("n"), saved.get("size")) == ("heldout", seed, n, size):
             return folder
