@@ -43,7 +43,7 @@ TURNS = [
     ],
 )
 def test_system_prefix_is_the_rendering_before_the_first_user_turn(bench, template, with_system, prefix):
-    from tiny import tiny_tokenizer
+    from helpers.tiny import tiny_tokenizer
 
     chat = get_template(template, tiny_tokenizer(), ["<image>"])
     messages = [SYSTEM, *TURNS] if with_system else TURNS

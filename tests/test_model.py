@@ -82,7 +82,7 @@ def test_labels_give_a_finite_loss_and_gradients_reach_connectors(tiny):
 
 
 def test_builder_keeps_llm_weights_and_extends_vocabulary():
-    from tiny import TINY_ENCODER, tiny_llm, tiny_tokenizer
+    from helpers.tiny import TINY_ENCODER, tiny_llm, tiny_tokenizer
 
     from mico_chat.builder import build_model
 

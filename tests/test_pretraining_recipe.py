@@ -19,8 +19,8 @@ from mico_chat.pretraining import (
     config_from_dict,
     load_config,
 )
-from pretrain_fixtures import TINY_RUN_ENCODER, make_av_world, tiny_bert_folder, tiny_run_config
-from tiny_pretraining import tiny_bert_tokenizer
+from helpers.pretrain_fixtures import TINY_RUN_ENCODER, make_av_world, tiny_bert_folder, tiny_run_config
+from helpers.tiny_pretraining import tiny_bert_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +216,7 @@ def test_recipe_trains_checkpoints_and_exports(world, tmp_path):
     assert json.loads((model_dir / "media_settings.json").read_text())["num_frames"] == 2
     # The chat model takes the exported encoder as it is.
     from mico_chat.builder import build_model
-    from tiny import tiny_llm, tiny_tokenizer
+    from helpers.tiny import tiny_llm, tiny_tokenizer
 
     tok = tiny_tokenizer()
     chat, _ = build_model(

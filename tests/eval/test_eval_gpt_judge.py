@@ -4,7 +4,7 @@ scores, and failure handling (invalid replies, transport errors, cache)."""
 import json
 
 import pytest
-from fake_judge import FakeJudgeServer
+from helpers.fake_judge import FakeJudgeServer
 from mico_chat.eval.benchmarks import gpt_judge
 from mico_chat.eval.benchmarks.videochatgpt import PRED_FILES, VideoChatGPTBench, judge_prediction_files
 from mico_chat.eval.benchmarks.videoqa import MSVDQA

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from fake_judge import FakeJudgeServer
+from helpers.fake_judge import FakeJudgeServer
 from mico_chat.eval.benchmarks.mmbench import (
     CIRCULAR_OFFSET,
     MMBench,

@@ -4,7 +4,7 @@ offline re-scoring parity, prediction cache and resume, batching, command line."
 import json
 
 import pytest
-from fake_judge import FakeJudgeServer
+from helpers.fake_judge import FakeJudgeServer
 from mico_chat.eval.cache import PredictionCache
 from mico_chat.eval.items import ItemError
 from mico_chat.eval.judges import JudgeConfig, build_judge

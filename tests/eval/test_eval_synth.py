@@ -77,7 +77,7 @@ def test_missing_world_names_the_file(tmp_path):
 
 
 def test_command_line_fresh_world_and_rescore(tmp_path, capsys):
-    from train_fixtures import save_tiny_model
+    from helpers.train_fixtures import save_tiny_model
 
     model = save_tiny_model(tmp_path / "model")
     out = tmp_path / "run"

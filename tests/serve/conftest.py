@@ -43,7 +43,7 @@ def data_url(path: Path, mime: str) -> str:
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory) -> Path:
     """The tiny model saved as a MiCo-Chat folder, as a user would serve one."""
-    from tiny import tiny_model
+    from helpers.tiny import tiny_model
 
     folder = tmp_path_factory.mktemp("tiny-model")
     model, processor = tiny_model()

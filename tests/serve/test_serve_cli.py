@@ -19,7 +19,7 @@ from mico_chat.commands.chat import ChatSession
 
 @pytest.fixture(scope="module")
 def chat():
-    from tiny import tiny_model
+    from helpers.tiny import tiny_model
 
     model, processor = tiny_model()
     return ChatModel(model, processor, name="tiny", defaults=GenerationSettings(max_new_tokens=8))

@@ -47,8 +47,8 @@ def at_repo_root(monkeypatch):
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    from pretrain_fixtures import tiny_bert_folder
-    from tiny import tiny_llm, tiny_tokenizer
+    from helpers.pretrain_fixtures import tiny_bert_folder
+    from helpers.tiny import tiny_llm, tiny_tokenizer
 
     root = tmp_path_factory.mktemp("parts")
     tokenizer = tiny_tokenizer()
