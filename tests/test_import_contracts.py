@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs lint-imports in a subprocess
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10

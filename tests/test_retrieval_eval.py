@@ -14,6 +14,8 @@ from mico_chat.eval.retrieval.evaluator import collect_texts, evaluate_retrieval
 from mico_chat.pretraining import build_media_table
 from helpers.pretrain_fixtures import make_av_world, tiny_bert_folder, tiny_run_config
 
+pytestmark = pytest.mark.slow  # the module's fixture pretrains a model
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

@@ -121,6 +121,7 @@ def stop_with_ctrl_c(process: subprocess.Popen) -> int:
             process.kill()
 
 
+@pytest.mark.slow  # a server subprocess
 def test_api_command_serves_until_ctrl_c(tiny_folder):
     process, url = start_command(["api", "--model", str(tiny_folder), "--port", "0", "--served-model-name", "tiny"])
     try:

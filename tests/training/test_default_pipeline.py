@@ -65,6 +65,7 @@ def test_overrides_route_to_steps_and_bad_keys_fail():
         load_pipeline_config(PIPELINE, ["worlds.train.size=1"])
 
 
+@pytest.mark.slow  # the whole pipeline
 def test_tiny_pipeline_end_to_end_then_skips(parts, tmp_path):
     from mico_chat.api import ChatModel
 

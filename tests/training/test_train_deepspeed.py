@@ -6,10 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from mico_chat.training import TrainRecipe, config_from_dict
+
+pytestmark = pytest.mark.slow  # DeepSpeed training in a subprocess
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = REPO / "tests" / "helpers" / "train_runner.py"

@@ -11,6 +11,8 @@ from transformers import TrainerCallback
 from mico_chat.api import ChatModel
 from mico_chat.training import NonFiniteLossError, TrainRecipe, config_from_dict
 
+pytestmark = pytest.mark.slow  # every test trains a tiny model
+
 
 def run(tiny_dir, records, out, stage, callbacks=(), **sections):
     from helpers.train_fixtures import tiny_config

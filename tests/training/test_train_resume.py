@@ -11,6 +11,8 @@ from safetensors.torch import load_file
 
 from mico_chat.training import TrainRecipe, config_from_dict
 
+pytestmark = pytest.mark.slow  # trains, and kills a training subprocess
+
 RUNNER = Path(__file__).resolve().parents[1] / "helpers" / "train_runner.py"
 
 
