@@ -112,7 +112,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, task: type[Benchmark]) ->
     """The options every generative benchmark's ``mico-chat eval BENCH`` has."""
     data_help = "the benchmark's data, in its official layout"
     if not task.data_required:
-        data_help += " (optional: see the description)"
+        data_help += " (optional here: without it the benchmark finds or makes its data)"
     parser.add_argument("--data", type=Path, required=task.data_required, help=data_help)
     parser.add_argument("--model", default="default", help="preset name or saved model folder")
     parser.add_argument("--llm", help="for presets: use this local LLM folder")

@@ -19,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mico_chat.media.samples import make_demo_clip
-
 
 @dataclass(frozen=True)
 class MiniItem:
@@ -112,6 +110,8 @@ class MiniMedia:
 
     @cached_property
     def clips(self) -> list[Path]:
+        from mico_chat.media.samples import make_demo_clip  # deferred: mico_chat.media brings in torch
+
         return [make_demo_clip(self.root / f"clip{i}.mp4", seconds=1.0 + 0.5 * i, fps=8, size=(64, 48)) for i in range(3)]
 
     @cached_property
