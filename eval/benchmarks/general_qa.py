@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..benchmark import Benchmark, BenchmarkConfig
-from ..items import ItemError, EvalItem, Prediction
+from ..items import EvalItem, ItemError, Prediction
 from ..judges import Judge
 from ..minimedia import MiniItem, MiniMedia
 from ..scores import ScoreReport, read_jsonl, write_jsonl

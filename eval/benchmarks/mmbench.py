@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..benchmark import Benchmark, BenchmarkConfig
-from ..items import ItemError, EvalItem, MediaInput, Prediction
+from ..items import EvalItem, ItemError, MediaInput, Prediction
 from ..judges import Judge, ask_and_parse
 from ..minimedia import MiniItem, MiniMedia
 from ..scores import ScoreReport

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..benchmark import Benchmark, BenchmarkConfig, sanitize_line
-from ..items import ItemError, EvalItem, MediaInput, Prediction
+from ..items import EvalItem, ItemError, MediaInput, Prediction
 from ..judges import Judge
 from ..minimedia import MiniItem, MiniMedia, copy_file
 from ..scores import ScoreReport

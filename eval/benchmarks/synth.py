@@ -33,7 +33,7 @@ from mico_chat.instruct_data.synth import RECORDS_FILE
 from mico_chat.instruct_data.synth import judge as judge_answer
 
 from ..benchmark import Benchmark, BenchmarkConfig, CliOption
-from ..items import ItemError, EvalItem, MediaInput, Prediction
+from ..items import EvalItem, ItemError, MediaInput, Prediction
 from ..judges import Judge
 from ..minimedia import MiniItem, MiniMedia
 from ..scores import ScoreReport, read_jsonl, write_jsonl
