@@ -39,7 +39,7 @@ test: fetch
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: fetch
-	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/bench_*.py; do echo "== $$b"; PYTHONPATH=tests $(PY) $$b || exit 1; done
 
 lock: setup
 	@{ echo "# Exact versions tested together on CPU (Python 3.11, 2 cores). Regenerate with 'make lock'."; \

@@ -26,7 +26,7 @@ import torch
 from transformers.generation.streamers import BaseStreamer
 
 from mico_chat.api import ChatModel, GenerationSettings
-from mico_chat.commands.demo import make_demo_clip
+from mico_chat.media.samples import make_demo_clip
 
 QUESTION = "What happens in this clip?"
 

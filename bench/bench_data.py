@@ -20,7 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from mico_chat.instruct_data.synth import generate_world
+from mico_chat.instruct_data.synth import RECORDS_FILE, generate_world
 from mico_chat.instruct_data.validate import validate_records
 
 
@@ -77,7 +77,7 @@ def main() -> None:
           f"({world.clips_per_second / baseline.clips_per_second:.2f}x the 1-process rate); {du_mib(world_dir):.0f} MiB")  # fmt: skip
 
     subset = root / f"records-{args.records}.jsonl"
-    with (world_dir / "records.jsonl").open() as src, subset.open("w") as dst:
+    with (world_dir / RECORDS_FILE).open() as src, subset.open("w") as dst:
         for i, line in enumerate(src):
             if i == args.records:
                 break

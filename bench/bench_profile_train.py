@@ -8,7 +8,7 @@ how close the LLM runs to this machine's matmul speed, and what each throughput 
     .venv/bin/python bench/bench_profile_train.py --config configs/default/stage1_align.yaml \\
         --records runs/default-model/data/train/captions.jsonl "model.encoder={pretrained: ENCODER_DIR}"
     # the tests' tiny model on a 2-clip world: seconds
-    .venv/bin/python bench/bench_profile_train.py --tiny --levers --warmup 1 --steps 1
+    PYTHONPATH=tests .venv/bin/python bench/bench_profile_train.py --tiny --levers --warmup 1 --steps 1
 
 The stage is built as ``mico-chat train CONFIG [key=value ...]`` builds it
 (:class:`~mico_chat.training.TrainRecipe`: model, stage, record scan, dataset, collator, sampler,
@@ -577,21 +577,19 @@ def lever_table(levers_: Sequence[Lever], results: Mapping[Arm, dict], base: Arm
 
 
 def tiny_inputs(root: Path) -> Path:
-    """The tests' tiny model (tests/tiny.py) saved as a folder; returns it."""
-    if str(REPO / "tests") not in sys.path:
-        sys.path.insert(0, str(REPO / "tests"))  # only --tiny reaches into the test helpers
-    from train_fixtures import save_tiny_model
+    """The tests' tiny model (tests/helpers/tiny.py) saved as a folder; returns it (needs ``PYTHONPATH=tests``)."""
+    from helpers.train_fixtures import save_tiny_model
 
     return save_tiny_model(root / "tiny_model")
 
 
 def synthetic_records(root: Path, clips: int, captions: bool) -> Path:
     """A small synthetic world; its instruction records (or caption records for stage 1)."""
-    from mico_chat.instruct_data.synth import WorldConfig, generate_world
+    from mico_chat.instruct_data.synth import CAPTIONS_FILE, RECORDS_FILE, WorldConfig, generate_world
 
     summary = generate_world(root / "world", clips, seed=0, split="train", workers=1,
                              config=WorldConfig(speech="off"), progress=False)  # fmt: skip
-    return summary.captions_path if captions else summary.records_path
+    return summary.out_dir / (CAPTIONS_FILE if captions else RECORDS_FILE)
 
 
 def load_profile_config(args, root: Path) -> tuple[Any, list[str], dict[str, str]]:
@@ -601,7 +599,7 @@ def load_profile_config(args, root: Path) -> tuple[Any, list[str], dict[str, str
     if args.tiny:
         model = tiny_inputs(root)
         overrides += [f"model.init_from={model}", "model.preset=null", "train.per_device_train_batch_size=2"]
-        notes["model"] = "tests/tiny.py tiny model (--tiny)"
+        notes["model"] = "tests/helpers/tiny.py tiny model (--tiny)"
     elif args.init_from:
         overrides += [f"model.init_from={args.init_from}", "model.preset=null"]
         notes["model"] = str(args.init_from)

@@ -121,7 +121,7 @@ def bench_encode(batch: int, repeats: int) -> list[dict]:
 def bench_preprocess(repeats: int) -> dict:
     import yaml
 
-    from mico_chat.commands.demo import make_demo_clip
+    from mico_chat.media.samples import make_demo_clip
     from mico_chat.encoders import MiCoEncoderConfig
     from mico_chat.modality import Modality
     from mico_chat.preprocess import MediaSettings, preprocess

@@ -32,7 +32,7 @@ from pathlib import Path
 import psutil
 from openai import AsyncOpenAI
 
-from mico_chat.commands.demo import make_demo_clip
+from mico_chat.media.samples import make_demo_clip
 from mico_chat.weights import mico_home
 
 HOST = "127.0.0.1"

@@ -6,7 +6,9 @@ follow an instruction-mix shape (many short Q&A, some multi-turn, a tail of long
 Every mode trains the same samples with the same seed, so "padding" and "packing" see the very same
 batches; the modes run interleaved and the median over repeats is reported.
 
-    .venv/bin/python bench/bench_train.py [--steps 12] [--batch 8] [--repeats 3] [--samples 192]
+    PYTHONPATH=tests .venv/bin/python bench/bench_train.py [--steps 12] [--batch 8] [--repeats 3] [--samples 192]
+
+(``PYTHONPATH=tests``: the tiny tokenizer and encoder come from the test helpers, tests/helpers/.)
 
 GPU (``--gpu``; needs CUDA): a 7B-shaped LLaMA (random weights) with a ViT-L-shaped encoder runs
 the shipped ``configs/vicuna7b`` stage-2 recipes (full tuning under ZeRO-2, LoRA, QLoRA) for a few
@@ -26,7 +28,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # tiny tokenizer / encoder (tests/tiny.py)
 
 WORDS = (
     "the a red green blue yellow square circle moves left right beep tone loud quiet video audio picture "
@@ -42,7 +43,7 @@ def load_average() -> float:
 def make_records(folder: Path, n: int, seed: int) -> Path:
     """Image conversations with an instruction-mix length profile; returns the JSONL path."""
     import numpy as np
-    from train_fixtures import colour_images
+    from helpers.train_fixtures import colour_images
 
     rng = np.random.default_rng(seed)
     images = colour_images(folder / "images", 8, seed=seed)
@@ -79,7 +80,7 @@ def make_records(folder: Path, n: int, seed: int) -> Path:
 def small_model_folder(folder: Path) -> Path:
     """A MiCo-Chat folder: LLaMA hidden 256 x 4 layers around the tiny encoder (random weights)."""
     import torch
-    from tiny import TINY_CONNECTORS, TINY_ENCODER, tiny_tokenizer
+    from helpers.tiny import TINY_CONNECTORS, TINY_ENCODER, tiny_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from mico_chat.api import ChatModel
@@ -237,7 +238,7 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16 tensor
 def stage1_stand_in(folder: Path, shape: str) -> Path:
     """A random-weight "stage 1 output" of the given shape (LLM folder padded to its vocabulary)."""
     import torch
-    from tiny import tiny_tokenizer
+    from helpers.tiny import tiny_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from mico_chat.api import ChatModel

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .items import DataError, Prediction
+from .items import ItemError, Prediction
 
 
 def fingerprint(payload: Mapping[str, Any]) -> str:
@@ -52,15 +52,15 @@ class PredictionCache:
             except json.JSONDecodeError:
                 if n == len(lines) - 1:
                     break  # torn last line of an interrupted write: that item is simply redone
-                raise DataError(f"{self.path}: line {n + 1} is not JSON; delete the file or pass --overwrite") from None
+                raise ItemError(f"{self.path}: line {n + 1} is not JSON; delete the file or pass --overwrite") from None
             if n == 0:
                 header = entry.get("header") if isinstance(entry, dict) else None
                 if not header or "fingerprint" not in header:
-                    raise DataError(f"{self.path}: not a prediction cache (no header line)")
+                    raise ItemError(f"{self.path}: not a prediction cache (no header line)")
                 if header["fingerprint"] != self.key:
                     old = header.get("identity", {})
                     changed = sorted(k for k in set(old) | set(self.identity) if old.get(k) != self.identity.get(k))
-                    raise DataError(
+                    raise ItemError(
                         f"{self.path}: these predictions were made with a different {', '.join(changed) or 'setup'}; "
                         "use another --out folder or pass --overwrite"
                     )

@@ -8,7 +8,10 @@
     mico-chat eval mini data/mini                     # small local copies of every benchmark
     mico-chat eval lm-eval --tasks my_mmlu --include-path tasks/
 
-Benchmarks come from :data:`mico_chat.eval.registry.REGISTRY`; each adds its own arguments.
+Benchmarks come from :data:`mico_chat.eval.registry.REGISTRY`. This is the one module that builds
+argparse parsers: every generative benchmark gets the run options below, plus the options its
+class declares as data (``cli_options``, :class:`~mico_chat.eval.benchmark.CliOption`); other tasks
+(:class:`~mico_chat.eval.benchmark.CommandTask`) get their declared options only.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Any
 
 from mico_chat.errors import ConfigError
 
-from .items import DataError
+from .benchmark import Benchmark, CliOption, CommandTask, EvalTask
+from .items import ItemError
 from .judges import JudgeError
 from .registry import RESERVED, get_task, task_names
 
@@ -33,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             raise ValueError(f"benchmark name {name!r} is reserved for a `mico-chat eval` sub-command")
         task = get_task(name)
         sp = sub.add_parser(name, help=task.help_text(), description=task.help_text())
-        task.add_arguments(sp)
+        add_task_arguments(sp, task)
     sp = sub.add_parser("score", help="re-score saved result files offline (same numbers as the run)")
     sp.add_argument("benchmark", choices=task_names())
     sp.add_argument("path", type=Path, help="a run folder, or the benchmark's official results file(s)")
@@ -57,6 +61,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sp.add_argument("--device")
 
 
+def add_task_arguments(parser: argparse.ArgumentParser, task: type[EvalTask]) -> None:
+    """The options of ``mico-chat eval NAME``: the run options of a benchmark, then its own."""
+    if issubclass(task, Benchmark):
+        add_run_arguments(parser, task)
+    add_declared_options(parser, task.cli_options)
+
+
+def add_declared_options(parser: argparse.ArgumentParser, options: tuple[CliOption, ...]) -> None:
+    """One argparse argument per :class:`CliOption`, in their ``--help`` groups."""
+    groups: dict[str, Any] = {}
+    for option in options:
+        target: Any = parser
+        if option.group is not None:
+            if option.group not in groups:
+                groups[option.group] = parser.add_argument_group(option.group)
+            target = groups[option.group]
+        kwargs: dict[str, Any] = {"help": option.help or None, "default": option.default}
+        if option.switch:
+            kwargs.update(action="store_true", default=bool(option.default))
+        else:
+            kwargs.update(type=option.type, required=option.required, choices=option.choices, metavar=option.metavar)
+            if option.repeat:
+                kwargs["action"] = "append"
+        target.add_argument(option.flag, **kwargs)
+
+
 def add_option_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--option",
@@ -78,9 +108,12 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--judge-cache", type=Path, help="verdict cache (JSONL; default: judge_cache.jsonl in the run folder)")
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, task: Any, *, data_required: bool = True) -> None:
-    """The options of ``mico-chat eval BENCH`` for a generative benchmark."""
-    parser.add_argument("--data", type=Path, required=data_required, help="the benchmark's data, in its official layout")
+def add_run_arguments(parser: argparse.ArgumentParser, task: type[Benchmark]) -> None:
+    """The options every generative benchmark's ``mico-chat eval BENCH`` has."""
+    data_help = "the benchmark's data, in its official layout"
+    if not task.data_required:
+        data_help += " (optional here: without it the benchmark finds or makes its data)"
+    parser.add_argument("--data", type=Path, required=task.data_required, help=data_help)
     parser.add_argument("--model", default="default", help="preset name or saved model folder")
     parser.add_argument("--llm", help="for presets: use this local LLM folder")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/eval/BENCH); holds the prediction cache")
@@ -125,13 +158,17 @@ def make_judge(args: argparse.Namespace, out: Path | None):
     )
 
 
-def run_benchmark_cli(task: Any, args: argparse.Namespace) -> int:
+def run_benchmark_cli(task: type[Benchmark], args: argparse.Namespace) -> int:
     from mico_chat.api import ChatModel
 
     from .runner import evaluate, resolve_settings, with_max_new_tokens
 
     bench = task(**parse_options(args.option))
     out = args.out or Path("runs") / "eval" / bench.name
+    values = {option.dest: getattr(args, option.dest) for option in task.cli_options}
+    data, note = task.resolve_data(args.data, out=out, values=values)
+    if note:
+        print(note)
     judge = make_judge(args, out)
     if bench.config.needs_judge and judge is None:
         print(
@@ -143,7 +180,7 @@ def run_benchmark_cli(task: Any, args: argparse.Namespace) -> int:
     result = evaluate(
         bench,
         chat,
-        data=args.data,
+        data=data,
         out=out,
         limit=args.limit,
         batch_size=args.batch_size,
@@ -157,7 +194,7 @@ def run_benchmark_cli(task: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def score_benchmark_cli(task: Any, path: Path, args: argparse.Namespace) -> int:
+def score_benchmark_cli(task: type[Benchmark], path: Path, args: argparse.Namespace) -> int:
     from .scores import write_json
 
     bench = task(**parse_options(args.option))
@@ -178,7 +215,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{name:16s} {get_task(name).help_text()}")
             return 0 if command == "list" else 2
         if command == "score":
-            return get_task(args.benchmark).score_cli(args.path, args)
+            task = get_task(args.benchmark)
+            if issubclass(task, Benchmark):
+                return score_benchmark_cli(task, args.path, args)
+            return _command_task(task).score_cli(args.path, args)
         if command == "mini":
             from .minisuite import build_all
 
@@ -208,7 +248,16 @@ def run(args: argparse.Namespace) -> int:
 
                 write_json(args.out, results)
             return 0
-        return get_task(command).run_cli(args)
-    except (DataError, JudgeError) as err:
+        task = get_task(command)
+        if issubclass(task, Benchmark):
+            return run_benchmark_cli(task, args)
+        return _command_task(task).run_cli(args)
+    except (ItemError, JudgeError) as err:
         print(f"mico-chat eval: error: {err}", file=sys.stderr)
         return 2
+
+
+def _command_task(task: type[EvalTask]) -> type[CommandTask]:
+    if not issubclass(task, CommandTask):
+        raise TypeError(f"{task.__qualname__} is neither a Benchmark nor a CommandTask")
+    return task

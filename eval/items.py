@@ -14,8 +14,11 @@ from typing import Any
 MEDIA_KINDS = ("image", "video", "audio", "depth", "normal")
 
 
-class DataError(ValueError):
-    """A benchmark's data folder or results file is missing something or malformed (names the file)."""
+class ItemError(ValueError):
+    """A benchmark's data folder or results file is missing something or malformed (names the file).
+
+    Not :class:`mico_chat.training.DataError`, which is about training records.
+    """
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,9 @@ class Prediction:
 
 
 def check_unique_ids(items: Sequence[EvalItem], source: str) -> None:
-    """Raise :class:`DataError` naming ``source`` when two items share an id."""
+    """Raise :class:`ItemError` naming ``source`` when two items share an id."""
     seen: set[str] = set()
     for item in items:
         if item.id in seen:
-            raise DataError(f"{source}: two items have the id {item.id!r}")
+            raise ItemError(f"{source}: two items have the id {item.id!r}")
         seen.add(item.id)

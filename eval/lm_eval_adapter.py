@@ -62,7 +62,7 @@ class MiCoChatLM(TemplateLM):
         self.chat = chat
         self.tokenizer = chat.processor.tokenizer
         self.batch_size = max(1, int(batch_size)) if str(batch_size).isdigit() else 8
-        limit = getattr(chat.model.config.text_config, "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
+        limit = chat.model.config.context_length or DEFAULT_MAX_LENGTH
         self.max_length = int(max_length or min(limit, DEFAULT_MAX_LENGTH))
         self._device = chat.device
 

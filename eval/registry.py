@@ -1,9 +1,10 @@
 """The benchmark registry: ``mico-chat eval NAME`` -> the class that runs it.
 
 Entries are ``"module:Class"`` strings, imported only when asked for, so listing benchmarks costs
-nothing. To add a benchmark or task, add one line here (the class subclasses
-:class:`~mico_chat.eval.benchmark.Benchmark` for generative benchmarks, or
-:class:`~mico_chat.eval.benchmark.EvalTask` for anything else, e.g. retrieval).
+nothing. A benchmark is its own file plus one line here: the class subclasses
+:class:`~mico_chat.eval.benchmark.Benchmark` for generative benchmarks (its options, data and mini
+suite are declared on the class), or :class:`~mico_chat.eval.benchmark.CommandTask` for anything
+else, e.g. retrieval.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import importlib
 from types import MappingProxyType
 
-from .benchmark import EvalTask
+from .benchmark import Benchmark, EvalTask
 
 # Names that `mico-chat eval` uses for its own sub-commands.
 RESERVED = frozenset({"score", "list", "mini", "lm-eval"})
@@ -38,9 +39,7 @@ def task_names() -> list[str]:
 
 
 def benchmark_names() -> list[str]:
-    """The generative benchmarks (``Benchmark`` subclasses: a ChatModel answers, official scoring)."""
-    from .benchmark import Benchmark
-
+    """The generative benchmarks (``Benchmark`` subclasses: a ChatModel answers, official scoring; each has a mini suite)."""
     return [name for name in REGISTRY if issubclass(get_task(name), Benchmark)]
 
 

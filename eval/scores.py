@@ -161,14 +161,14 @@ def write_jsonl(path: Path, rows: Any) -> Path:
 
 
 def read_jsonl(path: Path, required: Sequence[str], *, what: str = "predictions") -> list[dict[str, Any]]:
-    """The rows of a JSONL file, each an object with the ``required`` keys (``DataError`` naming file and line).
+    """The rows of a JSONL file, each an object with the ``required`` keys (``ItemError`` naming file and line).
 
     ``what`` names the file's role in the error for a missing file ("no such predictions file").
     """
-    from .items import DataError
+    from .items import ItemError
 
     if not path.is_file():
-        raise DataError(f"{path}: no such {what} file")
+        raise ItemError(f"{path}: no such {what} file")
     rows = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -176,9 +176,9 @@ def read_jsonl(path: Path, required: Sequence[str], *, what: str = "predictions"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}: line {n} is not JSON ({err})") from None
+            raise ItemError(f"{path}: line {n} is not JSON ({err})") from None
         missing = [k for k in required if not isinstance(row, dict) or k not in row]
         if missing:
-            raise DataError(f"{path}: line {n} lacks {missing}")
+            raise ItemError(f"{path}: line {n} lacks {missing}")
         rows.append(row)
     return rows

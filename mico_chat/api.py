@@ -269,7 +269,7 @@ class ChatModel:
         if media_settings is not None and media_settings != processor.settings:
             processor = MiCoChatProcessor(processor.tokenizer, processor.config, media_settings)
         encoded = processor.encode(processor.prepare(messages), add_generation_prompt=True)
-        limit = getattr(self.model.config.text_config, "max_position_embeddings", None)
+        limit = self.model.config.context_length
         if limit is not None and len(encoded["input_ids"]) >= limit:
             raise ProcessorError(f"the prompt is {len(encoded['input_ids'])} tokens; the model's context is {limit}")
         return PreparedPrompt(encoded)
@@ -509,15 +509,3 @@ class _StreamCleaner:
         """The rest of the reply, without trailing whitespace."""
         tail, self.pending = self.pending.rstrip(), ""
         return tail
-
-    def clean(self, pieces: Iterator[str]) -> Iterator[str]:
-        """Clean a whole stream of pieces (for callers holding an iterator)."""
-        for piece in pieces:
-            ready = self.push(piece)
-            if ready:
-                yield ready
-            if self.stopped:
-                break
-        tail = self.finish()
-        if tail:
-            yield tail

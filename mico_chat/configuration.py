@@ -64,6 +64,11 @@ class MiCoChatConfig(PreTrainedConfig):
     def modalities(self) -> list[Modality]:
         return [Modality.parse(m) for m in self.encoder_config.modalities]
 
+    @property
+    def context_length(self) -> int | None:
+        """The LLM's context in tokens (``text_config.max_position_embeddings``); ``None`` when its config has none."""
+        return getattr(self.text_config, "max_position_embeddings", None)
+
     def connector_config(self, modality: str | Modality) -> ConnectorConfig:
         modality = Modality.parse(modality)
         if modality.value not in self.connectors:

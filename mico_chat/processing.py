@@ -280,7 +280,7 @@ class MiCoChatProcessor:
             media = [media] if media is not None else None
         if media is not None and len(media) != len(conversations):
             raise ProcessorError(f"{len(media)} media lists for {len(conversations)} conversations")
-        limit = max_length or getattr(self.config.text_config, "max_position_embeddings", None)
+        limit = max_length or self.config.context_length
         encoded = []
         for b, conv in enumerate(conversations):
             prepared = self.prepare(conv, media[b] if media is not None else None)

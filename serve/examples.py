@@ -47,9 +47,9 @@ def example_clips(folder: Path | None = None) -> list[ExampleClip]:
 
 def world_examples(world: Path) -> list[ExampleClip]:
     """One open video question per family in :data:`FAMILIES`, from a small held-out world."""
-    from mico_chat.instruct_data.synth import WorldConfig, generate_world
+    from mico_chat.instruct_data.synth import RECORDS_FILE, WorldConfig, generate_world
 
-    records_file = world / "records.jsonl"
+    records_file = world / RECORDS_FILE
     if not records_file.exists():
         # Speech off, as in the default's training world: the same clips whether espeak-ng is installed or not.
         config = WorldConfig(speech="off")

@@ -17,7 +17,7 @@ def conv(text, seed=None):
 
 @pytest.fixture(scope="module")
 def chat():
-    from tiny import tiny_model
+    from helpers.tiny import tiny_model
 
     model, processor = tiny_model()
     return ChatModel(model, processor, name="tiny", defaults=GenerationSettings(max_new_tokens=12))
@@ -88,8 +88,9 @@ def test_generation_errors_in_the_worker_thread_reach_the_caller(chat, monkeypat
     ],
 )
 def test_stream_cleaner_strips_like_the_non_streaming_path(pieces, stops, expected):
-    out = list(_StreamCleaner(stops).clean(iter(pieces)))
-    assert out == expected
+    cleaner = _StreamCleaner(stops)  # driven as _RowDecoder drives it: push each piece, then finish
+    out = [cleaner.push(piece) for piece in pieces] + [cleaner.finish()]
+    assert [piece for piece in out if piece] == expected
 
 
 def test_generation_settings_validate():

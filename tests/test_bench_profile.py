@@ -43,7 +43,7 @@ TURNS = [
     ],
 )
 def test_system_prefix_is_the_rendering_before_the_first_user_turn(bench, template, with_system, prefix):
-    from tiny import tiny_tokenizer
+    from helpers.tiny import tiny_tokenizer
 
     chat = get_template(template, tiny_tokenizer(), ["<image>"])
     messages = [SYSTEM, *TURNS] if with_system else TURNS
@@ -52,6 +52,7 @@ def test_system_prefix_is_the_rendering_before_the_first_user_turn(bench, templa
     assert rendered[:at] == prefix
 
 
+@pytest.mark.slow  # trains
 def test_tiny_profile_with_levers(bench, tmp_path, capsys):
     out = tmp_path / "profile.json"
     argv = ["--tiny", "--warmup", "1", "--steps", "1", "--threads", "1", "--levers", "--no-progress", "--out", str(out),

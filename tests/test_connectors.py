@@ -73,7 +73,7 @@ def test_out_norm_gives_tokens_the_scale_of_the_embeddings(kind):
 
 
 def test_out_norm_scale_is_set_by_the_builder_and_survives_save_load(tmp_path, monkeypatch):
-    import tiny
+    from helpers import tiny
 
     from mico_chat.loading import load_folder
 

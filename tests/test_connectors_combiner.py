@@ -237,7 +237,7 @@ COMBINER = {"type": "combiner", "num_snippets": 2, "snippet_tokens": 3, "depth":
 
 @pytest.fixture
 def combiner_model(monkeypatch):
-    import tiny
+    from helpers import tiny
 
     monkeypatch.setattr(tiny, "TINY_CONNECTORS", {**tiny.TINY_CONNECTORS, "video": COMBINER})
     return tiny.tiny_model()
@@ -279,7 +279,7 @@ def test_processor_expands_placeholders_to_t_times_m_and_the_model_trains(combin
 
 
 def test_processor_reports_too_few_video_tokens_per_snippet(monkeypatch):
-    import tiny
+    from helpers import tiny
 
     monkeypatch.setattr(tiny, "TINY_CONNECTORS", {**tiny.TINY_CONNECTORS, "video": {**COMBINER, "snippet_tokens": 8}})
     model, processor = tiny.tiny_model(num_frames=2)  # 1 frame of 5 tokens per snippet
@@ -312,7 +312,7 @@ def test_model_save_and_load_round_trip(combiner_model, tmp_path):
 def test_built_from_a_stage_config_override(tmp_path):
     import json
 
-    import tiny
+    from helpers import tiny
 
     from mico_chat.training import TrainRecipe, config_from_dict
 

@@ -78,7 +78,7 @@ def test_out_norm_gives_tokens_the_scale_of_the_embeddings():
 
 @pytest.fixture
 def resampler_model(monkeypatch):
-    import tiny
+    from helpers import tiny
 
     monkeypatch.setattr(tiny, "TINY_CONNECTORS", {**tiny.TINY_CONNECTORS, "video": {**RESAMPLER, "time_embed": True}})
     return tiny.tiny_model()
@@ -134,7 +134,7 @@ def test_save_and_load_round_trip(resampler_model, tmp_path):
 
 
 def test_built_from_a_stage_config_override(tmp_path):
-    import tiny
+    from helpers import tiny
 
     from mico_chat.training import TrainRecipe, config_from_dict
 

@@ -4,7 +4,7 @@ import argparse
 
 
 def test_demo_asks_the_example_question_and_prints_the_ground_truth(tmp_path, capsys):
-    from train_fixtures import save_tiny_model
+    from helpers.train_fixtures import save_tiny_model
 
     from mico_chat.commands import demo
     from mico_chat.serve.examples import world_examples

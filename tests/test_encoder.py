@@ -3,7 +3,7 @@ import torch
 
 from mico_chat.encoders import ENCODER_PRESETS, MiCoEncoder, MiCoEncoderConfig
 from mico_chat.modality import MediaLayout, Modality
-from tiny import TINY_ENCODER
+from helpers.tiny import TINY_ENCODER
 
 
 @pytest.fixture

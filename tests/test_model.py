@@ -82,7 +82,7 @@ def test_labels_give_a_finite_loss_and_gradients_reach_connectors(tiny):
 
 
 def test_builder_keeps_llm_weights_and_extends_vocabulary():
-    from tiny import TINY_ENCODER, tiny_llm, tiny_tokenizer
+    from helpers.tiny import TINY_ENCODER, tiny_llm, tiny_tokenizer
 
     from mico_chat.builder import build_model
 
@@ -127,3 +127,10 @@ def test_logits_at_labels_give_the_full_loss_and_its_gradients(tiny):
     torch.testing.assert_close(halved.loss, full.loss / 2)
     with pytest.raises(ValueError, match="logits_to_keep"):
         model(input_ids=ids, media=media, logits_to_keep="labels")
+
+
+def test_context_length_is_the_llms():
+    from mico_chat.configuration import MiCoChatConfig
+
+    config = MiCoChatConfig(text_config={"model_type": "llama", "max_position_embeddings": 77})
+    assert config.context_length == 77 and "context_length" not in config.to_dict()  # read, never saved

@@ -23,6 +23,7 @@ def run_probe(cwd: Path, env: dict[str, str]) -> list[str]:
     return out.stdout.split()
 
 
+@pytest.mark.slow  # a subprocess
 def test_editable_install_imports_from_outside_the_repo(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     core, encoders = run_probe(tmp_path, env)

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # runs the figures script in a subprocess
+
 SCRIPT = Path(__file__).parents[1] / "docs" / "experiments" / "pretrain_figures.py"
 
 

@@ -18,7 +18,7 @@ from mico_chat.encoders import (
 )
 from mico_chat.encoders.losses import contrastive_loss, mask_caption_tokens, sample_hard_negatives
 from mico_chat.modality import Modality
-from tiny_pretraining import CAPTIONS, tiny_pretraining_model, tiny_text_config
+from helpers.tiny_pretraining import CAPTIONS, tiny_pretraining_model, tiny_text_config
 
 # ------------------------------------------------------------------ text tower
 

@@ -19,8 +19,8 @@ from mico_chat.pretraining import (
     config_from_dict,
     load_config,
 )
-from pretrain_fixtures import TINY_RUN_ENCODER, make_av_world, tiny_bert_folder, tiny_run_config
-from tiny_pretraining import tiny_bert_tokenizer
+from helpers.pretrain_fixtures import TINY_RUN_ENCODER, make_av_world, tiny_bert_folder, tiny_run_config
+from helpers.tiny_pretraining import tiny_bert_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +200,7 @@ def _run(records, bert, out, until=None, **train):
     return recipe
 
 
+@pytest.mark.slow  # pretrains
 def test_recipe_trains_checkpoints_and_exports(world, tmp_path):
     root, records, bert = world
     before = torch.get_num_threads()
@@ -216,7 +217,7 @@ def test_recipe_trains_checkpoints_and_exports(world, tmp_path):
     assert json.loads((model_dir / "media_settings.json").read_text())["num_frames"] == 2
     # The chat model takes the exported encoder as it is.
     from mico_chat.builder import build_model
-    from tiny import tiny_llm, tiny_tokenizer
+    from helpers.tiny import tiny_llm, tiny_tokenizer
 
     tok = tiny_tokenizer()
     chat, _ = build_model(
@@ -234,6 +235,7 @@ def test_recipe_trains_checkpoints_and_exports(world, tmp_path):
         ).setup()
 
 
+@pytest.mark.slow  # pretrains
 def test_resume_continues_exactly(world, tmp_path):
     root, records, bert = world
     _run(records, bert, tmp_path / "a")  # uninterrupted
@@ -250,6 +252,7 @@ def test_resume_continues_exactly(world, tmp_path):
         _run(records, bert, tmp_path / "b", max_steps=8)
 
 
+@pytest.mark.slow  # pretrains
 def test_fresh_runs_of_one_config_log_identical_losses(world, tmp_path, monkeypatch):
     # Dropout reads the global RNG, and loading weights can leave that RNG in a state that varies
     # from process to process; step 1 must not depend on it.

@@ -61,7 +61,7 @@ def test_device_map_spreads_the_llm_over_gpus():
 
 @pytest.mark.parametrize(("quantization", "layer"), [("4bit", "Linear4bit"), ("8bit", "Linear8bitLt")])
 def test_a_saved_folder_loads_quantized_with_encoder_and_connectors_kept(tmp_path, quantization, layer):
-    from tiny import TINY_CONNECTORS, TINY_ENCODER, tiny_tokenizer
+    from helpers.tiny import TINY_CONNECTORS, TINY_ENCODER, tiny_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from mico_chat.builder import build_model

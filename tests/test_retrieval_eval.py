@@ -12,7 +12,9 @@ from mico_chat.cli import main
 from mico_chat.eval.retrieval import retrieval_metrics
 from mico_chat.eval.retrieval.evaluator import collect_texts, evaluate_retrieval, load_retrieval_model
 from mico_chat.pretraining import build_media_table
-from pretrain_fixtures import make_av_world, tiny_bert_folder, tiny_run_config
+from helpers.pretrain_fixtures import make_av_world, tiny_bert_folder, tiny_run_config
+
+pytestmark = pytest.mark.slow  # the module's fixture pretrains a model
 
 
 @pytest.fixture(scope="module")

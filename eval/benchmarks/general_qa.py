@@ -15,14 +15,15 @@ re-judges it.
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..benchmark import Benchmark, BenchmarkConfig
-from ..items import DataError, EvalItem, Prediction
+from ..items import EvalItem, ItemError, Prediction
 from ..judges import Judge
+from ..minimedia import MiniItem, MiniMedia
 from ..scores import ScoreReport, read_jsonl, write_jsonl
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "general_qa.jsonl"
@@ -59,7 +60,7 @@ class GeneralQA(Benchmark):
         items = []
         for n, row in enumerate(read_jsonl(path, ["id", "question", "answers"], what="questions"), start=1):
             if not isinstance(row["answers"], list) or not row["answers"]:
-                raise DataError(f"{path}: question {n} ({row['id']}): answers must be a non-empty list")
+                raise ItemError(f"{path}: question {n} ({row['id']}): answers must be a non-empty list")
             items.append(
                 EvalItem(
                     id=str(row["id"]),
@@ -69,7 +70,7 @@ class GeneralQA(Benchmark):
                 )
             )
         if not items:
-            raise DataError(f"{path}: no questions")
+            raise ItemError(f"{path}: no questions")
         return items
 
     def write_outputs(
@@ -93,9 +94,23 @@ class GeneralQA(Benchmark):
         report.counts = {"items": len(verdicts), "correct": sum(verdicts)}
         return report
 
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        from ..cli import add_run_arguments
+    # ------------------------------------------------------------------ data: the shipped questions by default
+    data_required = False
 
-        add_run_arguments(parser, cls, data_required=False)
-        parser.set_defaults(data=DEFAULT_DATA)
+    @classmethod
+    def resolve_data(cls, data: Path | None, *, out: Path, values: Mapping[str, Any]) -> tuple[Path, str | None]:
+        """``--data``, or the questions shipped in ``eval/data``."""
+        return (DEFAULT_DATA if data is None else Path(data)), None
+
+    # ------------------------------------------------------------------ mini suite: its own data
+    @classmethod
+    def mini_items(cls, media: MiniMedia) -> list[MiniItem]:
+        return []
+
+    @classmethod
+    def build_mini(cls, items: Sequence[MiniItem], out: Path, *, n: int = 6) -> Path:
+        """The first ``n`` shipped general questions (text only; ``items`` are not used)."""
+        out.mkdir(parents=True, exist_ok=True)
+        lines = DEFAULT_DATA.read_text(encoding="utf-8").splitlines()[:n]
+        (out / "general_qa.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return out

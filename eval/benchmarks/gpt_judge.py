@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..items import DataError
+from ..items import ItemError
 from ..judges import Judge, ask_and_parse
 from ..scores import ScoreReport, write_json
 
@@ -312,11 +312,11 @@ def score_results_file(path: Path, criterion: Criterion) -> ScoreReport:
     try:
         combined = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DataError(f"{path}: no such judge-result file") from None
+        raise ItemError(f"{path}: no such judge-result file") from None
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
+        raise ItemError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(combined, dict):
-        raise DataError(f"{path}: expected a JSON object {{key: [verdict, qa_set]}}")
+        raise ItemError(f"{path}: expected a JSON object {{key: [verdict, qa_set]}}")
     report = ScoreReport(rules={criterion.name: criterion.rule})
     score_sum = 0
     yes = no = 0
@@ -331,7 +331,7 @@ def score_results_file(path: Path, criterion: Criterion) -> ScoreReport:
                 elif "no" in pred.lower():
                     no += 1
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
-            raise DataError(f"{path}: entry {key!r} is not [{{'score': int, ...}}, qa_set] ({type(err).__name__})") from None
+            raise ItemError(f"{path}: entry {key!r} is not [{{'score': int, ...}}, qa_set] ({type(err).__name__})") from None
     count = len(combined)
     unparseable_path = path.with_name(unparseable_file(criterion)) if path.name == criterion.results_file else None
     unparseable = 0
@@ -361,20 +361,20 @@ def find_video(video_dirs: Sequence[Path], name: str) -> Path:
             candidate = directory / f"{name}{suffix}"
             if candidate.is_file():
                 return candidate
-    raise DataError(f"video {name!r} not found (.mp4/.avi/.mov/.mkv/.webm) in {', '.join(map(str, video_dirs))}")
+    raise ItemError(f"video {name!r} not found (.mp4/.avi/.mov/.mkv/.webm) in {', '.join(map(str, video_dirs))}")
 
 
 def read_json_list(path: Path, keys: Sequence[str]) -> list[dict[str, Any]]:
-    """A JSON list of objects each holding ``keys`` (DataError naming the file and entry otherwise)."""
+    """A JSON list of objects each holding ``keys`` (ItemError naming the file and entry otherwise)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
+        raise ItemError(f"{path}: no such file") from None
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
+        raise ItemError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list")
+        raise ItemError(f"{path}: expected a JSON list")
     for n, entry in enumerate(data):
         if not isinstance(entry, dict) or any(k not in entry for k in keys):
-            raise DataError(f"{path}: entry {n} lacks {[k for k in keys if not isinstance(entry, dict) or k not in entry]}")
+            raise ItemError(f"{path}: entry {n} lacks {[k for k in keys if not isinstance(entry, dict) or k not in entry]}")
     return data

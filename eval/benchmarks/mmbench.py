@@ -22,6 +22,7 @@ counts the copy as not matched and reports it (``judge_unparseable``), so scores
 from __future__ import annotations
 
 import base64
+import csv
 import math
 import re
 import string
@@ -30,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from ..benchmark import Benchmark, BenchmarkConfig
-from ..items import DataError, EvalItem, MediaInput, Prediction
+from ..items import EvalItem, ItemError, MediaInput, Prediction
 from ..judges import Judge, ask_and_parse
+from ..minimedia import MiniItem, MiniMedia
 from ..scores import ScoreReport
 
 VLMEVALKIT_COMMIT = "e8e78f05f3080fe28154f2130321f17951c3be94"
@@ -176,14 +178,14 @@ def read_tsv(path: Path) -> Any:
     import pandas as pd
 
     if not path.is_file():
-        raise DataError(f"{path}: no such MMBench TSV")
+        raise ItemError(f"{path}: no such MMBench TSV")
     try:
         frame = pd.read_csv(path, sep="\t")
     except Exception as err:  # pandas raises many parser error types
-        raise DataError(f"{path}: not a readable TSV ({type(err).__name__}: {err})") from None
+        raise ItemError(f"{path}: not a readable TSV ({type(err).__name__}: {err})") from None
     missing = [c for c in ("index", "question", "A", "B") if c not in frame.columns]
     if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; MMBench TSVs have index, question, hint, A-D, answer, ...")
+        raise ItemError(f"{path}: missing column(s) {missing}; MMBench TSVs have index, question, hint, A-D, answer, ...")
     return frame
 
 
@@ -232,7 +234,7 @@ class MMBench(Benchmark):
         tsvs = sorted(data.glob("*.tsv")) if data.is_dir() else []
         tsvs = [t for t in tsvs if t.name != PREDICTIONS_FILE]
         if len(tsvs) != 1:
-            raise DataError(f"{data}: expected one MMBench .tsv file, found {[t.name for t in tsvs] or 'none'}")
+            raise ItemError(f"{data}: expected one MMBench .tsv file, found {[t.name for t in tsvs] or 'none'}")
         return tsvs[0]
 
     def annotation_files(self, data: Path) -> list[Path]:
@@ -242,7 +244,7 @@ class MMBench(Benchmark):
         path = self._tsv(data)
         frame = read_tsv(path)
         if "image" not in frame.columns:
-            raise DataError(f"{path}: no image column (base64 images)")
+            raise ItemError(f"{path}: no image column (base64 images)")
         if self.options["circular"]:
             frame = expand_circular(frame)
         images = {str(i): ("" if _isna(v) else str(v)) for i, v in zip(frame["index"], frame["image"])}
@@ -255,17 +257,17 @@ class MMBench(Benchmark):
             ref = images.get(str(index), "")
             if 0 < len(ref) <= 64:  # a reference to the row that holds the image
                 if ref not in images or len(images[ref]) <= 64:
-                    raise DataError(f"{path}: row {index} refers to image of index {ref}, which has no image")
+                    raise ItemError(f"{path}: row {index} refers to image of index {ref}, which has no image")
                 ref_key = ref
             else:
                 ref_key = str(index)
             if not images.get(ref_key):
-                raise DataError(f"{path}: row {index} has no image")
+                raise ItemError(f"{path}: row {index} has no image")
             if ref_key not in decoded:
                 try:
                     decoded[ref_key] = base64.b64decode(images[ref_key], validate=False)
                 except (ValueError, TypeError) as err:
-                    raise DataError(f"{path}: row {ref_key}: image is not base64 ({err})") from None
+                    raise ItemError(f"{path}: row {ref_key}: image is not base64 ({err})") from None
             meta = {k: (None if _isna(v) else v) for k, v in row.items() if k != "image"}
             items.append(
                 EvalItem(
@@ -306,12 +308,68 @@ class MMBench(Benchmark):
             path = path / PREDICTIONS_FILE
         return score_predictions(path, judge=judge, attempts=self.options["judge_attempts"])
 
+    # ------------------------------------------------------------------ mini suite
+    @classmethod
+    def mini_items(cls, media: MiniMedia) -> list[MiniItem]:
+        """Three shape questions with 2-4 options (one with a hint and another L2 category)."""
+        images = media.images
+        return [
+            MiniItem(images["square", "red"], "What shape is shown?", "square", ("circle", "square", "triangle", "star"), "image_scene"),
+            MiniItem(
+                images["circle", "green"],
+                "What colour is the shape?",
+                "green",
+                ("red", "green", "blue"),
+                "attribute_recognition",
+                meta={"l2-category": "finegrained_perception (instance-level)", "hint": "Look at the middle of the image."},
+            ),
+            MiniItem(images["triangle", "blue"], "Is the shape a triangle?", "yes", ("yes", "no"), "image_scene"),
+        ]
+
+    @classmethod
+    def build_mini(cls, items: Sequence[MiniItem], out: Path, *, circular_copies: bool = True) -> Path:
+        """An MMBench TSV (base64 images); with ``circular_copies`` the rotated copies are included,
+        sharing their image by index, as in VLMEvalKit's ``MMBench_DEV_EN.tsv``."""
+        letters = "ABCD"
+        header = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image", "source",
+                  "l2-category", "comment", "split"]  # fmt: skip
+        rows = []
+        for g, item in enumerate(items):
+            if not 2 <= len(item.options) <= 4 or item.answer not in item.options:
+                raise ValueError(f"MMBench items need 2-4 options including the answer: {item.question!r}")
+            image = base64.b64encode(item.media.read_bytes()).decode("ascii")
+            n = len(item.options)
+            for k in range(n if circular_copies else 1):
+                rotated = item.options[k:] + item.options[:k]
+                rows.append(
+                    {
+                        "index": g + k * CIRCULAR_OFFSET,
+                        "question": item.question,
+                        "hint": item.meta.get("hint", ""),
+                        **{letters[i]: (rotated[i] if i < n else "") for i in range(4)},
+                        "answer": letters[rotated.index(item.answer)],
+                        "category": item.category or "image_scene",
+                        "image": image if k == 0 else str(g),
+                        "source": "mini",
+                        "l2-category": item.meta.get("l2-category", "coarse_perception"),
+                        "comment": "",
+                        "split": "dev",
+                    }
+                )
+        path = out / "MMBench_DEV_EN.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=header, delimiter="\t", lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        return path
+
 
 def score_predictions(path: Path, *, judge: Judge | None = None, attempts: int = 3) -> ScoreReport:
     """Circular evaluation of a prediction TSV (VLMEvalKit's ``mcq_circular_eval`` + ``report_acc``)."""
     frame = read_tsv(path)
     if "prediction" not in frame.columns:
-        raise DataError(f"{path}: no prediction column")
+        raise ItemError(f"{path}: no prediction column")
     report = ScoreReport(
         rules={"mmbench": RULE, "answer_extraction": "exact matching" + (f" + judge {judge.config.model}" if judge else "")}
     )

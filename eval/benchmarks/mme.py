@@ -22,8 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..benchmark import Benchmark, BenchmarkConfig, sanitize_line
-from ..items import DataError, EvalItem, MediaInput, Prediction
+from ..items import EvalItem, ItemError, MediaInput, Prediction
 from ..judges import Judge
+from ..minimedia import MiniItem, MiniMedia, copy_file
 from ..scores import ScoreReport
 
 EVAL_TYPES: dict[str, tuple[str, ...]] = {
@@ -33,6 +34,8 @@ EVAL_TYPES: dict[str, tuple[str, ...]] = {
 SUBTASKS: tuple[str, ...] = EVAL_TYPES["perception"] + EVAL_TYPES["cognition"]
 IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg", ".JPG", ".PNG", ".JPEG")
 RESULTS_DIR = "mme_results"
+# The subtasks whose folder holds images/ and questions_answers_YN/ (the others: image beside its .txt).
+IMAGE_FOLDER_TASKS = ("artwork", "celebrity", "landmark", "posters", "scene")
 RULE = "MME eval_tool/calculation.py (BradyFU/Awesome-Multimodal-Large-Language-Models, branch Evaluation, tools/eval_tool.zip)"
 
 
@@ -56,22 +59,22 @@ def score_subtask(path: Path) -> dict[str, float]:
     with path.open("r", encoding="utf-8") as f:
         lines = f.readlines()
     if not lines:
-        raise DataError(f"{path}: empty results file")
+        raise ItemError(f"{path}: empty results file")
     if len(lines) % 2:
-        raise DataError(f"{path}: {len(lines)} lines; each image needs its two questions on adjacent lines")
+        raise ItemError(f"{path}: {len(lines)} lines; each image needs its two questions on adjacent lines")
     correct = other = plus = 0
     for start in range(0, len(lines), 2):
         image_correct = 0
         for n in (start, start + 1):
             fields = lines[n].split("\t")
             if len(fields) != 4:
-                raise DataError(
+                raise ItemError(
                     f"{path}:{n + 1}: expected 4 tab-separated fields (image, question, ground truth, response), "
                     f"got {len(fields)}"
                 )
             gt, pred = fields[2].lower(), parse_pred_ans(fields[3].lower())
             if gt not in ("yes", "no"):
-                raise DataError(f"{path}:{n + 1}: ground truth must be Yes or No, got {fields[2]!r}")
+                raise ItemError(f"{path}:{n + 1}: ground truth must be Yes or No, got {fields[2]!r}")
             if gt == pred:
                 correct += 1
                 image_correct += 1
@@ -90,7 +93,7 @@ def score_subtask(path: Path) -> dict[str, float]:
 def score_results_dir(directory: Path) -> ScoreReport:
     """Score a folder of official MME results files (missing subtasks are reported, not invented)."""
     if not directory.is_dir():
-        raise DataError(f"{directory}: not a folder of MME results files")
+        raise ItemError(f"{directory}: not a folder of MME results files")
     report = ScoreReport(rules={"mme": RULE})
     missing: list[str] = []
     for eval_type, tasks in EVAL_TYPES.items():
@@ -110,7 +113,7 @@ def score_results_dir(directory: Path) -> ScoreReport:
             if present < len(tasks):
                 report.notes.append(f"{eval_type} sums {present} of {len(tasks)} subtasks (partial; not comparable)")
     if not report.breakdown:
-        raise DataError(f"{directory}: no MME results files ({', '.join(t + '.txt' for t in SUBTASKS[:3])}, ...)")
+        raise ItemError(f"{directory}: no MME results files ({', '.join(t + '.txt' for t in SUBTASKS[:3])}, ...)")
     report.counts = {
         "questions": int(sum(r["questions"] for r in report.breakdown.values())),
         "other_answers": int(sum(r["other"] for r in report.breakdown.values())),
@@ -139,7 +142,7 @@ class MME(Benchmark):
     def load(self, data: Path) -> list[EvalItem]:
         root = self._root(data)
         if not root.is_dir():
-            raise DataError(f"{data}: no such MME data folder")
+            raise ItemError(f"{data}: no such MME data folder")
         items: list[EvalItem] = []
         for task in SUBTASKS:
             task_dir = root / task
@@ -148,7 +151,7 @@ class MME(Benchmark):
             if (task_dir / "images").is_dir():
                 image_dir, qa_dir = task_dir / "images", task_dir / "questions_answers_YN"
                 if not qa_dir.is_dir():
-                    raise DataError(f"{task_dir}: has images/ but no questions_answers_YN/")
+                    raise ItemError(f"{task_dir}: has images/ but no questions_answers_YN/")
             else:
                 image_dir = qa_dir = task_dir
             for qa_file in sorted(qa_dir.glob("*.txt")):
@@ -156,14 +159,14 @@ class MME(Benchmark):
                     (image_dir / (qa_file.stem + s) for s in IMAGE_SUFFIXES if (image_dir / (qa_file.stem + s)).is_file()), None
                 )
                 if image is None:
-                    raise DataError(f"{qa_file}: no image {qa_file.stem}.jpg/.png beside it in {image_dir}")
+                    raise ItemError(f"{qa_file}: no image {qa_file.stem}.jpg/.png beside it in {image_dir}")
                 lines = [line for line in qa_file.read_text(encoding="utf-8").splitlines() if line.strip()]
                 if len(lines) != 2:
-                    raise DataError(f"{qa_file}: expected 2 question lines, got {len(lines)}")
+                    raise ItemError(f"{qa_file}: expected 2 question lines, got {len(lines)}")
                 for k, line in enumerate(lines):
                     question, sep, answer = line.rstrip().rpartition("\t")
                     if not sep or answer.strip() not in ("Yes", "No"):
-                        raise DataError(f"{qa_file}:{k + 1}: expected 'question<TAB>Yes|No', got {line!r}")
+                        raise ItemError(f"{qa_file}:{k + 1}: expected 'question<TAB>Yes|No', got {line!r}")
                     items.append(
                         EvalItem(
                             id=f"{task}/{image.name}/{k}",
@@ -174,7 +177,7 @@ class MME(Benchmark):
                         )
                     )
         if not items:
-            raise DataError(f"{root}: no MME subtask folders ({', '.join(SUBTASKS[:4])}, ...)")
+            raise ItemError(f"{root}: no MME subtask folders ({', '.join(SUBTASKS[:4])}, ...)")
         return items
 
     def select(self, items: Sequence[EvalItem], limit: int | None) -> list[EvalItem]:
@@ -213,3 +216,39 @@ class MME(Benchmark):
         if (path / RESULTS_DIR).is_dir():
             path = path / RESULTS_DIR
         return score_results_dir(path)
+
+    # ------------------------------------------------------------------ mini suite
+    @classmethod
+    def mini_items(cls, media: MiniMedia) -> list[MiniItem]:
+        """Two questions (one Yes, one No) about a shape image per subtask."""
+        items = []
+        for n, task in enumerate(SUBTASKS):
+            shape, colour = list(media.images)[n % len(media.images)]
+            image = media.images[shape, colour]
+            other = "green" if colour != "green" else "red"
+            items.append(MiniItem(image, f"Is there a {colour} {shape} in the image? Please answer yes or no.", "Yes", category=task))
+            items.append(MiniItem(image, f"Is there a {other} {shape} in the image? Please answer yes or no.", "No", category=task))
+        return items
+
+    @classmethod
+    def build_mini(cls, items: Sequence[MiniItem], out: Path) -> Path:
+        """MME_Benchmark_release_version layout; items come in pairs (two questions per image)."""
+        by_image: dict[tuple[str, Path], list[MiniItem]] = {}
+        for item in items:
+            if item.category not in SUBTASKS:
+                raise ValueError(f"MME item category must be a subtask ({', '.join(SUBTASKS)}), got {item.category!r}")
+            if item.answer not in ("Yes", "No"):
+                raise ValueError(f"MME answers are Yes or No, got {item.answer!r}")
+            by_image.setdefault((item.category, item.media), []).append(item)
+        root = out / "MME_Benchmark_release_version"
+        for (task, image), pair in by_image.items():
+            if len(pair) != 2:
+                raise ValueError(f"MME needs exactly two questions per image; {image} has {len(pair)} in {task}")
+            if task in IMAGE_FOLDER_TASKS:
+                target, qa = root / task / "images" / image.name, root / task / "questions_answers_YN" / f"{image.stem}.txt"
+            else:
+                target, qa = root / task / image.name, root / task / f"{image.stem}.txt"
+            copy_file(image, target)
+            qa.parent.mkdir(parents=True, exist_ok=True)
+            qa.write_text("".join(f"{i.question}\t{i.answer}\n" for i in pair), encoding="utf-8")
+        return root

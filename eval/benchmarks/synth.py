@@ -21,7 +21,6 @@ reply, verdict). :meth:`Synth.score` re-judges that file, so a re-score repeats 
 
 from __future__ import annotations
 
-import argparse
 import json
 import secrets
 from collections.abc import Mapping, Sequence
@@ -30,11 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from mico_chat.instruct_data.records import BadRecord, Record, read_records
+from mico_chat.instruct_data.synth import RECORDS_FILE
 from mico_chat.instruct_data.synth import judge as judge_answer
 
-from ..benchmark import Benchmark, BenchmarkConfig
-from ..items import DataError, EvalItem, MediaInput, Prediction
+from ..benchmark import Benchmark, BenchmarkConfig, CliOption
+from ..items import EvalItem, ItemError, MediaInput, Prediction
 from ..judges import Judge
+from ..minimedia import MiniItem, MiniMedia
 from ..scores import ScoreReport, read_jsonl, write_jsonl
 
 # The families the generator writes (instruct_data/synth/language.py FAMILIES), then the two
@@ -42,6 +43,7 @@ from ..scores import ScoreReport, read_jsonl, write_jsonl
 FAMILIES = ("appearance", "counting", "motion", "sound", "audio-visual", "description", "multi-turn")
 PREDICTIONS = "synth_predictions.jsonl"
 JUDGE_RULE = "mico_chat.instruct_data.synth.judge (exact facts; generator v1)"
+WORLD_GROUP = "held-out world (without --data)"
 
 
 @dataclass(frozen=True)
@@ -96,14 +98,14 @@ def record_items(record: Record, root: Path, source: str) -> list[SynthItem]:
     meta = dict(record.meta)
     family = meta.get("family")
     if family not in FAMILIES:
-        raise DataError(f"{source}: record {record.id!r} has meta.family {family!r}; known: {', '.join(FAMILIES)}")
+        raise ItemError(f"{source}: record {record.id!r} has meta.family {family!r}; known: {', '.join(FAMILIES)}")
     users = [m["content"] for m in record.messages if m["role"] == "user"]
     answers = [m["content"] for m in record.messages if m["role"] == "assistant"]
     media = media_inputs(record, root)
     if family == "multi-turn":
         turns = meta.get("turns")
         if not isinstance(turns, list) or len(turns) != len(users):
-            raise DataError(f"{source}: multi-turn record {record.id!r} needs one meta.turns entry per user turn")
+            raise ItemError(f"{source}: multi-turn record {record.id!r} needs one meta.turns entry per user turn")
         questions = [strip_placeholders(u) for u in users]
         return [
             SynthItem(
@@ -133,7 +135,7 @@ def _qa(meta: Mapping[str, Any], record_id: str, source: str) -> dict[str, Any]:
     if meta.get("form") == "mc" and "options" not in meta:
         missing.append("options")
     if missing:
-        raise DataError(f"{source}: record {record_id!r} meta lacks {missing} (needed to judge the answer)")
+        raise ItemError(f"{source}: record {record_id!r} meta lacks {missing} (needed to judge the answer)")
     return {k: meta[k] for k in ("family", "topic", "form", "answer", "facts", "options") if k in meta}
 
 
@@ -145,19 +147,19 @@ class Synth(Benchmark):
     score_input = f"a run folder, or its {PREDICTIONS}"
 
     def annotation_files(self, data: Path) -> list[Path]:
-        return [data / "records.jsonl"] + ([data / "summary.json"] if (data / "summary.json").is_file() else [])
+        return [data / RECORDS_FILE] + ([data / "summary.json"] if (data / "summary.json").is_file() else [])
 
     def load(self, data: Path) -> list[EvalItem]:
-        path = Path(data) / "records.jsonl"
+        path = Path(data) / RECORDS_FILE
         if not path.is_file():
-            raise DataError(f"{path}: missing; generate a world with `mico-chat data synth --split heldout --out {data}`")
+            raise ItemError(f"{path}: missing; generate a world with `mico-chat data synth --split heldout --out {data}`")
         items: list[EvalItem] = []
         for n, record in enumerate(read_records(path), start=1):
             if isinstance(record, BadRecord):
-                raise DataError(f"{path}: line {record.line}: {record.reason}")
+                raise ItemError(f"{path}: line {record.line}: {record.reason}")
             items += record_items(record, Path(data), f"{path}: line {n}")
         if not items:
-            raise DataError(f"{path}: no records")
+            raise ItemError(f"{path}: no records")
         return items
 
     def select(self, items: Sequence[EvalItem], limit: int | None) -> list[EvalItem]:
@@ -187,27 +189,32 @@ class Synth(Benchmark):
             path = path / PREDICTIONS
         return score_rows(read_jsonl(path, ["id", "family", "qa", "pred"]))
 
-    # ------------------------------------------------------------------ command line: --data is optional
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        from ..cli import add_run_arguments
-
-        add_run_arguments(parser, cls, data_required=False)
-        group = parser.add_argument_group("held-out world (without --data)")
-        group.add_argument("--n", type=int, default=100, help="clips to generate (default: 100)")
-        group.add_argument("--seed", type=int, help="world seed (default: a random one, printed)")
-        group.add_argument("--size", type=int, default=128, help="frame side in pixels (default: 128)")
+    # ------------------------------------------------------------------ data: --data is optional
+    data_required = False
+    cli_options = (
+        CliOption("--n", type=int, default=100, help="clips to generate (default: 100)", group=WORLD_GROUP),
+        CliOption("--seed", type=int, help="world seed (default: a random one, printed)", group=WORLD_GROUP),
+        CliOption("--size", type=int, default=128, help="frame side in pixels (default: 128)", group=WORLD_GROUP),
+    )
 
     @classmethod
-    def run_cli(cls, args: argparse.Namespace) -> int:
-        from ..cli import run_benchmark_cli
+    def resolve_data(cls, data: Path | None, *, out: Path, values: Mapping[str, Any]) -> tuple[Path, str | None]:
+        """``--data``, or a held-out world generated (or reused) under ``out`` from ``--n/--seed/--size``."""
+        if data is not None:
+            return Path(data), None
+        seed = values["seed"] if values.get("seed") is not None else secrets.randbelow(2**31)
+        world = heldout_world(out, n=values["n"], seed=seed, size=values["size"])
+        return world, f"held-out world: {world} ({values['n']} clips, seed {seed})"
 
-        if args.data is None:
-            seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
-            out = args.out or Path("runs") / "eval" / cls.config.name
-            args.data = heldout_world(out, n=args.n, seed=seed, size=args.size)
-            print(f"held-out world: {args.data} ({args.n} clips, seed {seed})")
-        return run_benchmark_cli(cls, args)
+    # ------------------------------------------------------------------ mini suite: its own data
+    @classmethod
+    def mini_items(cls, media: MiniMedia) -> list[MiniItem]:
+        return []
+
+    @classmethod
+    def build_mini(cls, items: Sequence[MiniItem], out: Path) -> Path:
+        """A held-out synthetic world of one clip (its own generated media; ``items`` are not used)."""
+        return heldout_world(out, n=1, seed=0, progress=False)
 
 
 def score_rows(rows: Sequence[Mapping[str, Any]]) -> ScoreReport:
@@ -246,7 +253,7 @@ def heldout_world(out: Path, *, n: int, seed: int, size: int = 128, progress: bo
 
     folder = Path(out) / f"heldout-s{seed}-n{n}"
     summary = folder / "summary.json"
-    if summary.is_file() and (folder / "records.jsonl").is_file():
+    if summary.is_file() and (folder / RECORDS_FILE).is_file():
         saved = json.loads(summary.read_text(encoding="utf-8"))
         if (saved.get("split"), saved.get("seed"), saved.get("n"), saved.get("size")) == ("heldout", seed, n, size):
             return folder

@@ -21,8 +21,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..benchmark import Benchmark, BenchmarkConfig
-from ..items import DataError, EvalItem, MediaInput, Prediction
+from ..items import EvalItem, ItemError, MediaInput, Prediction
 from ..judges import Judge
+from ..minimedia import MiniItem, MiniMedia, copy_file, write_json
 from ..scores import ScoreReport
 from . import gpt_judge
 from .gpt_judge import (
@@ -78,7 +79,7 @@ def score_judge_results(path: Path, criteria: Sequence[Criterion] = BENCHMARK_CR
             c for c in criteria if c.name.split("_")[0][:6] in path.name.lower()
         ]
         if len(matches) != 1:
-            raise DataError(f"{path}: cannot tell the criterion from the file name; name it like {criteria[0].results_file}")
+            raise ItemError(f"{path}: cannot tell the criterion from the file name; name it like {criteria[0].results_file}")
         report.merge(gpt_judge.score_results_file(path, matches[0]))
         return report
     found = [c for c in criteria if (path / c.results_file).is_file()]
@@ -114,7 +115,7 @@ class VideoChatGPTBench(Benchmark):
 
     def load(self, data: Path) -> list[EvalItem]:
         if not data.is_dir():
-            raise DataError(f"{data}: no such Video-ChatGPT data folder")
+            raise ItemError(f"{data}: no such Video-ChatGPT data folder")
         video_dirs = [data / d for d in VIDEO_DIRS if (data / d).is_dir()]
         items: list[EvalItem] = []
         for kind in QUESTION_FILES:
@@ -136,7 +137,7 @@ class VideoChatGPTBench(Benchmark):
                         )
                     )
         if not items:
-            raise DataError(f"{data}: none of {', '.join(QUESTION_FILES.values())} found (top level or Benchmarking_QA/)")
+            raise ItemError(f"{data}: none of {', '.join(QUESTION_FILES.values())} found (top level or Benchmarking_QA/)")
         return items
 
     def select(self, items: Sequence[EvalItem], limit: int | None) -> list[EvalItem]:
@@ -177,3 +178,32 @@ class VideoChatGPTBench(Benchmark):
         report = score_judge_results(path)
         report.rules.update(self.rules)
         return report
+
+    # ------------------------------------------------------------------ mini suite
+    @classmethod
+    def mini_items(cls, media: MiniMedia) -> list[MiniItem]:
+        """Generic, temporal and consistency questions about the generated clips."""
+        clips = media.clips
+        return [
+            MiniItem(clips[0], "What happens in the video?", "A red square moves from left to right on a blue background while a tone beeps."),
+            MiniItem(clips[1], "What colour is the background?", "The background is blue."),
+            MiniItem(clips[2], "What does the square do first, and what after?", "It starts on the left and then moves to the right.", category="temporal"),
+            MiniItem(clips[0], "Which object moves?", "A red square.", question2="What is the object that travels across the frame?"),
+        ]  # fmt: skip
+
+    @classmethod
+    def build_mini(cls, items: Sequence[MiniItem], out: Path) -> Path:
+        """``Test_Videos/`` + ``Benchmarking_QA/{generic,temporal,consistency}_qa.json``."""
+        files: dict[str, list[dict]] = {name: [] for name in QUESTION_FILES.values()}
+        for item in items:
+            name = copy_file(item.media, out / "Test_Videos" / item.media.name).stem
+            if item.question2:
+                files[QUESTION_FILES["consistency"]].append({"video_name": name, "Q1": item.question, "Q2": item.question2, "A": item.answer})
+            elif item.category == "temporal":
+                files[QUESTION_FILES["temporal"]].append({"video_name": name, "Q": item.question, "A": item.answer})
+            else:
+                files[QUESTION_FILES["generic"]].append({"video_name": name, "Q": item.question, "A": item.answer})
+        for filename, entries in files.items():
+            if entries:
+                write_json(out / "Benchmarking_QA" / filename, entries)
+        return out

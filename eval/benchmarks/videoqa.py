@@ -18,8 +18,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..benchmark import Benchmark, BenchmarkConfig
-from ..items import DataError, EvalItem, MediaInput, Prediction
+from ..items import EvalItem, ItemError, MediaInput, Prediction
 from ..judges import Judge
+from ..minimedia import MiniItem, MiniMedia, copy_file, write_json
 from ..scores import ScoreReport
 from .gpt_judge import QA, find_video, judge_entries, official_keys, read_json_list, score_results_file, write_predictions
 
@@ -44,17 +45,17 @@ class VideoQA(Benchmark):
 
     def load(self, data: Path) -> list[EvalItem]:
         if not data.is_dir():
-            raise DataError(f"{data}: no such {self.config.title} data folder")
+            raise ItemError(f"{data}: no such {self.config.title} data folder")
         questions = read_json_list(data / "test_q.json", ["video_name", "question"])
         answers = read_json_list(data / "test_a.json", ["answer"])
         if len(questions) != len(answers):
-            raise DataError(f"{data}: test_q.json has {len(questions)} questions but test_a.json {len(answers)} answers")
+            raise ItemError(f"{data}: test_q.json has {len(questions)} questions but test_a.json {len(answers)} answers")
         video_dirs = [data / d for d in VIDEO_DIRS if (data / d).is_dir()]
         items = []
         for n, (q, a) in enumerate(zip(questions, answers)):
             qid = q.get("question_id", n)
             if "question_id" in a and a["question_id"] != qid:
-                raise DataError(
+                raise ItemError(
                     f"{data}/test_a.json: entry {n} answers question {a['question_id']!r}, test_q.json has {qid!r} there"
                 )
             items.append(
@@ -109,6 +110,30 @@ class VideoQA(Benchmark):
                 self._judge(path, judge)
             path = path / QA.results_file
         return score_results_file(path, QA)
+
+    # ------------------------------------------------------------------ mini suite
+    @classmethod
+    def mini_items(cls, media: MiniMedia) -> list[MiniItem]:
+        """One-word questions about the generated clips (the same for the three suites)."""
+        clips = media.clips
+        return [
+            MiniItem(clips[0], "what moves across the screen?", "square"),
+            MiniItem(clips[1], "what colour is the background?", "blue"),
+            MiniItem(clips[2], "how many squares are there?", "one"),
+        ]
+
+    @classmethod
+    def build_mini(cls, items: Sequence[MiniItem], out: Path) -> Path:
+        """``test_q.json`` + ``test_a.json`` + ``videos/`` (MSVD-QA, MSRVTT-QA, ActivityNet-QA)."""
+        questions, answers = [], []
+        for n, item in enumerate(items):
+            video = copy_file(item.media, out / "videos" / item.media.name)
+            qid = f"{video.stem}_{n}"
+            questions.append({"video_name": video.stem, "question_id": qid, "question": item.question})
+            answers.append({"answer": item.answer, "type": item.meta.get("type", 0), "question_id": qid})
+        write_json(out / "test_q.json", questions)
+        write_json(out / "test_a.json", answers)
+        return out
 
 
 class MSVDQA(VideoQA):

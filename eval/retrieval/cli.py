@@ -3,6 +3,8 @@
 mico-chat eval retrieval --model runs/mico/model --data heldout/captions.jsonl --modality video
 mico-chat eval retrieval --model M --data D --modality audio --rerank 50 --dual-softmax --out results/
 mico-chat eval retrieval --scores results/video/scores.npy --gt results/video/gt.json
+
+The options are data (:data:`OPTIONS`); :mod:`mico_chat.eval.cli` builds the parser.
 """
 
 from __future__ import annotations
@@ -11,44 +13,34 @@ import argparse
 import json
 from pathlib import Path
 
+from ..benchmark import CliOption
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="a pretraining run's model/ folder (MiCoForPretraining + tokenizer)")
-    parser.add_argument("--data", help="caption records (.jsonl/.json)")
-    parser.add_argument("--media-root", help="folder the records' media paths are relative to (default: the file's)")
-    parser.add_argument(
-        "--modality", action="append", default=None,
-        help="query group: video, audio, image or e.g. audio+video (repeat for several; default video)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--captions", help="caption kind(s) used as texts, comma-separated (default: vision/audio/omni by group)"
-    )
-    parser.add_argument("--dual-softmax", action="store_true", help="also report dual-softmax inference")
-    parser.add_argument(
-        "--rerank", type=int, default=0, metavar="K", help="also re-rank the top K with the matching head (MiCo: 50)"
-    )
-    parser.add_argument(
-        "--rerank-queries", choices=["text", "item", "both"], default="both",
-        help="which query direction to re-rank (each costs queries x K matching passes)",
-    )  # fmt: skip
-    parser.add_argument("--ties", choices=["pessimistic", "optimistic"], default="pessimistic")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--limit", type=int, help="evaluate on the first N items only")
-    parser.add_argument("--cache-dir", help="cache of preprocessed media (default: none)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, help="folder for metrics.json, and per group scores.npy + gt.json")
-    parser.add_argument(
-        "--scores", type=Path, help="a saved (texts x items) score matrix (.npy) to score instead of a model"
-    )
-    parser.add_argument("--gt", type=Path, help="with --scores: the item of each text row (JSON, see docs)")
-    parser.add_argument(
-        "--rerank-scores", type=Path,
-        help="with --scores and --rerank K: the matching head's pair scores a model run saved (rerank_scores.npy)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--temperature", type=float, default=0.05, help="with --scores --dual-softmax: the softmax temperature"
-    )
-    parser.add_argument("--no-progress", action="store_true")
+
+# The options of `mico-chat eval retrieval` (eval/cli.py builds the parser from them).
+OPTIONS: tuple[CliOption, ...] = (
+    CliOption("--model", help="a pretraining run's model/ folder (MiCoForPretraining + tokenizer)"),
+    CliOption("--data", help="caption records (.jsonl/.json)"),
+    CliOption("--media-root", help="folder the records' media paths are relative to (default: the file's)"),
+    CliOption("--modality", repeat=True,
+              help="query group: video, audio, image or e.g. audio+video (repeat for several; default video)"),
+    CliOption("--captions", help="caption kind(s) used as texts, comma-separated (default: vision/audio/omni by group)"),
+    CliOption("--dual-softmax", switch=True, help="also report dual-softmax inference"),
+    CliOption("--rerank", type=int, default=0, metavar="K", help="also re-rank the top K with the matching head (MiCo: 50)"),
+    CliOption("--rerank-queries", choices=("text", "item", "both"), default="both",
+              help="which query direction to re-rank (each costs queries x K matching passes)"),
+    CliOption("--ties", choices=("pessimistic", "optimistic"), default="pessimistic"),
+    CliOption("--batch-size", type=int, default=64),
+    CliOption("--limit", type=int, help="evaluate on the first N items only"),
+    CliOption("--cache-dir", help="cache of preprocessed media (default: none)"),
+    CliOption("--device", default="cpu"),
+    CliOption("--out", type=Path, help="folder for metrics.json, and per group scores.npy + gt.json"),
+    CliOption("--scores", type=Path, help="a saved (texts x items) score matrix (.npy) to score instead of a model"),
+    CliOption("--gt", type=Path, help="with --scores: the item of each text row (JSON, see docs)"),
+    CliOption("--rerank-scores", type=Path,
+              help="with --scores and --rerank K: the matching head's pair scores a model run saved (rerank_scores.npy)"),
+    CliOption("--temperature", type=float, default=0.05, help="with --scores --dual-softmax: the softmax temperature"),
+    CliOption("--no-progress", switch=True),
+)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

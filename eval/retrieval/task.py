@@ -9,18 +9,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..benchmark import EvalTask
+from ..benchmark import CommandTask
 from . import cli
 
 
-class Retrieval(EvalTask):
+class Retrieval(CommandTask):
+    cli_options = cli.OPTIONS
+
     @classmethod
     def help_text(cls) -> str:
         return "text <-> video/audio/image retrieval (R@1/5/10, median/mean rank; dual softmax, matching rerank)"
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        cli.add_arguments(parser)
 
     @classmethod
     def run_cli(cls, args: argparse.Namespace) -> int:

@@ -13,9 +13,23 @@ questions), :mod:`.judge` (exact answer checking), :mod:`.speech` (optional espe
 from .judge import judge
 from .scene import Scene, SceneConfig, SoundSpec, sample_scene
 from .speech import SpeechStatus, probe_espeak
-from .world import WorldConfig, WorldSummary, draw_scene, generate_world, make_clip, media_paths, read_world
+from .world import (
+    CAPTIONS_FILE,
+    RECORDS_FILE,
+    WORLD_FILE,
+    WorldConfig,
+    WorldSummary,
+    draw_scene,
+    generate_world,
+    make_clip,
+    media_paths,
+    read_world,
+)
 
 __all__ = [
+    "CAPTIONS_FILE",
+    "RECORDS_FILE",
+    "WORLD_FILE",
     "Scene",
     "SceneConfig",
     "SoundSpec",

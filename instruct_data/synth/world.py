@@ -44,6 +44,10 @@ from .scene import Scene, SceneConfig, sample_scene
 from .speech import EspeakVoice, SpeechStatus, probe_espeak
 
 GENERATOR_VERSION = 1
+# The files of a generated world (in its folder, beside media/ and summary.json).
+WORLD_FILE = "world.jsonl"  # one entry per clip: scene ground truth, media paths, captions
+CAPTIONS_FILE = "captions.jsonl"  # caption-pair records (pretraining, stage 1)
+RECORDS_FILE = "records.jsonl"  # instruction records (stage 2, eval synth)
 MIN_CLIPS_PER_WORKER = 32
 VIEW_WEIGHTS = {
     "appearance": {"video": 0.7, "image": 0.2, "depth": 0.1},
@@ -106,18 +110,6 @@ class WorldSummary:
     def clips_per_second(self) -> float:
         return self.n / self.seconds if self.seconds else float("nan")
 
-    @property
-    def records_path(self) -> Path:
-        return self.out_dir / "records.jsonl"
-
-    @property
-    def captions_path(self) -> Path:
-        return self.out_dir / "captions.jsonl"
-
-    @property
-    def world_path(self) -> Path:
-        return self.out_dir / "world.jsonl"
-
     def to_json(self) -> dict[str, Any]:
         """The deterministic part (no timings, no absolute paths), as saved in summary.json."""
         return {
@@ -132,7 +124,7 @@ class WorldSummary:
             "fps": self.fps,
             "qa_per_family": self.qa_per_family,
             "speech": self.speech.to_json(),
-            "files": {"world": "world.jsonl", "captions": "captions.jsonl", "records": "records.jsonl"},
+            "files": {"world": WORLD_FILE, "captions": CAPTIONS_FILE, "records": RECORDS_FILE},
         }
 
 
@@ -372,15 +364,15 @@ def generate_world(
     workers = max(1, min(workers, math.ceil(n / MIN_CLIPS_PER_WORKER)))
     families: dict[str, int] = {}
     counts = {"records": 0, "captions": 0}
-    names = ("world.jsonl", "captions.jsonl", "records.jsonl")
+    names = (WORLD_FILE, CAPTIONS_FILE, RECORDS_FILE)
     handles = {name: (out / (name + ".tmp")).open("w", encoding="utf-8") for name in names}
     try:
         with tqdm(total=n, desc=f"synth {split}", unit="clip", disable=not progress) as bar:
             for result in _results(jobs, workers):
-                handles["world.jsonl"].write(json.dumps(result["world"], ensure_ascii=False) + "\n")
-                handles["captions.jsonl"].write(json.dumps(result["caption"], ensure_ascii=False) + "\n")
+                handles[WORLD_FILE].write(json.dumps(result["world"], ensure_ascii=False) + "\n")
+                handles[CAPTIONS_FILE].write(json.dumps(result["caption"], ensure_ascii=False) + "\n")
                 for record in result["records"]:
-                    handles["records.jsonl"].write(json.dumps(record, ensure_ascii=False) + "\n")
+                    handles[RECORDS_FILE].write(json.dumps(record, ensure_ascii=False) + "\n")
                     families[record["meta"]["family"]] = families.get(record["meta"]["family"], 0) + 1
                 counts["records"] += len(result["records"])
                 counts["captions"] += 1
@@ -436,7 +428,7 @@ def write_view_captions(out_dir: str | os.PathLike) -> Path:
 def read_world(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """The world entries of a generated world (``scene`` parsed back into a :class:`Scene`)."""
     entries = []
-    with (Path(out_dir) / "world.jsonl").open(encoding="utf-8") as handle:
+    with (Path(out_dir) / WORLD_FILE).open(encoding="utf-8") as handle:
         for line in handle:
             entry = json.loads(line)
             entry["scene"] = Scene.from_json(entry["scene"])

@@ -227,7 +227,7 @@ class Pipeline:
         write_json(self.record_path, self.record)
 
     def step_worlds(self) -> str:
-        from mico_chat.instruct_data.synth import WorldConfig, generate_world
+        from mico_chat.instruct_data.synth import RECORDS_FILE, WorldConfig, generate_world
         from mico_chat.instruct_data.synth.scene import SceneConfig
 
         worlds = self.config.worlds
@@ -237,7 +237,7 @@ class Pipeline:
             summary = folder / "summary.json"
             qa_per_family = spec.qa_per_family
             wanted = (split, spec.seed, spec.n, worlds.size, qa_per_family)
-            if summary.is_file() and (folder / "records.jsonl").is_file():
+            if summary.is_file() and (folder / RECORDS_FILE).is_file():
                 saved = json.loads(summary.read_text())
                 got = (saved["split"], saved["seed"], saved["n"], saved["size"], saved.get("qa_per_family", 1))
                 if got == wanted:
@@ -252,13 +252,14 @@ class Pipeline:
         if (self.encoder_dir / "config.json").is_file():
             return "skipped"
         from mico_chat.commands import pretrain
+        from mico_chat.instruct_data.synth import CAPTIONS_FILE
 
         spec = self.config.pretrain
         raw = yaml.safe_load(Path(spec.config).read_text(encoding="utf-8"))
-        captions = str(self.world("train") / "captions.jsonl")
+        captions = str(self.world("train") / CAPTIONS_FILE)
         for dataset in raw.get("data", {}).get("datasets", []):
             dataset["records"] = captions  # every dataset of the recipe reads this run's world
-        raw.setdefault("eval", {})["records"] = str(self.world("heldout") / "captions.jsonl")
+        raw.setdefault("eval", {})["records"] = str(self.world("heldout") / CAPTIONS_FILE)
         raw.setdefault("data", {})["cache_dir"] = str(self.out / "cache")
         raw.setdefault("train", {})["output_dir"] = str(self.out / "pretrain")
         resolved = self.out / "configs" / "pretrain.yaml"
@@ -297,8 +298,10 @@ class Pipeline:
         return self._train("stage1", overrides)
 
     def step_stage2(self) -> str:
+        from mico_chat.instruct_data.synth import RECORDS_FILE
+
         overrides = [
-            f"data.train=[{self.world('train') / 'records.jsonl'}]",
+            f"data.train=[{self.world('train') / RECORDS_FILE}]",
             f"train.output_dir={self.out / 'stage2'}",
             f"model.init_from={self.stage_model('stage1')}",
         ]

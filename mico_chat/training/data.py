@@ -237,7 +237,7 @@ def scan_records(
     """
     report = ScanReport()
     start = time.perf_counter()
-    limit_ = max_length or getattr(processor.config.text_config, "max_position_embeddings", None)
+    limit_ = max_length or processor.config.context_length
     bar = tqdm(desc="scanning records", unit="rec", disable=not progress)
     for path in paths:
         path = Path(path)

@@ -384,6 +384,8 @@ class TrainRecipe:
             gradient_accumulation_steps=t.gradient_accumulation_steps,
             learning_rate=t.learning_rate,
             weight_decay=t.weight_decay,
+            # transformers 5 has no warmup_ratio: a warmup_steps in [0, 1) is that fraction of the total
+            # steps (config checks the range; 1 or more would be read as a count of steps).
             warmup_steps=t.warmup_ratio,
             lr_scheduler_type=t.lr_scheduler_type,
             max_grad_norm=t.max_grad_norm,

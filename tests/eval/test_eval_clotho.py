@@ -14,7 +14,7 @@ from mico_chat.eval.benchmarks.clotho import (
     caption_scores,
     reference_captions,
 )
-from mico_chat.eval.items import DataError
+from mico_chat.eval.items import ItemError
 
 
 def read(path):
@@ -38,14 +38,14 @@ def test_caption_score_from_predictions_csv_needs_references(fixtures):
     bench = ClothoCaption(references=str(fixtures / "clotho" / "clotho_captions_evaluation.csv"))
     report = bench.score(fixtures / "clotho" / "predictions.csv")
     assert report.metrics["cider_d"] == pytest.approx(0.9548051826924597, abs=1e-12)
-    with pytest.raises(DataError, match="needs its references"):
+    with pytest.raises(ItemError, match="needs its references"):
         ClothoCaption().score(fixtures / "clotho" / "predictions.csv")
 
 
 def test_dcase_reference_column_names(tmp_path):
     row = {"file_name": "a.wav", **{f"caption_reference_{i:02d}": f"c{i}" for i in range(1, 6)}}
     assert reference_captions(row) == ["c1", "c2", "c3", "c4", "c5"]
-    with pytest.raises(DataError, match="no caption_1..caption_5"):
+    with pytest.raises(ItemError, match="no caption_1..caption_5"):
         reference_captions({"file_name": "a.wav", "caption_1": "x"})
 
 
@@ -105,7 +105,7 @@ def test_missing_audio_is_a_clear_error(mini_data, tmp_path):
     shutil.copytree(mini_data["clotho_caption"], tmp_path / "c")
     for wav in (tmp_path / "c" / "evaluation").glob("*.wav"):
         wav.unlink()
-    with pytest.raises(DataError, match="audio 'tone_440hz.wav' not found"):
+    with pytest.raises(ItemError, match="audio 'tone_440hz.wav' not found"):
         ClothoCaption().load(tmp_path / "c")
 
 
@@ -121,7 +121,7 @@ def test_a_predictions_file_covering_part_of_the_references_is_refused_unless_al
         writer.writeheader()
         writer.writerows(rows[:-1])
     refs = str(out / REFERENCES_CSV)
-    with pytest.raises(DataError, match=rf"covers {len(rows) - 1} of {len(rows)} reference files \(1 missing"):
+    with pytest.raises(ItemError, match=rf"covers {len(rows) - 1} of {len(rows)} reference files \(1 missing"):
         ClothoCaption(references=refs).score(tmp_path / "part.csv")
     report = ClothoCaption(references=refs, allow_partial=True).score(tmp_path / "part.csv")
     assert report.counts["files"] == len(rows) - 1 and "1 missing" in report.notes[0]

@@ -5,7 +5,7 @@ re-scored offline. Short replies keep it to seconds of generation."""
 import json
 
 import pytest
-from fake_judge import FakeJudgeServer
+from helpers.fake_judge import FakeJudgeServer
 from mico_chat.eval.judges import JudgeConfig, build_judge
 from mico_chat.eval.registry import get_task
 from mico_chat.eval.runner import evaluate

@@ -4,11 +4,11 @@ scores, and failure handling (invalid replies, transport errors, cache)."""
 import json
 
 import pytest
-from fake_judge import FakeJudgeServer
+from helpers.fake_judge import FakeJudgeServer
 from mico_chat.eval.benchmarks import gpt_judge
 from mico_chat.eval.benchmarks.videochatgpt import PRED_FILES, VideoChatGPTBench, judge_prediction_files
 from mico_chat.eval.benchmarks.videoqa import MSVDQA
-from mico_chat.eval.items import DataError
+from mico_chat.eval.items import ItemError
 from mico_chat.eval.judges import JudgeConfig, JudgeError, build_judge
 
 CRITERIA = {
@@ -160,10 +160,10 @@ def test_local_chatmodel_judge(tiny_chat, tmp_path):
 
 def test_judge_result_files_are_checked(tmp_path):
     (tmp_path / "correctness_results.json").write_text('{"v_0": [{"scores": 1}, {}]}')
-    with pytest.raises(DataError, match="entry 'v_0'"):
+    with pytest.raises(ItemError, match="entry 'v_0'"):
         VideoChatGPTBench().score(tmp_path)
     (tmp_path / "correctness_results.json").write_text("{not json")
-    with pytest.raises(DataError, match="not valid JSON"):
+    with pytest.raises(ItemError, match="not valid JSON"):
         VideoChatGPTBench().score(tmp_path)
 
 

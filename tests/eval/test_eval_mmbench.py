@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from fake_judge import FakeJudgeServer
+from helpers.fake_judge import FakeJudgeServer
 from mico_chat.eval.benchmarks.mmbench import (
     CIRCULAR_OFFSET,
     MMBench,
@@ -13,7 +13,7 @@ from mico_chat.eval.benchmarks.mmbench import (
     judge_prompt,
     score_predictions,
 )
-from mico_chat.eval.items import DataError
+from mico_chat.eval.items import ItemError
 from mico_chat.eval.judges import JudgeConfig, build_judge
 
 
@@ -95,11 +95,11 @@ def test_loads_tsv_with_copies_and_image_references(mini_data):
 
 
 def test_single_pass_tsv_gets_rotated_copies(tmp_path):
-    from mico_chat.eval.minisuite import build_mmbench, generated_items
+    from mico_chat.eval.minimedia import MiniMedia
 
-    base = generated_items(tmp_path / "media")["mmbench"]
-    build_mmbench(base, tmp_path / "single", circular_copies=False)
-    build_mmbench(base, tmp_path / "copies", circular_copies=True)
+    base = MMBench.mini_items(MiniMedia(tmp_path / "media"))
+    MMBench.build_mini(base, tmp_path / "single", circular_copies=False)
+    MMBench.build_mini(base, tmp_path / "copies", circular_copies=True)
     single = MMBench().load(tmp_path / "single")
     copies = MMBench().load(tmp_path / "copies")
     assert [(i.id, i.prompt, i.reference) for i in single] == [(i.id, i.prompt, i.reference) for i in copies]
@@ -117,10 +117,10 @@ def test_limit_keeps_whole_circular_groups(mini_data):
 def test_bad_tsv_errors_name_the_file(tmp_path):
     bad = tmp_path / "x.tsv"
     bad.write_text("index\tquestion\n0\tq\n")
-    with pytest.raises(DataError, match=r"x.tsv: missing column"):
+    with pytest.raises(ItemError, match=r"x.tsv: missing column"):
         MMBench().load(bad)
     (tmp_path / "p.tsv").write_text("index\tquestion\tA\tB\tanswer\n0\tq\ta\tb\tA\n")
-    with pytest.raises(DataError, match="no prediction column"):
+    with pytest.raises(ItemError, match="no prediction column"):
         score_predictions(tmp_path / "p.tsv")
 
 

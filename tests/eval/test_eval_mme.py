@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 from mico_chat.eval.benchmarks.mme import MME, SUBTASKS, parse_pred_ans, score_results_dir
-from mico_chat.eval.items import DataError
+from mico_chat.eval.items import ItemError
 
 
 def official_stdout(path):
@@ -68,13 +68,13 @@ def test_partial_results_are_flagged(fixtures, tmp_path):
 
 def test_malformed_results_name_the_file_and_line(tmp_path):
     (tmp_path / "count.txt").write_text("a.jpg\tIs it? Please answer yes or no.\tYes\n")
-    with pytest.raises(DataError, match="count.txt: 1 lines"):
+    with pytest.raises(ItemError, match="count.txt: 1 lines"):
         score_results_dir(tmp_path)
     (tmp_path / "count.txt").write_text("a.jpg\tQ1\tYes\tyes\na.jpg\tQ2 no response\tNo\n")
-    with pytest.raises(DataError, match=r"count.txt:2: expected 4 tab-separated fields"):
+    with pytest.raises(ItemError, match=r"count.txt:2: expected 4 tab-separated fields"):
         score_results_dir(tmp_path)
     (tmp_path / "count.txt").write_text("a.jpg\tQ1\tMaybe\tyes\na.jpg\tQ2\tNo\tno\n")
-    with pytest.raises(DataError, match=r"count.txt:1: ground truth must be Yes or No"):
+    with pytest.raises(ItemError, match=r"count.txt:1: ground truth must be Yes or No"):
         score_results_dir(tmp_path)
 
 
@@ -92,5 +92,5 @@ def test_missing_image_is_a_clear_error(mini_data, tmp_path):
     root = tmp_path / "MME"
     shutil.copytree(mini_data["mme"], root)
     next((root / "count").glob("*.png")).unlink()
-    with pytest.raises(DataError, match=r"count/.*\.txt: no image"):
+    with pytest.raises(ItemError, match=r"count/.*\.txt: no image"):
         MME().load(root)

@@ -4,9 +4,9 @@ offline re-scoring parity, prediction cache and resume, batching, command line."
 import json
 
 import pytest
-from fake_judge import FakeJudgeServer
+from helpers.fake_judge import FakeJudgeServer
 from mico_chat.eval.cache import PredictionCache
-from mico_chat.eval.items import DataError
+from mico_chat.eval.items import ItemError
 from mico_chat.eval.judges import JudgeConfig, build_judge
 from mico_chat.eval.registry import benchmark_names, get_task
 from mico_chat.eval.runner import PREDICTIONS_FILE, evaluate
@@ -79,7 +79,7 @@ def test_torn_cache_line_is_redone(tmp_path):
         f.write('{"id": "c", "te')  # a crash mid-write
     reopened = PredictionCache(tmp_path / "p.jsonl", {"model": "m"})
     assert sorted(reopened.predictions) == ["a", "b"]
-    with pytest.raises(DataError, match="different model"):
+    with pytest.raises(ItemError, match="different model"):
         PredictionCache(tmp_path / "p.jsonl", {"model": "other"})
     assert len(PredictionCache(tmp_path / "p.jsonl", {"model": "other"}, overwrite=True)) == 0
 
@@ -89,7 +89,7 @@ def test_changed_settings_are_refused(tiny_chat, mini_data, tmp_path):
 
     bench = get_task("clotho_aqa")()
     evaluate(bench, tiny_chat, data=mini_data["clotho_aqa"], out=tmp_path, progress=False)
-    with pytest.raises(DataError, match="different generation"):
+    with pytest.raises(ItemError, match="different generation"):
         evaluate(
             bench,
             tiny_chat,

@@ -7,7 +7,7 @@ import pytest
 from mico_chat.cli import main
 from mico_chat.eval.benchmarks.general_qa import DEFAULT_DATA, GeneralQA, answer_found
 from mico_chat.eval.benchmarks.synth import FAMILIES, Synth, heldout_world, score_rows
-from mico_chat.eval.items import DataError
+from mico_chat.eval.items import ItemError
 
 COUNT3 = {"form": "open", "answer": "3", "facts": {"count": "3"}}
 MC_B = {"form": "mc", "answer": "B", "options": ["red", "blue", "green"], "facts": {"colour": "blue"}}
@@ -72,12 +72,12 @@ def test_items_cover_every_family_and_multi_turn_history(world):
 
 
 def test_missing_world_names_the_file(tmp_path):
-    with pytest.raises(DataError, match="records.jsonl: missing"):
+    with pytest.raises(ItemError, match="records.jsonl: missing"):
         Synth().load(tmp_path)
 
 
 def test_command_line_fresh_world_and_rescore(tmp_path, capsys):
-    from train_fixtures import save_tiny_model
+    from helpers.train_fixtures import save_tiny_model
 
     model = save_tiny_model(tmp_path / "model")
     out = tmp_path / "run"
@@ -103,10 +103,10 @@ def test_general_qa_matching_and_items(tmp_path):
     assert len(items) >= 50 and all(i.prompt.endswith(" Answer in a few words.") for i in items)
     bad = tmp_path / "q.jsonl"
     bad.write_text('{"id": 1, "question": "x"}\n')
-    with pytest.raises(DataError, match=r"q.jsonl: line 1 lacks \['answers'\]"):
+    with pytest.raises(ItemError, match=r"q.jsonl: line 1 lacks \['answers'\]"):
         GeneralQA().load(bad)
     bad.write_text('{"id": 1, "question": "x", "answers": []}\n')
-    with pytest.raises(DataError, match=r"q.jsonl: question 1 \(1\): answers must be a non-empty list"):
+    with pytest.raises(ItemError, match=r"q.jsonl: question 1 \(1\): answers must be a non-empty list"):
         GeneralQA().load(bad)
-    with pytest.raises(DataError, match="no such questions file"):
+    with pytest.raises(ItemError, match="no such questions file"):
         GeneralQA().load(tmp_path / "missing.jsonl")

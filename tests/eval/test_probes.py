@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from tiny import TINY_ENCODER
+from helpers.tiny import TINY_ENCODER
 
 from mico_chat.encoders import MiCoEncoder, MiCoEncoderConfig
 from mico_chat.eval.probes import (

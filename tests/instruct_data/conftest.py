@@ -1,7 +1,7 @@
 """Fixtures for the data-pipeline tests."""
 
 import pytest
-from llm_stubs import OpenAIStub
+from helpers.llm_stubs import OpenAIStub
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from mico_chat.instruct_data.omni_caption import (
     omni_prompt,
 )
 
-from llm_stubs import ScriptedGenerator
+from helpers.llm_stubs import ScriptedGenerator
 
 
 def caption_record(rid, vision, audio, subtitle=None):

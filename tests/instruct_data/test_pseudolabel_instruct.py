@@ -22,7 +22,7 @@ from mico_chat.instruct_data.pseudolabel import (
 from mico_chat.instruct_data.synth import factors as F
 from mico_chat.instruct_data.synth import generate_world
 
-from llm_stubs import ScriptedGenerator
+from helpers.llm_stubs import ScriptedGenerator
 
 
 class PixelCaptioner:

@@ -267,6 +267,7 @@ def test_heldout_captions_tell_most_of_1000_clips_apart():
 
 
 # --------------------------------------------------------------------------- files and records
+@pytest.mark.slow  # worker processes
 def test_same_seed_gives_byte_identical_files_whatever_the_worker_count(tmp_path):
     a = generate_world(tmp_path / "a", 34, seed=5, workers=1, progress=False)
     b = generate_world(tmp_path / "b", 34, seed=5, workers=2, progress=False)

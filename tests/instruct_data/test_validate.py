@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from mico_chat.cli import main
-from mico_chat.commands.demo import make_demo_clip
+from mico_chat.media.samples import make_demo_clip
 from mico_chat.instruct_data import RecordError
 from mico_chat.instruct_data.validate import RecordLimits, RecordReader, validate_records
 
@@ -114,6 +114,7 @@ def test_check_levels_catch_progressively_more(dataset):
     assert bad_lines("decode") == [2, 3, 4, 5, 6, 7, 8, 9, 11, 13]  # the cut png only fails to decode
 
 
+@pytest.mark.slow  # worker processes
 def test_parallel_workers_give_the_same_report(dataset, tmp_path):
     many = tmp_path / "many.jsonl"
     lines = (dataset / "records.jsonl").read_text().splitlines()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from media_samples import CLIP_FPS, CLIP_FRAMES, VIDEO_FORMATS, write_indexed_video, write_tone
+from helpers.media_samples import CLIP_FPS, CLIP_FRAMES, VIDEO_FORMATS, write_indexed_video, write_tone
 
 
 @pytest.fixture(scope="session")

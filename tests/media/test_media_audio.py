@@ -5,7 +5,7 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
-from media_samples import dominant_frequency_hz, write_indexed_video, write_tone
+from helpers.media_samples import dominant_frequency_hz, write_indexed_video, write_tone
 
 from mico_chat.media import MediaError, MediaLimits, load_audio, probe
 

@@ -11,7 +11,7 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from media_samples import write_indexed_video, write_tone
+from helpers.media_samples import write_indexed_video, write_tone
 
 from mico_chat.media import (
     MediaError,

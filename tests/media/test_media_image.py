@@ -8,7 +8,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from media_samples import png_bomb_bytes, png_bytes
+from helpers.media_samples import png_bomb_bytes, png_bytes
 from PIL import Image
 
 from mico_chat.media import MediaError, MediaLimits, load_depth, load_image, load_normal

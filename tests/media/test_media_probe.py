@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from media_samples import png_bytes, write_tone
+from helpers.media_samples import png_bytes, write_tone
 from PIL import Image
 
 from mico_chat.media import MediaError, MediaInfo, media_kind_of, probe

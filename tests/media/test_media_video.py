@@ -7,7 +7,7 @@ import importlib.util
 import av
 import numpy as np
 import pytest
-from media_samples import CLIP_FPS, CLIP_FRAMES, VIDEO_FORMATS, frame_index, write_indexed_video
+from helpers.media_samples import CLIP_FPS, CLIP_FRAMES, VIDEO_FORMATS, frame_index, write_indexed_video
 
 from mico_chat.media import MediaError, load_video, probe, sample_frame_times
 from mico_chat.media._pyav import open_container

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from mico_chat.api import ChatModel, GenerationSettings
-from mico_chat.commands.demo import make_demo_clip
+from mico_chat.media.samples import make_demo_clip
 from mico_chat.serve.examples import write_beeps
 
 TINY_NAME = "tiny-mico"
@@ -43,7 +43,7 @@ def data_url(path: Path, mime: str) -> str:
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory) -> Path:
     """The tiny model saved as a MiCo-Chat folder, as a user would serve one."""
-    from tiny import tiny_model
+    from helpers.tiny import tiny_model
 
     folder = tmp_path_factory.mktemp("tiny-model")
     model, processor = tiny_model()

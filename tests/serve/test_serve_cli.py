@@ -19,7 +19,7 @@ from mico_chat.commands.chat import ChatSession
 
 @pytest.fixture(scope="module")
 def chat():
-    from tiny import tiny_model
+    from helpers.tiny import tiny_model
 
     model, processor = tiny_model()
     return ChatModel(model, processor, name="tiny", defaults=GenerationSettings(max_new_tokens=8))
@@ -121,6 +121,7 @@ def stop_with_ctrl_c(process: subprocess.Popen) -> int:
             process.kill()
 
 
+@pytest.mark.slow  # a server subprocess
 def test_api_command_serves_until_ctrl_c(tiny_folder):
     process, url = start_command(["api", "--model", str(tiny_folder), "--port", "0", "--served-model-name", "tiny"])
     try:

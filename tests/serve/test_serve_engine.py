@@ -15,7 +15,7 @@ QUESTIONS = ["hello world", "What is the capital of France?", "beeps"]
 
 @pytest.fixture(scope="module")
 def chat():
-    from tiny import tiny_model
+    from helpers.tiny import tiny_model
 
     model, processor = tiny_model()
     return ChatModel(model, processor, name="tiny", defaults=GenerationSettings(max_new_tokens=10))

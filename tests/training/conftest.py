@@ -7,8 +7,8 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
-    """A tiny MiCo-Chat model folder (tests/tiny.py), saved once per session; treat as read-only."""
-    from train_fixtures import save_tiny_model
+    """A tiny MiCo-Chat model folder (tests/helpers/tiny.py), saved once per session; treat as read-only."""
+    from helpers.train_fixtures import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny_model") / "model")
 
@@ -16,7 +16,7 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
     """Generated records: colour Q&A (stage 2), colour captions (stage 1), depth sides (new modality)."""
-    from train_fixtures import colour_caption_records, colour_qa_records, depth_records
+    from helpers.train_fixtures import colour_caption_records, colour_qa_records, depth_records
 
     root = tmp_path_factory.mktemp("train_data")
     return {

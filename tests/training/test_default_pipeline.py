@@ -47,8 +47,8 @@ def at_repo_root(monkeypatch):
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    from pretrain_fixtures import tiny_bert_folder
-    from tiny import tiny_llm, tiny_tokenizer
+    from helpers.pretrain_fixtures import tiny_bert_folder
+    from helpers.tiny import tiny_llm, tiny_tokenizer
 
     root = tmp_path_factory.mktemp("parts")
     tokenizer = tiny_tokenizer()
@@ -67,6 +67,7 @@ def test_overrides_route_to_steps_and_bad_keys_fail():
         load_pipeline_config(PIPELINE, ["worlds.train.n=many"])  # typed: an int
 
 
+@pytest.mark.slow  # the whole pipeline
 def test_tiny_pipeline_end_to_end_then_skips(parts, tmp_path):
     from mico_chat.api import ChatModel
 

@@ -96,8 +96,9 @@ def test_captions_without_content_words_train_nothing():
     assert loss.item() == 0.0 and parts == {"coverage": 0.0, "precision": 0.0}
 
 
+@pytest.mark.slow  # trains
 def test_stage_trains_only_connectors_without_running_the_llm(tiny_dir, data_dir, tmp_path, monkeypatch):
-    from train_fixtures import tiny_config
+    from helpers.train_fixtures import tiny_config
 
     assert STAGES["stage1_lexical"].objective == "lexical" and STAGES["stage1_lexical"].chat_template == "plain"
     config = tiny_config(tiny_dir, data_dir["captions"], tmp_path / "run", "stage1_lexical",

@@ -13,7 +13,7 @@ from mico_chat.training.data import SampleDataset, cache_encoder_features, scan_
 @pytest.fixture(scope="module")
 def batch_samples(tiny, tmp_path_factory):
     """Five samples of different lengths: images, a multi-turn one, a text-only one."""
-    from train_fixtures import colour_images
+    from helpers.train_fixtures import colour_images
 
     _, processor = tiny
     root = tmp_path_factory.mktemp("mixed")

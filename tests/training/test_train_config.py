@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from mico_chat.training import TrainConfigError, config_from_dict, load_config
+from mico_chat.training import TrainConfigError, TrainRecipe, config_from_dict, load_config
 from mico_chat.training.config import parse_override
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,6 +58,13 @@ def test_yaml_values_and_dotted_overrides_reach_the_dataclasses():
 def test_bad_values_name_the_key(overrides, message):
     with pytest.raises(TrainConfigError, match=message):
         config_from_dict(minimal(), overrides)
+
+
+@pytest.mark.parametrize(("ratio", "total", "warmup"), [(0.25, 40, 10), (0.5, 7, 4), (0.0, 50, 0)])
+def test_warmup_ratio_is_a_fraction_of_the_total_steps(tmp_path, ratio, total, warmup):
+    """train.warmup_ratio reaches the Trainer as a fraction (transformers 5's float warmup_steps), never as steps."""
+    cfg = config_from_dict(minimal(train={"output_dir": str(tmp_path), "warmup_ratio": ratio, "max_steps": total}))
+    assert TrainRecipe(cfg, progress=False).training_arguments().get_warmup_steps(total) == warmup
 
 
 def test_required_values_must_be_set(tmp_path):

@@ -47,7 +47,7 @@ def qa(i, image, question="What colour is this picture?", answer="red"):
 
 
 def bad_data(tmp_path):
-    from train_fixtures import colour_images
+    from helpers.train_fixtures import colour_images
 
     images = colour_images(tmp_path, 2)
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")

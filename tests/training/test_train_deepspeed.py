@@ -6,17 +6,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from mico_chat.training import TrainRecipe, config_from_dict
 
+pytestmark = pytest.mark.slow  # DeepSpeed training in a subprocess
+
 REPO = Path(__file__).resolve().parents[2]
-RUNNER = REPO / "tests" / "train_runner.py"
+RUNNER = REPO / "tests" / "helpers" / "train_runner.py"
 
 
 def test_zero2_and_zero3_train_like_the_plain_trainer_and_export(tiny_dir, data_dir, tmp_path):
-    from train_fixtures import tiny_config
+    from helpers.train_fixtures import tiny_config
 
     def cfg(name, deepspeed=None):
         return tiny_config(

@@ -11,9 +11,11 @@ from transformers import TrainerCallback
 from mico_chat.api import ChatModel
 from mico_chat.training import NonFiniteLossError, TrainRecipe, config_from_dict
 
+pytestmark = pytest.mark.slow  # every test trains a tiny model
+
 
 def run(tiny_dir, records, out, stage, callbacks=(), **sections):
-    from train_fixtures import tiny_config
+    from helpers.train_fixtures import tiny_config
 
     recipe = TrainRecipe(
         config_from_dict(tiny_config(tiny_dir, records, out, stage, **sections)), progress=False, callbacks=callbacks
@@ -27,7 +29,7 @@ def losses(summary_dir):
 
 
 def ask_colours(chat, folder, n=16):
-    from train_fixtures import colour_images
+    from helpers.train_fixtures import colour_images
 
     answers = []
     for name, colour in colour_images(folder, n, seed=11):
@@ -118,7 +120,7 @@ class PoisonAt(TrainerCallback):
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_dir, data_dir, tmp_path):
-    from train_fixtures import tiny_config
+    from helpers.train_fixtures import tiny_config
 
     out = tmp_path / "nan"
     config = config_from_dict(
@@ -135,7 +137,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_dir, d
 
 
 def test_lora_export_merges_into_a_plain_model_with_the_same_outputs(tiny_dir, data_dir, tmp_path):
-    from train_fixtures import tiny_config
+    from helpers.train_fixtures import tiny_config
 
     config = config_from_dict(
         tiny_config(
@@ -168,7 +170,7 @@ def test_lora_export_merges_into_a_plain_model_with_the_same_outputs(tiny_dir, d
 
 def test_qlora_trains_on_a_4bit_llm_and_exports_full_precision(tiny_dir, data_dir, tmp_path):
     import bitsandbytes as bnb
-    from train_fixtures import tiny_config
+    from helpers.train_fixtures import tiny_config
 
     config = config_from_dict(
         tiny_config(
@@ -196,7 +198,7 @@ def test_qlora_trains_on_a_4bit_llm_and_exports_full_precision(tiny_dir, data_di
 
 def test_cli_trains_and_reports_user_errors(tiny_dir, data_dir, tmp_path, capsys):
     import yaml
-    from train_fixtures import tiny_config
+    from helpers.train_fixtures import tiny_config
 
     from mico_chat.cli import main
 

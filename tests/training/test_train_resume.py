@@ -11,11 +11,13 @@ from safetensors.torch import load_file
 
 from mico_chat.training import TrainRecipe, config_from_dict
 
-RUNNER = Path(__file__).resolve().parents[1] / "train_runner.py"
+pytestmark = pytest.mark.slow  # trains, and kills a training subprocess
+
+RUNNER = Path(__file__).resolve().parents[1] / "helpers" / "train_runner.py"
 
 
 def config(tiny_dir, records, out):
-    from train_fixtures import tiny_config
+    from helpers.train_fixtures import tiny_config
 
     # LoRA dropout draws random numbers every step (RNG state), checkpoints fall mid-epoch
     # (16 samples, batch 4, checkpoint every 3 steps: data position), 8 steps span two epochs.

@@ -46,6 +46,7 @@ def test_default_lexical_stage1_config_aligns_connectors_with_out_norm(data_dir,
     assert model.connectors["video"].out_norm.weight.mean().item() == pytest.approx(rms, rel=1e-5)  # untouched: no video
 
 
+@pytest.mark.slow  # trains
 @pytest.mark.parametrize("stage", ["stage2_instruct", "stage2_lora", "stage2_qlora", "new_modality"])
 def test_default_later_stage_configs_run(stage, tiny_dir, data_dir, tmp_path):
     records = data_dir["depth"] if stage == "new_modality" else data_dir["qa"]

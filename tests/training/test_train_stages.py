@@ -20,7 +20,7 @@ CONNECTORS = sorted(
 
 
 def staged(tiny_dir, data_dir, tmp_path, stage, **sections):
-    from train_fixtures import tiny_config
+    from helpers.train_fixtures import tiny_config
 
     recipe = TrainRecipe(
         config_from_dict(tiny_config(tiny_dir, data_dir["qa"], tmp_path / "run", stage, **sections)), progress=False

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from transformers import BertConfig, BertModel
 
-from tiny_pretraining import tiny_bert_tokenizer
+from .tiny_pretraining import tiny_bert_tokenizer
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 70), "blue": (40, 90, 230), "yellow": (240, 215, 40)}
 PITCHES = {"low": 500.0, "high": 1500.0}

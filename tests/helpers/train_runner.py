@@ -1,6 +1,6 @@
 """Run one tiny training job in its own process, optionally killing itself with SIGKILL.
 
-    python tests/train_runner.py CONFIG.json [--kill-mid-save STEP] [--kill-at-step STEP]
+    python tests/helpers/train_runner.py CONFIG.json [--kill-mid-save STEP] [--kill-at-step STEP]
 
 ``--kill-mid-save STEP``: SIGKILL while checkpoint-STEP is being written (after the model and
 optimizer files, before the RNG and trainer state), the worst moment for a checkpoint.
@@ -16,8 +16,6 @@ import os
 import signal
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 def main() -> int:

@@ -17,8 +17,8 @@ SIDES = ("left", "right")
 
 
 def save_tiny_model(folder: Path, chat_template: str = "llm", seed: int = 0) -> Path:
-    """A tiny MiCo-Chat model (tests/tiny.py) saved as a folder ``ChatModel.load`` reads."""
-    from tiny import tiny_model
+    """A tiny MiCo-Chat model (tests/helpers/tiny.py) saved as a folder ``ChatModel.load`` reads."""
+    from .tiny import tiny_model
 
     from mico_chat.api import ChatModel
 
