@@ -8,7 +8,7 @@ from mico_chat.training.config import parse_override
 
 REPO = Path(__file__).resolve().parents[2]
 # Training-stage configs: configs/pretrain/ holds encoder pretraining, pipeline.yaml chains the steps
-# (each has its own tests: test_pretraining_recipe.py, test_default_pipeline.py).
+# (each has its own tests: pretraining/test_pretraining_recipe.py, training/test_default_pipeline.py).
 CONFIGS = sorted(
     p for p in (REPO / "configs").glob("*/*.yaml") if p.parent.name != "pretrain" and p.name != "pipeline.yaml"
 )

@@ -64,7 +64,7 @@ def test_config_yaml_overrides_and_errors(world, tmp_path):
 def test_shipped_pretrain_configs_load_once_the_output_dir_is_set():
     from pathlib import Path
 
-    configs = sorted((Path(__file__).resolve().parents[1] / "configs/pretrain").glob("*.yaml"))
+    configs = sorted((Path(__file__).resolve().parents[2] / "configs/pretrain").glob("*.yaml"))
     assert configs
     for path in configs:
         assert f"mico-chat pretrain configs/pretrain/{path.name}" in path.read_text(), path  # launch command

@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # runs the figures script in a subprocess
 
-SCRIPT = Path(__file__).parents[1] / "docs" / "experiments" / "pretrain_figures.py"
+SCRIPT = Path(__file__).parents[2] / "docs" / "experiments" / "pretrain_figures.py"
 
 
 def figures(t2v_r1: float, t2a_r5: float = 15.0) -> dict:

@@ -45,7 +45,7 @@ from mico_chat.weights import (
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------------------------------
