@@ -89,7 +89,8 @@ class PresetSpec:
         known = cls.keys()
         unknown = sorted(set(raw) - set(known))
         if unknown:
-            raise ConfigError(f"{source}: unknown preset key(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+            names = ", ".join(map(repr, unknown))
+            raise ConfigError(f"{source}: unknown preset key(s) {names}; known: {', '.join(known)}")
         missing = [k for k in ("llm", "encoder") if k not in raw]
         if missing:
             raise ConfigError(f"{source}: missing preset key(s) {', '.join(missing)}")

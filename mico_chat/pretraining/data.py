@@ -50,10 +50,9 @@ class WordSwapper:
 
     def __init__(self, groups: Sequence[Sequence[str]]):
         self.groups = [tuple(w.strip() for w in g) for g in groups]
-        self.patterns = [
-            re.compile(r"\b(" + "|".join(re.escape(w) for w in sorted(g, key=len, reverse=True)) + r")\b", re.IGNORECASE)
-            for g in self.groups
-        ]
+        # Longest first, so "to the left" wins over a shorter member it contains.
+        alternatives = ["|".join(re.escape(w) for w in sorted(g, key=len, reverse=True)) for g in self.groups]
+        self.patterns = [re.compile(rf"\b({a})\b", re.IGNORECASE) for a in alternatives]
 
     def swap(self, text: str, rng: np.random.Generator) -> str | None:
         """``text`` with one swapped word, or ``None`` when no group occurs in it."""
