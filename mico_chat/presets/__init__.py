@@ -83,7 +83,8 @@ class PresetSpec:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str | os.PathLike = "preset") -> PresetSpec:
-        """Check ``raw`` (a parsed preset JSON) and build the spec; errors name ``source``."""
+        """Check ``raw`` (a parsed preset JSON) and build the spec; errors name ``source``, and a path
+        ``source`` is where the spec looks for its weights file."""
         if not isinstance(raw, Mapping):
             raise ConfigError(f"{source}: a preset is a JSON object, got {type(raw).__name__}")
         known = cls.keys()
@@ -105,7 +106,7 @@ class PresetSpec:
                 raise ConfigError(f"{source}: preset key {key!r} has a {type(value).__name__}: {value!r:.60}")
         values = dict(raw)
         values["connectors"] = dict(values.get("connectors") or {})
-        return cls(**values, path=Path(source) if not isinstance(source, Path) else source)
+        return cls(**values, path=Path(source) if isinstance(source, os.PathLike) else None)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (defaults included, ``path`` left out)."""
