@@ -9,6 +9,7 @@ from .base import (
     register_connector,
 )
 from .combiner import CombinerConfig, TimeAlignedCombiner
+from .gated_xattn import GatedXAttn, GatedXAttnAdapter, GatedXAttnConfig, SeparableCrossAttention
 from .projectors import LinearConnector, MLPConnector
 from .resampler import ResamplerConfig, ResamplerConnector
 
@@ -17,10 +18,14 @@ __all__ = [
     "CombinerConfig",
     "Connector",
     "ConnectorConfig",
+    "GatedXAttn",
+    "GatedXAttnAdapter",
+    "GatedXAttnConfig",
     "LinearConnector",
     "MLPConnector",
     "ResamplerConfig",
     "ResamplerConnector",
+    "SeparableCrossAttention",
     "TimeAlignedCombiner",
     "build_connector",
     "connector_class",

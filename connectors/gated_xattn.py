@@ -1,0 +1,207 @@
+"""Gated cross-attention adapters: media reach the LLM through adapters in its decoder layers.
+
+The adapter-based video-conditioned language model of the pseudo-label captioning paper (section 4,
+Figure 4; the idea is Flamingo's gated xattn-dense, Alayrac et al., 2022). Where every other
+connector turns media into tokens that replace placeholders in the text, here the text sequence
+holds *no* media tokens: chosen decoder layers get an adapter that cross-attends from the text
+hidden states to the media features before the layer runs, so the media cost the LLM's sequence
+nothing whatever the number of frames.
+
+One adapter, for text hidden states ``x (B, L, D)`` and media ``m (B, T, S, D)``::
+
+    x = x + tanh(g_attn) * SepXAttn(norm(x), m)       # g_attn: (D,), a gate per dimension
+    x = x + tanh(g_ffn)  * FFN(norm(x))                # g_ffn:  (D,)
+
+Separable cross-attention (section 4.2), exactly as implemented here::
+
+    time  = norm_t(maxpool_S(m))                       # (B, T, D): each frame's tokens max-pooled
+    space = norm_s(maxpool_T(m))                       # (B, S, D): each position max-pooled over frames
+    SepXAttn(q, m) = W [attn_t(q, time); attn_s(q, space)]   # (B, L, 2D) -> (B, L, D)
+
+so a query attends over the T frames and, separately, over the S spatial tokens, at cost
+``O(L(T + S))`` instead of ``O(LTS)`` for full cross-attention. This is the paper's variant
+(max-pool one axis, layer-norm, attend over the other, concatenate, one linear map), not a
+two-step "within each frame, then over frames" attention, which would cost ``O(LTS)`` again.
+
+Gates are vectors, one per hidden dimension (section 4.1: scalar gates diverged at high learning
+rates), initialised at ``tanh(0) = 0`` (Flamingo; the model starts as the plain LLM, exactly) or
+``tanh(1) ~ 0.76`` (section 5, "gate initialisation": closer to 1 helped markedly when fine-tuning
+without adapter pre-training); :class:`GatedXAttnConfig`'s ``gate_init`` chooses.
+
+The hook into the LLM is a forward pre-hook on each chosen decoder layer (:meth:`GatedXAttn.attach`):
+the LLM's modules and parameter names are untouched, so its pretrained weights load as before and
+the adapters' weights live beside it. Media are set per forward call with :meth:`GatedXAttn.media`
+(a context manager); a chosen layer that runs with no media set passes its input through unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+GateInit = Literal["zero", "one"]
+
+
+@dataclass
+class GatedXAttnConfig:
+    """Where the adapters go and what they are.
+
+    Args:
+        layers: indices of the LLM decoder layers that get an adapter (run before the layer);
+            negative indices count from the end. Flamingo puts one every few layers.
+        heads: attention heads of each cross-attention; must divide the LLM's hidden size.
+        ffn_mult: hidden width of each adapter's FFN, in multiples of the LLM's hidden size.
+        gate_init: ``"zero"`` starts every gate at ``tanh(0) = 0`` (the model is then exactly the
+            plain LLM); ``"one"`` at ``tanh(1)`` (section 5 of the paper).
+    """
+
+    layers: list[int] = field(default_factory=lambda: [0])
+    heads: int = 4
+    ffn_mult: int = 4
+    gate_init: GateInit = "zero"
+
+    def __post_init__(self) -> None:
+        self.layers = [int(i) for i in self.layers]
+        if not self.layers:
+            raise ValueError("gated_xattn layers must name at least one decoder layer")
+        for name in ("heads", "ffn_mult"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"gated_xattn {name} must be >= 1, got {getattr(self, name)}")
+        if self.gate_init not in ("zero", "one"):
+            raise ValueError(f"gated_xattn gate_init must be 'zero' or 'one', got {self.gate_init!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | GatedXAttnConfig) -> GatedXAttnConfig:
+        if isinstance(data, GatedXAttnConfig):
+            return data
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown gated_xattn config keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SeparableCrossAttention(nn.Module):
+    """Section 4.2: attend over frames (space max-pooled) and over positions (time max-pooled)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"gated_xattn heads ({heads}) must divide the LLM hidden size ({dim})")
+        self.norm_time = nn.LayerNorm(dim)
+        self.norm_space = nn.LayerNorm(dim)
+        self.attn_time = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.attn_space = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.out = nn.Linear(2 * dim, dim)
+
+    def forward(self, query: torch.Tensor, media: torch.Tensor) -> torch.Tensor:
+        """``query (B, L, D)``, ``media (B, T, S, D)`` -> ``(B, L, D)``."""
+        time = self.norm_time(media.amax(dim=2))  # (B, T, D)
+        space = self.norm_space(media.amax(dim=1))  # (B, S, D)
+        over_time = self.attn_time(query, time, time, need_weights=False)[0]  # (B, L, D)
+        over_space = self.attn_space(query, space, space, need_weights=False)[0]  # (B, L, D)
+        return self.out(torch.cat([over_time, over_space], dim=-1))  # (B, L, 2D) -> (B, L, D)
+
+
+class GatedXAttnAdapter(nn.Module):
+    """One adapter: pre-norm separable cross-attention and FFN, each behind a tanh vector gate."""
+
+    def __init__(self, dim: int, heads: int, ffn_mult: int, gate_init: GateInit):
+        super().__init__()
+        start = 0.0 if gate_init == "zero" else 1.0
+        self.norm_attn = nn.LayerNorm(dim)
+        self.xattn = SeparableCrossAttention(dim, heads)
+        self.gate_attn = nn.Parameter(torch.full((dim,), start))  # tanh(gate) scales each dimension
+        self.norm_ffn = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_mult * dim), nn.GELU(), nn.Linear(ffn_mult * dim, dim))
+        self.gate_ffn = nn.Parameter(torch.full((dim,), start))
+
+    def forward(self, hidden: torch.Tensor, media: torch.Tensor) -> torch.Tensor:
+        """``hidden (B, L, D)``, ``media (B, T, S, D)`` -> ``(B, L, D)``."""
+        if media.shape[0] != hidden.shape[0]:
+            raise ValueError(
+                f"gated_xattn: {media.shape[0]} media items for a batch of {hidden.shape[0]} sequences; "
+                "give one (B, T, S, D) item per sequence"
+            )
+        hidden = hidden + torch.tanh(self.gate_attn) * self.xattn(self.norm_attn(hidden), media)
+        return hidden + torch.tanh(self.gate_ffn) * self.ffn(self.norm_ffn(hidden))
+
+
+class GatedXAttn(nn.Module):
+    """The projection of the media to the LLM's width plus one adapter per chosen decoder layer.
+
+    ``adapters`` is keyed by the (non-negative) layer index as a string, so the saved weights say
+    which layer each adapter belongs to. Use::
+
+        gx = GatedXAttn(config, media_dim=D_enc, llm_dim=D_llm, num_layers=len(decoder_layers))
+        gx.attach(decoder_layers)                  # once, after building or loading
+        with gx.media(features):                   # features (B, T, S, D_enc), one item per sequence
+            logits = llm(input_ids).logits         # input_ids hold no media tokens
+    """
+
+    def __init__(self, config: GatedXAttnConfig, media_dim: int, llm_dim: int, num_layers: int):
+        super().__init__()
+        self.config = config
+        for i in config.layers:
+            if not -num_layers <= i < num_layers:
+                raise ValueError(f"gated_xattn layer {i} is out of range for an LLM with {num_layers} decoder layers")
+        layers = sorted({i % num_layers for i in config.layers})
+        self.proj = nn.Linear(media_dim, llm_dim)
+        self.adapters = nn.ModuleDict(
+            {str(i): GatedXAttnAdapter(llm_dim, config.heads, config.ffn_mult, config.gate_init) for i in layers}
+        )
+        self._media: torch.Tensor | None = None  # (B, T, S, D_llm) while inside ``media(...)``
+        self._handles: list[RemovableHandle] = []
+
+    def attach(self, decoder_layers: Sequence[nn.Module]) -> None:
+        """Register a forward pre-hook on each chosen layer that runs its adapter on the layer's input.
+
+        Idempotent: attaching again first removes the earlier hooks.
+        """
+        self.detach()
+        for key, adapter in self.adapters.items():
+            layer = decoder_layers[int(key)]
+            self._handles.append(layer.register_forward_pre_hook(self._hook(adapter), with_kwargs=True))
+
+    def detach(self) -> None:
+        """Remove the hooks: the decoder layers run as the plain LLM's again."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _hook(self, adapter: GatedXAttnAdapter):
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+            if self._media is None:
+                return None
+            if args:
+                hidden = args[0]
+                return (adapter(hidden, self._media.to(hidden.dtype)), *args[1:]), kwargs
+            if "hidden_states" not in kwargs:
+                raise TypeError("gated_xattn: the decoder layer was called without hidden_states")
+            hidden = kwargs["hidden_states"]
+            return args, {**kwargs, "hidden_states": adapter(hidden, self._media.to(hidden.dtype))}
+
+        return hook
+
+    @contextmanager
+    def media(self, features: torch.Tensor | None) -> Iterator[None]:
+        """Within the block, the adapters cross-attend to ``features (B, T, S, D_enc)`` (projected to
+        the LLM's width once, here); ``None`` leaves the LLM plain. ``B`` must match the LLM's batch."""
+        if features is not None and features.dim() != 4:
+            raise ValueError(f"gated_xattn media must be (B, T, S, D), got {tuple(features.shape)}")
+        previous = self._media
+        self._media = None if features is None else self.proj(features)  # (B, T, S, D_llm)
+        try:
+            yield
+        finally:
+            self._media = previous
+

@@ -1,0 +1,140 @@
+"""Gated cross-attention adapters on a tiny LLaMA: exact identity at tanh(0), shapes, gradients to
+the gates, the tanh(1) option, a save/load round trip, and media that never enter the token sequence."""
+
+import pytest
+import torch
+from helpers.tiny import tiny_llm
+from safetensors.torch import load_file, save_file
+
+from mico_chat.connectors import GatedXAttn, GatedXAttnConfig, SeparableCrossAttention
+
+VOCAB = 64
+ENC_DIM = 32  # the tiny encoder's width; the tiny LLaMA's is 48
+
+
+def build(gate_init="zero", layers=(0, -1), seed=0):
+    llm = tiny_llm(VOCAB, seed=seed)
+    torch.manual_seed(seed + 1)
+    config = GatedXAttnConfig(layers=list(layers), heads=4, ffn_mult=2, gate_init=gate_init)
+    gx = GatedXAttn(config, media_dim=ENC_DIM, llm_dim=llm.config.hidden_size, num_layers=llm.config.num_hidden_layers)
+    gx.attach(llm.model.layers)
+    return llm, gx
+
+
+def inputs(batch=2, length=7, frames=3, spatial=5):
+    torch.manual_seed(123)
+    return torch.randint(4, VOCAB, (batch, length)), torch.randn(batch, frames, spatial, ENC_DIM)
+
+
+def test_zero_gates_give_the_plain_llm_exactly():
+    llm, gx = build("zero")
+    ids, media = inputs()
+    with torch.no_grad():
+        plain = llm(ids).logits
+        with gx.media(media):
+            gated = llm(ids).logits
+    assert torch.equal(plain, gated)
+
+
+def test_tanh_one_gates_change_the_output_and_depend_on_the_media():
+    llm, gx = build("one")
+    ids, media = inputs()
+    with torch.no_grad():
+        plain = llm(ids).logits
+        with gx.media(media):
+            gated = llm(ids).logits
+        with gx.media(torch.randn_like(media)):
+            other = llm(ids).logits
+    assert gated.shape == plain.shape == (2, 7, VOCAB)
+    assert not torch.allclose(plain, gated)
+    assert not torch.allclose(gated, other)
+    assert torch.allclose(torch.tanh(gx.adapters["0"].gate_attn), torch.full((48,), torch.tanh(torch.tensor(1.0)).item()))
+
+
+def test_no_media_set_leaves_the_llm_plain_and_detach_removes_the_hooks():
+    llm, gx = build("one")
+    ids, media = inputs()
+    with torch.no_grad():
+        plain = llm(ids).logits
+        gx.detach()
+        with gx.media(media):
+            detached = llm(ids).logits
+    assert torch.equal(plain, detached)
+
+
+def test_shapes_and_layer_keys():
+    attn = SeparableCrossAttention(48, 4)
+    assert attn(torch.randn(2, 7, 48), torch.randn(2, 3, 5, 48)).shape == (2, 7, 48)
+    _, gx = build(layers=(0, -1, 1))
+    assert sorted(gx.adapters) == ["0", "1"]  # -1 is layer 1 of 2; duplicates merge
+    assert gx.adapters["0"].gate_attn.shape == gx.adapters["0"].gate_ffn.shape == (48,)  # vector gates
+
+
+def test_gradients_reach_the_adapters_and_their_gates_at_zero_init():
+    llm, gx = build("zero")
+    ids, media = inputs()
+    with gx.media(media):
+        llm(ids, labels=ids).loss.backward()
+    # With tanh(0) gates the branches get no gradient yet; the gates do (d tanh/dg = 1 at 0).
+    for key in gx.adapters:
+        for gate in ("gate_attn", "gate_ffn"):
+            grad = getattr(gx.adapters[key], gate).grad
+            assert grad is not None and grad.abs().sum() > 0, (key, gate)
+
+
+def test_gradients_reach_every_adapter_parameter_at_tanh_one():
+    llm, gx = build("one")
+    ids, media = inputs()
+    with gx.media(media):
+        llm(ids, labels=ids).loss.backward()
+    for name, param in gx.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_save_load_round_trip(tmp_path):
+    llm, gx = build("one")
+    with torch.no_grad():
+        for p in gx.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    save_file(gx.state_dict(), tmp_path / "gated_xattn.safetensors")
+    config = GatedXAttnConfig.from_dict(gx.config.to_dict())
+    # The same LLM weights (its parameter names are untouched); only the adapters are rebuilt.
+    gx.detach()
+    fresh = GatedXAttn(config, media_dim=ENC_DIM, llm_dim=48, num_layers=2)
+    fresh.load_state_dict(load_file(tmp_path / "gated_xattn.safetensors"))
+    fresh.attach(llm.model.layers)
+    ids, media = inputs()
+    with torch.no_grad():
+        with fresh.media(media):
+            reloaded = llm(ids).logits
+        fresh.detach()
+        gx.attach(llm.model.layers)
+        with gx.media(media):
+            original = llm(ids).logits
+    assert torch.equal(original, reloaded)
+
+
+def test_media_come_through_their_own_argument_not_the_tokens():
+    # The text holds no media placeholders: the same input_ids with and without media, and the
+    # sequence length (and so the logits' shape) does not grow with the number of frames.
+    llm, gx = build("one")
+    ids, _ = inputs()
+    for frames in (1, 4, 16):
+        with torch.no_grad(), gx.media(torch.randn(2, frames, 5, ENC_DIM)):
+            assert llm(ids).logits.shape == (2, 7, VOCAB)
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match="gate_init"):
+        GatedXAttnConfig(gate_init="half")
+    with pytest.raises(ValueError, match="out of range"):
+        GatedXAttn(GatedXAttnConfig(layers=[2]), media_dim=ENC_DIM, llm_dim=48, num_layers=2)
+    with pytest.raises(ValueError, match="unknown gated_xattn config keys"):
+        GatedXAttnConfig.from_dict({"layer": [0]})
+    llm, gx = build()
+    with pytest.raises(ValueError, match=r"\(B, T, S, D\)"):
+        with gx.media(torch.randn(2, 5, ENC_DIM)):
+            pass
+    with pytest.raises(ValueError, match="media items for a batch"):
+        with gx.media(torch.randn(3, 2, 5, ENC_DIM)):
+            llm(inputs()[0])
