@@ -49,6 +49,7 @@ def build_model(
     seed: int = 0,
     llm_name: str | None = None,
     llm_load_kwargs: Mapping[str, Any] | None = None,
+    gated_xattn: Mapping[str, Any] | None = None,
 ) -> tuple[MiCoChatForConditionalGeneration, MiCoChatProcessor]:
     """A MiCo-Chat model with the LLM's pretrained weights and freshly initialised encoder/connectors.
 
@@ -68,6 +69,8 @@ def build_model(
         llm_name: what to record as ``llm_name_or_path`` (defaults to ``llm``).
         llm_load_kwargs: extra ``from_pretrained`` arguments for the LLM (``quantization_config``,
             ``device_map``); a quantized LLM keeps its own dtypes and placement.
+        gated_xattn: a :class:`~mico_chat.connectors.GatedXAttnConfig` dict: media reach the LLM
+            through gated cross-attention adapters instead of as tokens (see ``MiCoChatConfig``).
 
     Returns:
         ``(model, processor)``; the model is in eval mode.
@@ -95,6 +98,7 @@ def build_model(
         chat_template=chat_template,
         system_prompt=system_prompt,
         llm_name_or_path=llm_name,
+        gated_xattn=None if gated_xattn is None else dict(gated_xattn),
     )
     attn_implementation = language_model.config._attn_implementation or "sdpa"
     with torch.random.fork_rng(devices=[]):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from mico_chat.connectors import ConnectorConfig, connector_class
+from mico_chat.connectors import ConnectorConfig, GatedXAttnConfig, connector_class
 from mico_chat.encoders import MiCoEncoderConfig
 from mico_chat.modality import MediaLayout, Modality
 
@@ -27,6 +27,10 @@ class MiCoChatConfig(PreTrainedConfig):
             at inference alike (``None``: the template's own default, e.g. SmolLM2's 20-token one).
         llm_name_or_path: where the LLM weights came from (a known name or a folder); recorded so a
             checkpoint that stores only the non-LLM weights can be completed.
+        gated_xattn: a :class:`~mico_chat.connectors.GatedXAttnConfig` dict to bring media in through
+            gated cross-attention adapters in the LLM's decoder layers instead of as tokens: the
+            processor then puts no media tokens in the text (:meth:`num_media_tokens` is 0) and
+            the per-modality connectors are not used. ``None`` (default): media as tokens.
     """
 
     model_type = "mico_chat"
@@ -43,6 +47,7 @@ class MiCoChatConfig(PreTrainedConfig):
     system_prompt: str | None = None
     llm_name_or_path: str | None = None
     tie_word_embeddings: bool = False
+    gated_xattn: dict | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -57,6 +62,8 @@ class MiCoChatConfig(PreTrainedConfig):
             raise ValueError(f"connectors for {sorted(unknown)} but the encoder reads {self.encoder_config.modalities}")
         self.connectors = {m: ConnectorConfig.from_dict(c).to_dict() for m, c in connectors.items()}
         self.media_token_ids = {str(Modality.parse(m)): int(i) for m, i in (self.media_token_ids or {}).items()}
+        if self.gated_xattn is not None:
+            self.gated_xattn = GatedXAttnConfig.from_dict(self.gated_xattn).to_dict()
         if self.chat_template not in TEMPLATES:
             raise ValueError(f"unknown chat_template {self.chat_template!r}; registered: {', '.join(TEMPLATES)}")
 
@@ -76,8 +83,11 @@ class MiCoChatConfig(PreTrainedConfig):
         return ConnectorConfig.from_dict(self.connectors[modality.value])
 
     def num_media_tokens(self, modality: str | Modality, num_segments: int) -> int:
-        """How many LLM tokens one ``modality`` item with ``num_segments`` segments becomes."""
+        """How many LLM tokens one ``modality`` item with ``num_segments`` segments becomes (0 with
+        ``gated_xattn``: the media reach the LLM through its adapters, not its sequence)."""
         layout: MediaLayout = self.encoder_config.layout(modality, num_segments)
+        if self.gated_xattn is not None:
+            return 0
         config = self.connector_config(modality)
         return connector_class(config.type).num_tokens(config, layout)
 

@@ -3,11 +3,17 @@
 Media features replace the embeddings of their placeholder tokens (``masked_scatter``); the
 processor has already expanded each placeholder to exactly as many tokens as the connector emits,
 and a count mismatch raises here rather than silently truncating.
+
+With ``config.gated_xattn`` set, media instead reach the LLM through gated cross-attention adapters
+(:class:`~mico_chat.connectors.GatedXAttn`): forward pre-hooks on the chosen decoder layers run an
+adapter over each layer's input, cross-attending to the encoder features of the call's media; the
+text holds no media tokens and the connectors are not used.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -15,9 +21,9 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 
-from mico_chat.connectors import build_connector
+from mico_chat.connectors import GatedXAttn, GatedXAttnConfig, build_connector
 from mico_chat.encoders import MiCoEncoder
-from mico_chat.modality import Modality
+from mico_chat.modality import MediaLayout, Modality
 
 from .configuration import MiCoChatConfig
 
@@ -51,7 +57,8 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
     """The assembled chat model.
 
     Submodules: ``encoder`` (:class:`MiCoEncoder`), ``connectors`` (``ModuleDict`` keyed by modality
-    name) and ``language_model`` (any ``AutoModelForCausalLM``).
+    name), ``language_model`` (any ``AutoModelForCausalLM``) and, with ``config.gated_xattn``,
+    ``gated_xattn`` (:class:`GatedXAttn`, hooked into the LLM's decoder layers; else ``None``).
     """
 
     def __init__(self, config: MiCoChatConfig, language_model: PreTrainedModel | None = None):
@@ -70,7 +77,22 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         if language_model is not None:
             config.text_config = language_model.config  # one config object, so resizing updates both
         self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
+        self.gated_xattn: GatedXAttn | None = None
+        if config.gated_xattn is not None:
+            layers = self._decoder_layers()
+            self.gated_xattn = GatedXAttn(GatedXAttnConfig.from_dict(config.gated_xattn), enc_dim, llm_dim, len(layers))
         self.post_init()
+        if self.gated_xattn is not None:
+            self.gated_xattn.attach(self._decoder_layers())
+
+    def _decoder_layers(self) -> nn.ModuleList:
+        """The LLM's decoder layers (``language_model.get_decoder().layers``, as in LLaMA-family models)."""
+        layers = getattr(self.language_model.get_decoder(), "layers", None)
+        if not isinstance(layers, nn.ModuleList):
+            raise ValueError(
+                f"gated_xattn needs an LLM whose decoder has a .layers ModuleList; {type(self.language_model).__name__} has none"
+            )
+        return layers
 
     # HF plumbing: embeddings live in the LLM.
     def get_input_embeddings(self) -> nn.Module:
@@ -98,6 +120,18 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         (a frozen encoder's cached features during training); they skip the encoder. A modality
         may come one way or the other, not both.
         """
+        features, layouts = self._encoder_features(media, encoder_features)
+        projected = {}
+        for modality, feats in features.items():
+            projected[modality] = self.connectors[modality.value](feats, layouts[modality])  # (N, M, d_llm)
+        return projected
+
+    def _encoder_features(
+        self,
+        media: Mapping[str | Modality, torch.Tensor] | None,
+        encoder_features: Mapping[str | Modality, torch.Tensor] | None,
+    ) -> tuple[dict[Modality, torch.Tensor], dict[Modality, MediaLayout]]:
+        """Encoder outputs ``{modality: (N, S*(1+P), D)}`` and their layouts, from media or cached features."""
         inputs = {Modality.parse(m): v for m, v in (media or {}).items() if v is not None and v.numel() > 0}
         cached = {Modality.parse(m): f for m, f in (encoder_features or {}).items() if f is not None and f.numel() > 0}
         both = sorted(str(m) for m in set(inputs) & set(cached))
@@ -113,10 +147,26 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
                 )
             features[modality] = feats
             layouts[modality] = self.encoder.layout(modality, feats.shape[1] // per_segment)
-        projected = {}
-        for modality, feats in features.items():
-            projected[modality] = self.connectors[modality.value](feats, layouts[modality])  # (N, M, d_llm)
-        return projected
+        return features, layouts
+
+    def adapter_media(
+        self,
+        media: Mapping[str | Modality, torch.Tensor] | None = None,
+        encoder_features: Mapping[str | Modality, torch.Tensor] | None = None,
+    ) -> AbstractContextManager:
+        """With ``gated_xattn``: a context in which the adapters attend to these media's encoder
+        features, reshaped per item to ``(N, T=S segments, 1+P tokens, D)`` (time x space). One
+        modality per call, one item per sequence (``N`` = the batch); no media: the plain LLM."""
+        if self.gated_xattn is None:
+            raise ValueError("adapter_media needs a model built with gated_xattn")
+        features, layouts = self._encoder_features(media, encoder_features)
+        if len(features) > 1:
+            raise ValueError(f"gated_xattn takes one modality per call, got {', '.join(sorted(map(str, features)))}")
+        if not features:
+            return self.gated_xattn.media(None)
+        (modality, feats), = features.items()
+        layout = layouts[modality]
+        return self.gated_xattn.media(feats.view(feats.shape[0], layout.num_segments, layout.tokens_per_segment, -1))
 
     def embed_inputs(
         self,
@@ -124,8 +174,20 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         media: Mapping[str | Modality, torch.Tensor] | None = None,
         encoder_features: Mapping[str | Modality, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """LLM input embeddings ``(B, L, d_llm)`` with each placeholder run replaced by its media features."""
+        """LLM input embeddings ``(B, L, d_llm)`` with each placeholder run replaced by its media features.
+
+        With ``gated_xattn`` the text must hold no placeholder tokens and the media are not merged
+        here (they go to the adapters, see :meth:`adapter_media`): the plain token embeddings.
+        """
         embeds = self.get_input_embeddings()(input_ids)  # (B, L, d)
+        if self.gated_xattn is not None:
+            ids = torch.tensor(list(self.config.media_token_ids.values()), device=input_ids.device)
+            if torch.isin(input_ids, ids).any():
+                raise MediaTokenMismatchError(
+                    "this model takes media through gated cross-attention adapters: the text must hold no "
+                    "media placeholder tokens (MiCoChatProcessor drops them for such a model)"
+                )
+            return embeds
         projected = self.encode_media(media, encoder_features)
         token_ids = self.config.media_token_ids
         for modality in self.config.modalities:
@@ -178,8 +240,18 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.embed_inputs(input_ids, media, encoder_features)
-        elif media or encoder_features:
+        elif (media or encoder_features) and self.gated_xattn is None:
             raise ValueError("media must be merged before passing inputs_embeds (use embed_inputs)")
+        adapters = nullcontext() if self.gated_xattn is None else self.adapter_media(media, encoder_features)
+        with adapters:
+            return self._forward_llm(
+                inputs_embeds, attention_mask, position_ids, past_key_values, labels, use_cache, logits_to_keep, **kwargs
+            )
+
+    def _forward_llm(
+        self, inputs_embeds, attention_mask, position_ids, past_key_values, labels, use_cache, logits_to_keep, **kwargs
+    ) -> MiCoChatOutput:
+        """The LLM on merged embeddings (the adapters' media, if any, already set)."""
         if isinstance(logits_to_keep, str):
             if logits_to_keep != "labels" or labels is None:
                 raise ValueError(
@@ -231,12 +303,14 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
     ) -> torch.LongTensor:
         """Generate continuations; returns only the new tokens, ``(B, new)``.
 
-        The media are encoded once and merged into the prompt embeddings; the LLM's own
-        ``generate`` then decodes (greedy, sampling, streamers and stopping criteria all apply).
+        The media are encoded once and merged into the prompt embeddings (with ``gated_xattn``:
+        set for the adapters for the whole decode); the LLM's own ``generate`` then decodes
+        (greedy, sampling, streamers and stopping criteria all apply).
         """
         inputs_embeds = self.embed_inputs(input_ids, media)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        return self.language_model.generate(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
-        )
+        with nullcontext() if self.gated_xattn is None else self.adapter_media(media):
+            return self.language_model.generate(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
+            )

@@ -1,12 +1,14 @@
 """Gated cross-attention adapters on a tiny LLaMA: exact identity at tanh(0), shapes, gradients to
 the gates, the tanh(1) option, a save/load round trip, and media that never enter the token sequence."""
 
+import numpy as np
 import pytest
 import torch
 from helpers.tiny import tiny_llm
 from safetensors.torch import load_file, save_file
 
 from mico_chat.connectors import GatedXAttn, GatedXAttnConfig, SeparableCrossAttention
+from mico_chat.modeling import MediaTokenMismatchError
 
 VOCAB = 64
 ENC_DIM = 32  # the tiny encoder's width; the tiny LLaMA's is 48
@@ -138,3 +140,89 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="media items for a batch"):
         with gx.media(torch.randn(3, 2, 5, ENC_DIM)):
             llm(inputs()[0])
+
+
+# ---------------------------------------------------------------- in the assembled model
+
+
+def gated_model(gate_init="zero", seed=0):
+    """The tiny model of ``helpers.tiny.tiny_model`` with adapters in both LLM layers."""
+    from helpers.tiny import TINY_CONNECTORS, TINY_ENCODER, tiny_tokenizer
+
+    from mico_chat.builder import build_model
+    from mico_chat.preprocess import MediaSettings
+
+    tokenizer = tiny_tokenizer()
+    return build_model(
+        tiny_llm(len(tokenizer), seed=seed),
+        tokenizer=tokenizer,
+        encoder=TINY_ENCODER,
+        connectors=TINY_CONNECTORS,
+        settings=MediaSettings(num_frames=4),
+        seed=seed,
+        llm_name="tiny-llama",
+        gated_xattn={"layers": [0, 1], "heads": 4, "ffn_mult": 2, "gate_init": gate_init},
+    )
+
+
+def video_batch(processor, n_frames=6):
+    frames = np.random.default_rng(0).integers(0, 255, size=(n_frames, 40, 48, 3), dtype=np.uint8)
+    conv = [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": "What moves?"}]}]
+    return processor([conv])
+
+
+def test_model_processor_puts_no_media_tokens_in_the_text():
+    model, processor = gated_model()
+    batch = video_batch(processor)
+    assert model.config.num_media_tokens("video", 4) == 0
+    placeholder_ids = list(model.config.media_token_ids.values())
+    assert not torch.isin(batch["input_ids"], torch.tensor(placeholder_ids)).any()
+    assert batch["media"]["video"].shape[:2] == (1, 4)  # the media still come, beside the text
+    text_only = processor([[{"role": "user", "content": "What moves?"}]])
+    assert batch["input_ids"].shape[1] == text_only["input_ids"].shape[1] + 1  # only the placeholder's newline
+
+
+def test_model_with_zero_gates_equals_its_plain_llm_exactly():
+    model, processor = gated_model("zero")
+    batch = video_batch(processor)
+    assert all((torch.tanh(a.gate_attn) == 0).all() for a in model.gated_xattn.adapters.values())  # post_init kept them
+    with torch.no_grad():
+        gated = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], media=batch["media"]).logits
+        plain = model.language_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert torch.equal(gated, plain)
+
+
+def test_model_with_tanh_one_gates_uses_the_media_and_generates():
+    model, processor = gated_model("one")
+    batch = video_batch(processor)
+    with torch.no_grad():
+        gated = model(input_ids=batch["input_ids"], media=batch["media"]).logits
+        plain = model.language_model(input_ids=batch["input_ids"]).logits
+    assert not torch.allclose(gated, plain)
+    new = model.generate(batch["input_ids"], batch["attention_mask"], media=batch["media"], max_new_tokens=3, do_sample=False)
+    assert new.shape == (1, 3)
+
+
+def test_model_rejects_placeholders_in_the_text():
+    model, processor = gated_model()
+    ids = torch.tensor([[5, model.config.media_token_ids["video"], 6]])
+    with pytest.raises(MediaTokenMismatchError, match="no media placeholder tokens"):
+        model(input_ids=ids)
+
+
+def test_model_save_load_round_trip(tmp_path):
+    from mico_chat.loading import load_folder
+
+    model, processor = gated_model("one")
+    with torch.no_grad():
+        for p in model.gated_xattn.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # "trained"
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded, loaded_processor = load_folder(tmp_path, dtype=torch.float32)
+    assert loaded.config.gated_xattn == model.config.gated_xattn
+    batch = video_batch(loaded_processor)
+    with torch.no_grad():
+        before = model(input_ids=batch["input_ids"], media=batch["media"]).logits
+        after = loaded.eval()(input_ids=batch["input_ids"], media=batch["media"]).logits
+    assert torch.equal(before, after)
