@@ -64,6 +64,9 @@ class ModelSection:
             ``{pretrained: FOLDER}``: the encoder a ``mico-chat pretrain`` run exported (its
             ``encoder/`` folder), config and weights, instead of the preset's encoder.
         connectors: overrides of the preset's connector configs, per modality.
+        gated_xattn: a :class:`~mico_chat.connectors.GatedXAttnConfig` dict: build the preset's
+            model with gated cross-attention adapters (media reach the LLM through them, not as
+            tokens; see docs/connectors.md). A saved folder (``init_from``) keeps its own choice.
         encoder_weights: a safetensors file of pretrained encoder weights (names with or without
             the ``encoder.`` prefix) loaded after building.
         chat_template: prompt format (``plain`` for stage 1, ``llm``/``vicuna_v1`` afterwards);
@@ -80,6 +83,7 @@ class ModelSection:
     llm: str | None = None
     encoder: dict = field(default_factory=dict)
     connectors: dict = field(default_factory=dict)
+    gated_xattn: dict | None = None
     encoder_weights: str | None = None
     chat_template: str | None = None
     system_prompt: str | None = None
@@ -252,10 +256,10 @@ def validate(config: TrainConfig, source: str = "config") -> None:
     model = config.model
     if model.preset is None and model.init_from is None:
         fail("set model.preset (build from a preset) or model.init_from (a saved MiCo-Chat folder)")
-    if model.init_from is not None and (model.llm or model.encoder or model.connectors):
+    if model.init_from is not None and (model.llm or model.encoder or model.connectors or model.gated_xattn):
         fail(
-            "model.init_from is a saved MiCo-Chat folder with its own LLM, encoder and connectors; "
-            "model.llm/encoder/connectors apply to presets only"
+            "model.init_from is a saved MiCo-Chat folder with its own LLM, encoder, connectors and adapters; "
+            "model.llm/encoder/connectors/gated_xattn apply to presets only"
         )
     if model.dtype not in ("auto", "float32", "bfloat16", "float16"):
         fail(f"model.dtype must be auto, float32, bfloat16 or float16, got {model.dtype!r}")

@@ -311,6 +311,7 @@ class TrainRecipe:
             dtype=torch.float32 if quantize else dtype,
             seed=spec.seed,
             llm_name=llm_name,
+            gated_xattn=cfg.gated_xattn,
         )
         if spec.weights:
             if cfg.llm is not None or cfg.encoder or cfg.connectors:
@@ -336,6 +337,8 @@ class TrainRecipe:
             )
         for modality in modalities:
             Modality.parse(modality)
+        # Gated cross-attention adapters take the connectors' place: they train wherever the connectors do.
+        adapters = ["gated_xattn.*"] if getattr(model, "gated_xattn", None) is not None else []
         if self.stage.lora:
             from peft import LoraConfig, get_peft_model
 
@@ -350,7 +353,7 @@ class TrainRecipe:
                     bias=lora.bias,
                 ),
             )
-        mark_trainable(model, expand_patterns(self.stage, modalities, stage_cfg.extra_trainable))
+        mark_trainable(model, expand_patterns(self.stage, modalities, [*adapters, *stage_cfg.extra_trainable]))
         if (
             any(name.startswith("encoder.") for name in trainable_parameter_names(model))
             and self.config.data.cache_encoder_features

@@ -145,24 +145,11 @@ def test_clear_errors():
 # ---------------------------------------------------------------- in the assembled model
 
 
-def gated_model(gate_init="zero", seed=0):
+def gated_model(gate_init="zero"):
     """The tiny model of ``helpers.tiny.tiny_model`` with adapters in both LLM layers."""
-    from helpers.tiny import TINY_CONNECTORS, TINY_ENCODER, tiny_tokenizer
+    from helpers.tiny import tiny_model
 
-    from mico_chat.builder import build_model
-    from mico_chat.preprocess import MediaSettings
-
-    tokenizer = tiny_tokenizer()
-    return build_model(
-        tiny_llm(len(tokenizer), seed=seed),
-        tokenizer=tokenizer,
-        encoder=TINY_ENCODER,
-        connectors=TINY_CONNECTORS,
-        settings=MediaSettings(num_frames=4),
-        seed=seed,
-        llm_name="tiny-llama",
-        gated_xattn={"layers": [0, 1], "heads": 4, "ffn_mult": 2, "gate_init": gate_init},
-    )
+    return tiny_model(gated_xattn={"layers": [0, 1], "heads": 4, "ffn_mult": 2, "gate_init": gate_init})
 
 
 def video_batch(processor, n_frames=6):

@@ -84,8 +84,9 @@ TINY_CONNECTORS = {
 }
 
 
-def tiny_model(chat_template: str = "llm", seed: int = 0, **settings):
-    """``(model, processor)`` from :func:`mico_chat.builder.build_model` with tiny parts."""
+def tiny_model(chat_template: str = "llm", seed: int = 0, gated_xattn: dict | None = None, **settings):
+    """``(model, processor)`` from :func:`mico_chat.builder.build_model` with tiny parts
+    (``gated_xattn``: with gated cross-attention adapters, see ``connectors/gated_xattn.py``)."""
     from mico_chat.builder import build_model
     from mico_chat.preprocess import MediaSettings
 
@@ -100,4 +101,5 @@ def tiny_model(chat_template: str = "llm", seed: int = 0, **settings):
         settings=MediaSettings(**{"num_frames": 4, **settings}),
         seed=seed,
         llm_name="tiny-llama",
+        gated_xattn=gated_xattn,
     )

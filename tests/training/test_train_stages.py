@@ -43,6 +43,27 @@ def test_stage1_trains_exactly_the_connectors(tiny_dir, data_dir, tmp_path):
     assert trainable_parameter_names(model) == CONNECTORS
 
 
+def test_stage1_trains_the_gated_xattn_adapters_of_a_model_that_has_them(data_dir, tmp_path):
+    from helpers.tiny import tiny_model
+
+    model, processor = tiny_model(gated_xattn={"layers": [1], "heads": 4, "ffn_mult": 2})
+    model.save_pretrained(tmp_path / "gated")
+    processor.save_pretrained(tmp_path / "gated")
+    staged_model, all_names = staged(tmp_path / "gated", data_dir, tmp_path, "stage1_align")
+    adapters = [n for n in all_names if n.startswith("gated_xattn.")]
+    assert "gated_xattn.adapters.1.gate_attn" in adapters and "gated_xattn.proj.weight" in adapters
+    assert trainable_parameter_names(staged_model) == sorted(CONNECTORS + adapters)
+
+
+def test_gated_xattn_in_the_model_section_is_for_presets_only(tiny_dir, data_dir, tmp_path):
+    from helpers.train_fixtures import tiny_config
+
+    with pytest.raises(TrainConfigError, match="gated_xattn apply to presets only"):
+        config_from_dict(
+            tiny_config(tiny_dir, data_dir["qa"], tmp_path / "run", "stage1_align", model={"gated_xattn": {"layers": [0]}})
+        )
+
+
 def test_stage2_instruct_trains_connectors_and_the_whole_llm(tiny_dir, data_dir, tmp_path):
     model, all_names = staged(tiny_dir, data_dir, tmp_path, "stage2_instruct")
     expected = sorted(CONNECTORS + [n for n in all_names if n.startswith("language_model.")])
