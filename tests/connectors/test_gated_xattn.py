@@ -213,3 +213,14 @@ def test_model_save_load_round_trip(tmp_path):
         before = model(input_ids=batch["input_ids"], media=batch["media"]).logits
         after = loaded.eval()(input_ids=batch["input_ids"], media=batch["media"]).logits
     assert torch.equal(before, after)
+
+
+def test_chat_model_replies_with_and_without_media():
+    from mico_chat.api import ChatModel, GenerationSettings
+
+    model, processor = gated_model("one")
+    chat = ChatModel(model, processor, name="tiny-gated", defaults=GenerationSettings(max_new_tokens=4))
+    frames = np.random.default_rng(0).integers(0, 255, size=(6, 40, 48, 3), dtype=np.uint8)
+    video = [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": "What moves?"}]}]
+    assert chat.complete(video).completion_tokens > 0
+    assert chat.complete([{"role": "user", "content": "hello"}]).completion_tokens > 0
