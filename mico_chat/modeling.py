@@ -181,7 +181,7 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         """
         embeds = self.get_input_embeddings()(input_ids)  # (B, L, d)
         if self.gated_xattn is not None:
-            ids = torch.tensor(list(self.config.media_token_ids.values()), device=input_ids.device)
+            ids = torch.tensor(list(self.config.media_token_ids.values()), dtype=torch.long, device=input_ids.device)
             if torch.isin(input_ids, ids).any():
                 raise MediaTokenMismatchError(
                     "this model takes media through gated cross-attention adapters: the text must hold no "

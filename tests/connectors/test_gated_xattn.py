@@ -224,3 +224,26 @@ def test_chat_model_replies_with_and_without_media():
     video = [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": "What moves?"}]}]
     assert chat.complete(video).completion_tokens > 0
     assert chat.complete([{"role": "user", "content": "hello"}]).completion_tokens > 0
+
+
+def test_gradient_checkpointing_gives_the_adapters_the_same_gradients():
+    # The media are set for the forward call only; a checkpointed layer's recomputation must still see them.
+    model, processor = gated_model("one")
+    frames = np.random.default_rng(0).integers(0, 255, size=(6, 40, 48, 3), dtype=np.uint8)
+    conv = [
+        {"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": "What moves?"}]},
+        {"role": "assistant", "content": "A red square."},
+    ]
+    batch = processor([conv], add_generation_prompt=False, with_labels=True, padding_side="right")
+    model.train()
+
+    def adapter_grads():
+        model.zero_grad()
+        model(input_ids=batch["input_ids"], media=batch["media"], labels=batch["labels"], use_cache=False).loss.backward()
+        return {n: p.grad.clone() for n, p in model.gated_xattn.named_parameters()}
+
+    plain = adapter_grads()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    checkpointed = adapter_grads()
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, rtol=0, atol=0)
