@@ -23,10 +23,12 @@ so a query attends over the T frames and, separately, over the S spatial tokens,
 (max-pool one axis, layer-norm, attend over the other, concatenate, one linear map), not a
 two-step "within each frame, then over frames" attention, which would cost ``O(LTS)`` again.
 
-Gates are vectors, one per hidden dimension (section 4.1: scalar gates diverged at high learning
-rates), initialised at ``tanh(0) = 0`` (Flamingo; the model starts as the plain LLM, exactly) or
-``tanh(1) ~ 0.76`` (section 5, "gate initialisation": closer to 1 helped markedly when fine-tuning
-without adapter pre-training); :class:`GatedXAttnConfig`'s ``gate_init`` chooses.
+Gates are vectors, one per hidden dimension (section 4.1; the paper's "Additional findings: vector
+gates improve training stability": scalar gates diverged at learning rates above 1e-3), initialised
+at ``tanh(0) = 0`` (Flamingo; the model starts as the plain LLM, exactly) or ``tanh(1) ~ 0.76``
+("Unreasonable effectiveness of tanh(1) initialization", after section 6 of the paper, the finding
+issue 23 calls section 5's: closer to 1 helped markedly when fine-tuning without adapter
+pre-training); :class:`GatedXAttnConfig`'s ``gate_init`` chooses.
 
 The hook into the LLM is a forward pre-hook on each chosen decoder layer (:meth:`GatedXAttn.attach`):
 the LLM's modules and parameter names are untouched, so its pretrained weights load as before and
@@ -58,7 +60,7 @@ class GatedXAttnConfig:
         heads: attention heads of each cross-attention; must divide the LLM's hidden size.
         ffn_mult: hidden width of each adapter's FFN, in multiples of the LLM's hidden size.
         gate_init: ``"zero"`` starts every gate at ``tanh(0) = 0`` (the model is then exactly the
-            plain LLM); ``"one"`` at ``tanh(1)`` (section 5 of the paper).
+            plain LLM); ``"one"`` at ``tanh(1)`` (the paper's tanh(1)-initialisation finding).
     """
 
     layers: list[int] = field(default_factory=lambda: [0])
