@@ -110,56 +110,21 @@ def test_processor_expands_placeholders_to_num_queries_and_the_model_trains(resa
 
 
 def test_save_and_load_round_trip(resampler_model, tmp_path):
-    from mico_chat.api import load_folder
+    from helpers.tiny import assert_reloads_identically
 
     model, processor = resampler_model
     with torch.no_grad():
         model.connectors["video"].queries.add_(1.0)  # "trained": loading must keep it
-    batch = processor(video_conversation(6))
-    with torch.no_grad():
-        before = model(**batch).logits
-    model.save_pretrained(tmp_path)
-    processor.save_pretrained(tmp_path)
+    assert_reloads_identically(model, processor, video_conversation(6), tmp_path, ResamplerConnector)
     saved = json.loads((tmp_path / "config.json").read_text())["connectors"]["video"]
     assert saved["type"] == "resampler" and saved["num_queries"] == 5 and saved["time_embed"] is True
-    loaded, loaded_processor = load_folder(tmp_path, dtype=torch.float32)
-    assert isinstance(loaded.connectors["video"], ResamplerConnector)
-    assert loaded.config.connector_config("video") == model.config.connector_config("video")
-    for name, tensor in model.connectors["video"].state_dict().items():
-        assert torch.equal(loaded.connectors["video"].state_dict()[name], tensor), name
-    again = loaded_processor(video_conversation(6))
-    assert torch.equal(again["input_ids"], batch["input_ids"])
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.eval()(**again).logits, before)
 
 
 def test_built_from_a_stage_config_override(tmp_path):
-    from helpers import tiny
+    from helpers.tiny import preset_recipe
 
-    from mico_chat.training import TrainRecipe, config_from_dict
-
-    tokenizer = tiny.tiny_tokenizer()
-    tiny.tiny_llm(len(tokenizer)).save_pretrained(tmp_path / "llm")
-    tokenizer.save_pretrained(tmp_path / "llm")
-    preset = tmp_path / "tiny_preset.json"
-    preset.write_text(
-        json.dumps(
-            {
-                "llm": str(tmp_path / "llm"),
-                "encoder": tiny.TINY_ENCODER,
-                "connectors": tiny.TINY_CONNECTORS,
-                "media_settings": {"num_frames": 4},
-            }
-        )
-    )
-    base = {
-        "stage": "stage1_align",
-        "model": {"preset": str(preset)},
-        "data": {"train": ["unused.jsonl"]},
-        "train": {"output_dir": str(tmp_path / "run")},
-    }
     override = "model.connectors={video: {type: resampler, num_queries: 6, depth: 1, time_embed: true}}"
-    recipe = TrainRecipe(config_from_dict(base, [override]), progress=False)
+    recipe = preset_recipe(tmp_path, override)
     model, processor = recipe.build_model(quantize=False)
     conn = model.connectors["video"]
     assert isinstance(conn, ResamplerConnector) and len(conn.layers) == 1

@@ -103,3 +103,49 @@ def tiny_model(chat_template: str = "llm", seed: int = 0, gated_xattn: dict | No
         llm_name="tiny-llama",
         gated_xattn=gated_xattn,
     )
+
+
+def preset_recipe(folder, *overrides: str, stage: str = "stage1_align"):
+    """A ``TrainRecipe`` over a tiny preset (a saved tiny LLaMA, :data:`TINY_ENCODER`,
+    :data:`TINY_CONNECTORS`, 4 frames) with stage-config ``overrides``, e.g. a connector chosen as
+    ``model.connectors={video: {type: resampler}}``: how a user picks one per stage."""
+    import json
+    from pathlib import Path
+
+    from mico_chat.training import TrainRecipe, config_from_dict
+
+    folder = Path(folder)
+    tokenizer = tiny_tokenizer()
+    tiny_llm(len(tokenizer)).save_pretrained(folder / "llm")
+    tokenizer.save_pretrained(folder / "llm")
+    preset = folder / "tiny_preset.json"
+    spec = {"llm": str(folder / "llm"), "encoder": TINY_ENCODER, "connectors": TINY_CONNECTORS}
+    preset.write_text(json.dumps({**spec, "media_settings": {"num_frames": 4}}))
+    base = {
+        "stage": stage,
+        "model": {"preset": str(preset)},
+        "data": {"train": ["unused.jsonl"]},
+        "train": {"output_dir": str(folder / "run")},
+    }
+    return TrainRecipe(config_from_dict(base, list(overrides)), progress=False)
+
+
+def assert_reloads_identically(model, processor, conversation, folder, connector_class) -> None:
+    """Save ``model`` and ``processor`` to ``folder``, load them back, and check that the video
+    connector keeps its class, config and tensors, the processor its token ids, the model its logits."""
+    from mico_chat.loading import load_folder
+
+    batch = processor(conversation)
+    with torch.no_grad():
+        before = model(**batch).logits
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    loaded, loaded_processor = load_folder(folder, dtype=torch.float32)
+    assert isinstance(loaded.connectors["video"], connector_class)
+    assert loaded.config.connector_config("video") == model.config.connector_config("video")
+    for name, tensor in model.connectors["video"].state_dict().items():
+        assert torch.equal(loaded.connectors["video"].state_dict()[name], tensor), name
+    again = loaded_processor(conversation)
+    assert torch.equal(again["input_ids"], batch["input_ids"])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(**again).logits, before)
