@@ -24,7 +24,7 @@ def frames(world_dir: str | Path, n: int, num_frames: int = 4, image_size: int =
     world = Path(world_dir)
     cache = CACHE / f"{world.resolve().as_posix().replace('/', '_')}-{n}-{num_frames}-{image_size}.pt"
     if cache.exists():
-        return torch.load(cache)
+        return torch.load(cache, weights_only=True)  # tensors, lists and dicts of strings only
     config = MiCoEncoderConfig(image_size=image_size, patch_size=8, modalities=["video"])
     settings = MediaSettings(num_frames=num_frames)
     entries = read_world(world)[:n]
