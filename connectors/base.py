@@ -56,9 +56,13 @@ class ConnectorConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | ConnectorConfig) -> ConnectorConfig:
         """The config of ``data["type"]``: its connector's own ``config_class`` when it has one
-        (so ``{"type": "resampler", "num_queries": 32}`` is a ``ResamplerConfig``), else ``cls``."""
+        (so ``{"type": "resampler", "num_queries": 32}`` is a ``ResamplerConfig``), else ``cls``. A
+        config object of another class than its type's is rebuilt the same way."""
         if isinstance(data, ConnectorConfig):
-            return data
+            own = _REGISTRY[data.type].config_class if data.type in _REGISTRY else type(data)
+            if isinstance(data, own):
+                return data
+            data = data.to_dict()  # e.g. ConnectorConfig(type="resampler"): the resampler's defaults fill in
         target = cls
         name = data.get("type", cls.type)
         if cls is ConnectorConfig and name in _REGISTRY:
@@ -166,7 +170,4 @@ def connector_class(name: str) -> type[Connector]:
 
 def build_connector(config: ConnectorConfig | Mapping[str, Any], in_dim: int, out_dim: int) -> Connector:
     config = ConnectorConfig.from_dict(config)
-    cls = connector_class(config.type)
-    if not isinstance(config, cls.config_class):  # e.g. ConnectorConfig(type="resampler"): its defaults
-        config = cls.config_class.from_dict(config.to_dict())
-    return cls(config, in_dim, out_dim)
+    return connector_class(config.type)(config, in_dim, out_dim)
