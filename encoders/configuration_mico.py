@@ -39,6 +39,17 @@ class MiCoEncoderConfig(PreTrainedConfig):
             ``"segment"`` encodes each frame/clip on its own (cheaper for large backbones).
         num_sampling_contexts: size of the sampling-context table (MiCo eq. 3); 0 disables it.
         patch_bias, pre_layernorm: CLIP-style checkpoints use ``False`` / ``True``.
+        patch_embedding: ``"linear"`` cuts each segment into patches and projects them (ViT);
+            ``"conv"`` is a convolutional stem (Xiao et al. 2021, "Early convolutions help
+            transformers see better"): log2(patch) stride-2 3x3 convolutions with GroupNorm and
+            GELU, widths doubling up to ``hidden_size``, then a 1x1 projection. Same token grid;
+            needs power-of-two patch sizes. On the synthetic world a supervised shape head on a
+            tiny ViT learned shape only with this stem and ``pooling="cls_max"`` together
+            (docs/default_model.md, "Why shape fails held out").
+        pooling: the item's global feature (:meth:`MiCoEncoder.pool`): ``"cls"``, the mean over
+            segments of each segment's CLS token (``hidden_size`` wide), or ``"cls_max"``, that
+            mean concatenated with the maximum over every patch token (``2 * hidden_size``): a small
+            object a few patches wide survives a max where a mean over all patches dilutes it.
     """
 
     model_type = "mico_encoder"
@@ -62,6 +73,8 @@ class MiCoEncoderConfig(PreTrainedConfig):
     num_sampling_contexts: int = 0
     patch_bias: bool = True
     pre_layernorm: bool = False
+    patch_embedding: Literal["linear", "conv"] = "linear"
+    pooling: Literal["cls", "cls_max"] = "cls"
 
     def __post_init__(self, **kwargs):
         if self.modalities is None:
@@ -82,6 +95,14 @@ class MiCoEncoderConfig(PreTrainedConfig):
             )
         if self.segment_attention not in ("joint", "segment"):
             raise ValueError(f"segment_attention must be 'joint' or 'segment', got {self.segment_attention!r}")
+        if self.patch_embedding not in ("linear", "conv"):
+            raise ValueError(f"patch_embedding must be 'linear' or 'conv', got {self.patch_embedding!r}")
+        if self.pooling not in ("cls", "cls_max"):
+            raise ValueError(f"pooling must be 'cls' or 'cls_max', got {self.pooling!r}")
+        if self.patch_embedding == "conv":
+            for kind, size in (("image", self.patch_size), ("audio", self.audio_patch_size)):
+                if size < 2 or size & (size - 1):
+                    raise ValueError(f"patch_embedding='conv' needs power-of-two patch sizes; {kind} patches are {size}")
 
     @classmethod
     def from_preset(cls, preset: str, **overrides) -> MiCoEncoderConfig:
@@ -105,6 +126,11 @@ class MiCoEncoderConfig(PreTrainedConfig):
         """The input kinds the configured modalities need, in a stable order."""
         kinds = {INPUT_KINDS[Modality.parse(m)] for m in self.modalities}
         return sorted(kinds)
+
+    @property
+    def pooled_size(self) -> int:
+        """Width of :meth:`MiCoEncoder.pool`'s global feature."""
+        return 2 * self.hidden_size if self.pooling == "cls_max" else self.hidden_size
 
     @property
     def max_patches(self) -> int:

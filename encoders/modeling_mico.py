@@ -81,6 +81,42 @@ class MiCoEncoderLayer(GradientCheckpointingLayer):
         return hidden_states + self.mlp(self.layer_norm2(hidden_states))
 
 
+class ConvPatchEmbedding(nn.Module):
+    """Convolutional stem with a patch embedding's contract: ``(B, C, H, W) -> (B, D, H/p, W/p)``.
+
+    log2(p) stride-2 3x3 convolutions, each followed by GroupNorm(1) and GELU, with widths
+    doubling up to ``dim`` (``dim / 2**(k-1)`` .. ``dim``), then a 1x1 projection (Xiao et al. 2021).
+    """
+
+    def __init__(self, in_channels: int, dim: int, patch_size: int, bias: bool = True):
+        super().__init__()
+        steps = patch_size.bit_length() - 1  # log2(patch_size)
+        widths = [max(dim >> (steps - 1 - i), 8) for i in range(steps)]
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for width in widths:
+            layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.GroupNorm(1, width), nn.GELU()]
+            channels = width
+        self.stem = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(channels, dim, 1, bias=bias)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The projection's weight: callers read the embedding's dtype from here, as from a Conv2d."""
+        return self.proj.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.stem(x))
+
+
+def patch_embedding(config: MiCoEncoderConfig, kind: str) -> nn.Module:
+    """The patch embedding of one input kind: a strided projection or a convolutional stem."""
+    size = config.patch_size_of(kind)
+    if config.patch_embedding == "conv":
+        return ConvPatchEmbedding(INPUT_CHANNELS[kind], config.hidden_size, size, bias=config.patch_bias)
+    return nn.Conv2d(INPUT_CHANNELS[kind], config.hidden_size, kernel_size=size, stride=size, bias=config.patch_bias)
+
+
 class MiCoEncoderPreTrainedModel(PreTrainedModel):
     config: MiCoEncoderConfig
     config_class = MiCoEncoderConfig
@@ -115,18 +151,7 @@ class MiCoEncoder(MiCoEncoderPreTrainedModel):
     def __init__(self, config: MiCoEncoderConfig):
         super().__init__(config)
         dim = config.hidden_size
-        self.patch_embeddings = nn.ModuleDict(
-            {
-                kind: nn.Conv2d(
-                    INPUT_CHANNELS[kind],
-                    dim,
-                    kernel_size=config.patch_size_of(kind),
-                    stride=config.patch_size_of(kind),
-                    bias=config.patch_bias,
-                )
-                for kind in config.input_kinds
-            }
-        )
+        self.patch_embeddings = nn.ModuleDict({kind: patch_embedding(config, kind) for kind in config.input_kinds})
         self.class_embedding = nn.Parameter(torch.zeros(dim))
         self.position_embedding = nn.Embedding(1 + config.max_patches, dim)  # E_pos, shared by all modalities
         self.modality_embedding = nn.Embedding(len(config.modalities), dim)  # E_mod
@@ -242,8 +267,15 @@ class MiCoEncoder(MiCoEncoderPreTrainedModel):
         return dict(zip(embedded, fused.split(lengths, dim=1)))
 
     @staticmethod
-    def pool(features: torch.Tensor, layout: MediaLayout) -> torch.Tensor:
-        """Global item embedding: the mean over segments of each segment's CLS token, ``(N, D)``."""
+    def pool(features: torch.Tensor, layout: MediaLayout, mode: str = "cls") -> torch.Tensor:
+        """Global item embedding (``config.pooling``): the mean over segments of each segment's CLS
+        token, ``(N, D)``; with ``mode="cls_max"`` followed by the maximum over all patch tokens of
+        all segments, ``(N, 2 * D)``."""
         n = features.shape[0]
-        cls = features.view(n, layout.num_segments, layout.tokens_per_segment, -1)[:, :, 0]  # (N, S, D)
-        return cls.mean(dim=1)
+        tokens = features.view(n, layout.num_segments, layout.tokens_per_segment, -1)  # (N, S, 1+P, D)
+        cls = tokens[:, :, 0].mean(dim=1)  # (N, D)
+        if mode == "cls":
+            return cls
+        if mode == "cls_max":
+            return torch.cat([cls, tokens[:, :, 1:].amax(dim=(1, 2))], dim=-1)  # (N, 2D)
+        raise ValueError(f"pooling must be 'cls' or 'cls_max', got {mode!r}")

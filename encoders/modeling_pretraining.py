@@ -172,9 +172,9 @@ class MiCoForPretraining(MiCoForPretrainingPreTrainedModel):
         self.encoder = MiCoEncoder(enc)
         self.text = MiCoTextModel(txt)
         self.lm_head = BertPredictionHead(txt)
-        self.contrastive_heads = nn.ModuleDict({m: nn.Linear(enc.hidden_size, dim, bias=False) for m in enc.modalities})
+        self.contrastive_heads = nn.ModuleDict({m: nn.Linear(enc.pooled_size, dim, bias=False) for m in enc.modalities})
         self.fusion_heads = nn.ModuleDict(
-            {g: nn.Linear(len(parse_group(g)) * enc.hidden_size, dim) for g in config.fusion_groups}
+            {g: nn.Linear(len(parse_group(g)) * enc.pooled_size, dim) for g in config.fusion_groups}
         )
         self.text_head = nn.Linear(txt.hidden_size, dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(config.initial_logit_scale))
@@ -212,7 +212,8 @@ class MiCoForPretraining(MiCoForPretrainingPreTrainedModel):
     def media_features(self, encoded: Encoded) -> torch.Tensor:
         """Global, L2-normalised contrastive feature of each sample: ``(N, contrastive_dim)``."""
         group = tuple(encoded)
-        pooled = [MiCoEncoder.pool(feats, layout) for feats, layout in encoded.values()]  # [(N, D)]
+        mode = self.encoder.config.pooling
+        pooled = [MiCoEncoder.pool(feats, layout, mode) for feats, layout in encoded.values()]  # [(N, pooled_size)]
         if len(group) == 1:
             z = self.contrastive_heads[group[0].value](pooled[0])
         else:

@@ -13,9 +13,10 @@ Features per clip (:func:`encode_world`; video and audio encoded separately, so 
 cannot carry the picture and vice versa):
 
 =========  ====================================================================================
-video      ``[mean CLS over frames, mean patch token, CLS of frame 1, ..., CLS of frame T]``,
-           ``(2 + T) * D``: the per-frame CLS tokens keep the order in time that pooling loses
-audio      ``[mean CLS over clips, mean patch token]``, ``2 * D``
+video      ``[mean CLS over frames, mean patch token, max patch token, CLS of frame 1, ..., CLS
+           of frame T]``, ``(3 + T) * D``: the per-frame CLS tokens keep the order in time that
+           pooling loses; the max keeps a small object that the mean dilutes
+audio      ``[mean CLS over clips, mean patch token, max patch token]``, ``3 * D``
 =========  ====================================================================================
 
 Vision factors are probed on video features, audio factors on audio features
@@ -91,12 +92,13 @@ def factor_labels(scene: Scene) -> dict[str, str | None]:
 
 
 def readout(encoded: torch.Tensor, layout: MediaLayout, *, per_segment: bool) -> torch.Tensor:
-    """Encoder output ``(N, S*(1+P), D)`` -> clip features ``(N, 2*D)``, or ``(N, (2+S)*D)`` with
-    ``per_segment``: mean CLS over segments, mean patch token, then each segment's CLS in order."""
+    """Encoder output ``(N, S*(1+P), D)`` -> clip features ``(N, 3*D)``, or ``(N, (3+S)*D)`` with
+    ``per_segment``: mean CLS over segments, mean and max patch token, then each segment's CLS in order."""
     n = encoded.shape[0]
     tokens = encoded.view(n, layout.num_segments, layout.tokens_per_segment, -1)  # (N, S, 1+P, D)
     cls = tokens[:, :, 0]  # (N, S, D)
-    parts = [cls.mean(dim=1), tokens[:, :, 1:].mean(dim=(1, 2))]  # 2 x (N, D)
+    patches = tokens[:, :, 1:]  # (N, S, P, D)
+    parts = [cls.mean(dim=1), patches.mean(dim=(1, 2)), patches.amax(dim=(1, 2))]  # 3 x (N, D)
     if per_segment:
         parts.append(cls.flatten(1))  # (N, S*D)
     return torch.cat(parts, dim=1)
@@ -129,8 +131,8 @@ def encode_world(
         batch_size: clips encoded together.
 
     Returns:
-        ``(features, labels)``: ``features["video"]`` is ``(N, (2 + T) * D)`` float32 with
-        ``T = settings.num_frames``, ``features["audio"]`` is ``(N, 2 * D)`` (see :func:`readout`);
+        ``(features, labels)``: ``features["video"]`` is ``(N, (3 + T) * D)`` float32 with
+        ``T = settings.num_frames``, ``features["audio"]`` is ``(N, 3 * D)`` (see :func:`readout`);
         ``labels`` maps every factor of :data:`FACTOR_MODALITY` to N labels (:func:`factor_labels`).
 
     A clip whose media cannot be read raises ``ValueError`` naming it: a probe over a silently

@@ -55,6 +55,12 @@ class DatasetSpec:
             kind at the same position in ``captions`` (so ``captions`` needs one kind per modality,
             in the group's sorted order).
         limit: use only the first ``limit`` usable records.
+        grayscale: show the frames and images in grey (each pixel's channel mean in every channel),
+            so the dataset's samples carry no colour.
+        drop_words: words removed from the captions (whole words, case ignored), e.g. the colour
+            names on a ``grayscale`` dataset, so a caption does not name what the media no longer
+            shows. Colour-free views: when the world's colours and shapes are correlated, they
+            make the encoder hold shape apart from colour.
     """
 
     name: str = REQUIRED
@@ -66,6 +72,8 @@ class DatasetSpec:
     objectives: list[str] = field(default_factory=lambda: ["contrastive", "matching", "generation"])
     cross_sample: bool = False
     limit: int | None = None
+    grayscale: bool = False
+    drop_words: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -262,6 +270,10 @@ def validate(config: PretrainConfig, source: str = "config") -> None:
             fail(f"{where}.captions lists no caption kind")
         if spec.cross_sample and (len(group) < 2 or len(spec.captions) != len(group)):
             fail(f"{where}: cross_sample needs a group of 2+ modalities and one caption kind per modality")
+        if spec.grayscale and not any(m.input_kind == "rgb" for m in group):
+            fail(f"{where}.grayscale: the group {[m.value for m in group]} has no frames or images to show in grey")
+        if not all(isinstance(w, str) and w.strip() for w in spec.drop_words):
+            fail(f"{where}.drop_words must list non-empty words, got {spec.drop_words!r}")
         if len(group) > 1 and config.model.init_from is None:
             key = "+".join(m.value for m in group)
             if key not in {"+".join(m.value for m in parse_group(g)) for g in config.model.fusion_groups}:

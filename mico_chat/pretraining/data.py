@@ -70,6 +70,24 @@ class WordSwapper:
         return text[: hit.start()] + new + text[hit.end() :]
 
 
+class WordDropper:
+    """Removes whole words (case ignored) from captions and tidies the spaces and the initial
+    capital: ``"A large blue cross moves left."`` without ``[blue]`` is ``"A large cross moves left."``."""
+
+    def __init__(self, words: Sequence[str]):
+        alternatives = "|".join(re.escape(w.strip()) for w in sorted(words, key=len, reverse=True))
+        self.pattern = re.compile(rf"\b({alternatives})\b\s*", re.IGNORECASE)
+
+    def __call__(self, text: str) -> str:
+        out = re.sub(r"\s+([,.;:!?])", r"\1", re.sub(r"\s{2,}", " ", self.pattern.sub("", text))).strip()
+        return out[:1].upper() + out[1:] if text[:1].isupper() else out
+
+
+def grayscale(values: torch.Tensor) -> torch.Tensor:
+    """Frames or images ``(..., 3, H, W)`` with each pixel's channel mean in every channel."""
+    return values.mean(dim=-3, keepdim=True).expand_as(values).contiguous()
+
+
 @dataclass
 class MediaTable:
     """Preprocessed media of one record file.
@@ -260,6 +278,7 @@ class _Source:
     table: MediaTable
     group: tuple[Modality, ...]
     rows: tuple[np.ndarray, ...]  # usable rows per modality (one array when not cross-sampled)
+    dropper: WordDropper | None = None
 
 
 class PretrainingMixture:
@@ -309,7 +328,7 @@ class PretrainingMixture:
                     raise PretrainConfigError(
                         f"dataset {spec.name}: {len(r)} records have captions {spec.captions}; a batch needs {batch_size}"
                     )
-            self.sources.append(_Source(spec, table, group, rows))
+            self.sources.append(_Source(spec, table, group, rows, WordDropper(spec.drop_words) if spec.drop_words else None))
         ratios = np.array([s.spec.ratio for s in self.sources], dtype=np.float64)
         self.probabilities = ratios / ratios.sum()
 
@@ -335,6 +354,10 @@ class PretrainingMixture:
             rows = torch.as_tensor(pick)
             media = {m.value: src.table.tensors[m.value][rows].float() for m in src.group}
             texts = [join_captions([src.table.captions[r][0][kind] for kind in src.spec.captions]) for r in pick]
+        if src.spec.grayscale:
+            media = {m: grayscale(v) if Modality.parse(m).input_kind == "rgb" else v for m, v in media.items()}
+        if src.dropper is not None:
+            texts = [src.dropper(t) for t in texts]
         tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_text_length, return_tensors="pt")
         distinct: dict[str, int] = {}
         caption_ids = torch.tensor([distinct.setdefault(t, len(distinct)) for t in texts])

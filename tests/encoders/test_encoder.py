@@ -123,3 +123,51 @@ def test_config_round_trip_and_validation(tmp_path):
         MiCoEncoderConfig(hidden_size=30, num_attention_heads=4)
     with pytest.raises(ValueError, match="multiple of patch_size"):
         MiCoEncoderConfig(image_size=30, patch_size=8)
+
+
+def test_conv_stem_keeps_the_token_grid_and_reloads(tmp_path):
+    torch.manual_seed(0)
+    config = MiCoEncoderConfig(**{**TINY_ENCODER, "patch_embedding": "conv"})
+    enc = MiCoEncoder(config).eval()
+    stem = enc.patch_embeddings["rgb"]
+    # patch 8 = three stride-2 convolutions (widths 8, 16, 32 up to hidden_size 32), then 1x1
+    assert [m.out_channels for m in stem.stem if isinstance(m, torch.nn.Conv2d)] == [8, 16, 32]
+    assert len([m for m in enc.patch_embeddings["audio"].stem if isinstance(m, torch.nn.Conv2d)]) == 4  # patch 16
+    video = torch.randn(2, 3, 3, 32, 32)
+    out = enc({"video": video})[Modality.VIDEO]
+    assert out.shape == (2, 3 * 17, 32)  # same layout as the linear patch embedding
+    out.sum().backward()
+    assert stem.stem[0].weight.grad.abs().sum() > 0
+    enc.save_pretrained(tmp_path)
+    again = MiCoEncoder.from_pretrained(tmp_path).eval()
+    assert again.config.patch_embedding == "conv"
+    with torch.no_grad():
+        torch.testing.assert_close(again({"video": video})[Modality.VIDEO], enc({"video": video})[Modality.VIDEO])
+
+
+def test_pool_cls_max_appends_the_patch_maximum():
+    feats = torch.randn(2, 3 * 17, 4)
+    layout = MediaLayout(3, 4, 4)
+    tokens = feats.view(2, 3, 17, 4)
+    pooled = MiCoEncoder.pool(feats, layout, "cls_max")
+    assert pooled.shape == (2, 8)
+    torch.testing.assert_close(pooled[:, :4], tokens[:, :, 0].mean(1))
+    torch.testing.assert_close(pooled[:, 4:], tokens[:, :, 1:].flatten(1, 2).max(1).values)  # CLS tokens excluded
+    assert MiCoEncoderConfig(**{**TINY_ENCODER, "pooling": "cls_max"}).pooled_size == 64
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"patch_embedding": "conv", "patch_size": 4, "image_size": 36}, None),  # 4 is a power of two: fine
+        ({"patch_embedding": "conv", "patch_size": 6, "image_size": 36}, "power-of-two"),
+        ({"patch_embedding": "deep"}, "patch_embedding must be"),
+        ({"pooling": "mean"}, "pooling must be"),
+    ],
+)
+def test_front_end_options_are_checked(fields, message):
+    if message is None:
+        MiCoEncoderConfig(**{**TINY_ENCODER, **fields})
+    else:
+        with pytest.raises(ValueError, match=message):
+            MiCoEncoderConfig(**{**TINY_ENCODER, **fields})

@@ -12,13 +12,20 @@ from mico_chat.encoders import (
     MiCoForPretraining,
     MiCoTextModel,
     PretrainingBatch,
+    build_pretraining_model,
     group_key,
     join_captions,
     parse_group,
 )
 from mico_chat.encoders.losses import contrastive_loss, mask_caption_tokens, sample_hard_negatives
 from mico_chat.modality import Modality
-from helpers.tiny_pretraining import CAPTIONS, tiny_pretraining_model, tiny_text_config
+from helpers.tiny_pretraining import (
+    CAPTIONS,
+    TINY_PT_ENCODER,
+    tiny_bert_tokenizer,
+    tiny_pretraining_model,
+    tiny_text_config,
+)
 
 # ------------------------------------------------------------------ text tower
 
@@ -353,3 +360,24 @@ def test_matching_can_read_the_token_mean_and_draw_random_negatives():
     assert not (draws["random"] == torch.arange(4)).any()  # never the positive
     with pytest.raises(ValueError, match="matching_negatives"):
         tiny_pretraining_model(matching_negatives="hardest")
+
+
+def test_conv_stem_and_max_pooling_train_under_every_objective():
+    tokenizer = tiny_bert_tokenizer()
+    model = build_pretraining_model(
+        {**TINY_PT_ENCODER, "patch_embedding": "conv", "pooling": "cls_max"},
+        tiny_text_config(len(tokenizer)),
+        tokenizer=tokenizer,
+        seed=0,
+        contrastive_dim=16,
+        fusion_groups=["audio+video"],
+        max_text_length=32,
+    )
+    # the contrastive and fusion heads read [mean CLS, max patch]: twice the encoder width
+    assert model.contrastive_heads["video"].in_features == 64 and model.fusion_heads["audio+video"].in_features == 128
+    for group in (("video",), ("audio", "video")):
+        model.zero_grad()
+        out = model(_batch(tokenizer, group), generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(out.loss)
+        out.loss.backward()
+        assert model.encoder.patch_embeddings["rgb"].stem[0].weight.grad.abs().sum() > 0

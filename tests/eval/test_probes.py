@@ -85,8 +85,8 @@ def test_labels_match_the_scene_json(worlds, encoded):
 def test_feature_shapes(encoded, worlds, encoder):
     dim = TINY_ENCODER["hidden_size"]
     for (features, labels), n in zip(encoded, (24, 12)):
-        assert features["video"].shape == (n, (2 + SETTINGS.num_frames) * dim)
-        assert features["audio"].shape == (n, 2 * dim)
+        assert features["video"].shape == (n, (3 + SETTINGS.num_frames) * dim)
+        assert features["audio"].shape == (n, 3 * dim)
         assert all(len(v) == n for v in labels.values())
         assert all(torch.isfinite(f).all() and f.dtype == torch.float32 for f in features.values())
     head, _ = encode_world(encoder, SETTINGS, worlds[0], limit=5, progress=False, batch_size=3)
@@ -100,8 +100,9 @@ def test_readout_order():
     values = torch.tensor([10.0 * s + t for s in range(3) for t in range(3)])
     encoded = values[None, :, None].expand(1, 9, 2)  # (N=1, S*(1+P)=9, D=2)
     out = readout(encoded, layout, per_segment=True)
-    assert out.tolist() == [[10.0, 10.0, 11.5, 11.5, 0.0, 0.0, 10.0, 10.0, 20.0, 20.0]]
-    assert readout(encoded, layout, per_segment=False).shape == (1, 4)
+    # mean CLS, mean patch, max patch (segment 2's last), then the CLS of segments 0, 1, 2
+    assert out.tolist() == [[10.0, 10.0, 11.5, 11.5, 22.0, 22.0, 0.0, 0.0, 10.0, 10.0, 20.0, 20.0]]
+    assert readout(encoded, layout, per_segment=False).shape == (1, 6)
 
 
 def test_probe_learns_a_separable_problem_exactly():

@@ -321,3 +321,35 @@ def test_retrieval_plot_compares_runs_over_steps(tmp_path):
     out = plot_retrieval({"full": tmp_path / "a.jsonl", "contrastive": tmp_path / "b.jsonl"}, tmp_path / "r.png")
     assert out.stat().st_size > 1000
     assert plot_retrieval({"none": tmp_path / "missing.jsonl"}, tmp_path / "n.png") is None
+
+
+def test_colour_free_dataset_shows_grey_frames_and_drops_colour_words(world, tmp_path):
+    root, records, bert = world
+    raw = tiny_run_config(records, bert, tmp_path / "out")
+    vision = next(d for d in raw["data"]["datasets"] if d["name"] == "vision")
+    raw["data"]["datasets"] = [vision, {**vision, "name": "grey", "grayscale": True, "drop_words": ["red", "green", "blue", "yellow"]}]
+    config = config_from_dict(raw)
+    from mico_chat.encoders import MiCoEncoderConfig
+
+    table = build_media_table(
+        records, ["video", "audio"], MediaSettings(num_frames=2), MiCoEncoderConfig(**TINY_RUN_ENCODER), progress=False
+    )
+    tok = tiny_bert_tokenizer()
+    mixture = PretrainingMixture([(s, table) for s in config.data.datasets], tok, batch_size=4, max_text_length=24, seed=0, sampling_contexts=True)
+    seen = set()
+    for step in range(16):
+        index, batch = mixture.batch(step)
+        seen.add(index)
+        video = batch.media["video"]  # (N, T, 3, H, W)
+        texts = tok.batch_decode(batch.input_ids, skip_special_tokens=True)
+        if index == 1:
+            assert torch.equal(video[:, :, 0], video[:, :, 1]) and torch.equal(video[:, :, 0], video[:, :, 2])
+            assert all(t.startswith("a square moves") for t in texts), texts  # "a red square moves left" -> "a square moves left"
+        else:
+            assert not torch.equal(video[:, :, 0], video[:, :, 1])
+            assert all(t.split()[1] in {"red", "green", "blue", "yellow"} for t in texts), texts
+    assert seen == {0, 1}
+    audio_only = next(d for d in tiny_run_config(records, bert, tmp_path / "out")["data"]["datasets"] if d["name"] == "audio")
+    raw["data"]["datasets"] = [{**audio_only, "grayscale": True}]
+    with pytest.raises(PretrainConfigError, match="grayscale"):
+        config_from_dict(raw)
