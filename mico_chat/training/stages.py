@@ -10,6 +10,8 @@ stage1_lexical    ``connectors.*`` (loss in the LLM's embedding      not run
                   space, :mod:`.lexical`)
 stage2_instruct   ``connectors.*``, ``language_model.*``            full
 stage2_lora       ``connectors.*``, LoRA adapters on the LLM        frozen base + LoRA
+stage2_frozen     ``connectors.*``                                  frozen: text-only chat is
+                                                                    exactly the base LLM's
 stage2_qlora      ``connectors.*``, LoRA adapters on the LLM        4/8-bit base + LoRA
 new_modality      ``connectors.<named modalities>.*``               frozen
 ================  ===============================================  =========================
@@ -101,6 +103,14 @@ register_stage(
         "instruction tuning: connectors and LoRA adapters on the LLM",
         ("connectors.{modality}.*",),
         lora=True,
+    )
+)
+register_stage(
+    Stage(
+        "stage2_frozen",
+        "instruction tuning with the LLM frozen: connectors (and extra_trainable, e.g. the encoder); "
+        "a conversation without media runs the base LLM exactly",
+        ("connectors.{modality}.*",),
     )
 )
 register_stage(

@@ -12,7 +12,9 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(
     p for p in (REPO / "configs").glob("*/*.yaml") if p.parent.name != "pretrain" and p.name != "pipeline.yaml"
 )
-STAGES = ("stage1_align", "stage1_lexical", "stage2_instruct", "stage2_lora", "stage2_qlora", "new_modality")
+STAGES = (
+    "stage1_align", "stage1_lexical", "stage2_instruct", "stage2_lora", "stage2_frozen", "stage2_qlora", "new_modality"
+)  # fmt: skip
 
 
 def minimal(**sections):

@@ -30,9 +30,10 @@ def staged(tiny_dir, data_dir, tmp_path, stage, **sections):
     return recipe.apply_stage(model), all_names
 
 
-def test_registry_lists_the_six_stages():
+def test_registry_lists_the_seven_stages():
     assert list(STAGES) == [
-        "stage1_align", "stage1_lexical", "stage2_instruct", "stage2_lora", "stage2_qlora", "new_modality"
+        "stage1_align", "stage1_lexical", "stage2_instruct", "stage2_lora", "stage2_frozen", "stage2_qlora",
+        "new_modality",
     ]  # fmt: skip
     assert STAGES["stage1_align"].chat_template == "plain"
     assert STAGES["stage2_qlora"].quantize and STAGES["stage2_qlora"].lora
@@ -88,6 +89,14 @@ def test_stage2_lora_trains_connectors_and_lora_on_llm_linears_only(tiny_dir, da
     assert trainable_parameter_names(model) == sorted(CONNECTORS + lora)
     # the encoder has q_proj layers too: they get no adapter
     assert not any("encoder" in n and "lora" in n for n, _ in model.named_parameters())
+
+
+def test_stage2_frozen_trains_the_connectors_and_what_extra_trainable_names(tiny_dir, data_dir, tmp_path):
+    model, all_names = staged(tiny_dir, data_dir, tmp_path, "stage2_frozen")
+    assert trainable_parameter_names(model) == CONNECTORS
+    assert not any("lora" in n for n, _ in model.named_parameters())  # no adapters: the LLM is the base one
+    model, all_names = staged(tiny_dir, data_dir, tmp_path, {"name": "stage2_frozen", "extra_trainable": ["encoder.*"]})
+    assert trainable_parameter_names(model) == sorted(CONNECTORS + [n for n in all_names if n.startswith("encoder.")])
 
 
 def test_new_modality_trains_one_connector(tiny_dir, data_dir, tmp_path):
