@@ -51,13 +51,14 @@ from torch import nn
 
 from mico_chat.modality import MediaLayout
 
-from .base import Connector, ConnectorConfig, TokenSelection, register_connector
+from .base import Connector, ConnectorConfig, register_connector
 
 
 @dataclass
 class VidLAConfig(ConnectorConfig):
-    """:class:`ConnectorConfig` plus VidLA's own options (``tokens``/``pool`` pick the ``N`` tokens
-    per frame the layers read; the paper's are the patches).
+    """:class:`ConnectorConfig` plus VidLA's own options. ``tokens``/``pool`` pick the ``N`` tokens
+    per frame the layers read: ``patches`` is the paper's setting; with ``all`` (every connector's
+    default) each frame's CLS token is one more spatial position, with a tube of its own.
 
     Args:
         levels: U, temporal levels of [MST] tokens (the paper: 3).
@@ -75,7 +76,6 @@ class VidLAConfig(ConnectorConfig):
     """
 
     type: str = "vidla"
-    tokens: TokenSelection = "patches"
     levels: int = 3
     mst_per_level: int = 4
     temporal_scale: int = 2
