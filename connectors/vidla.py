@@ -3,7 +3,8 @@
 Section 4 and Figure 3 of "VidLA: Video-Language Alignment at Scale" (Rizve et al., 2024;
 ``shared/papers/vidla.txt``). The paper builds it into CLIP's vision encoder; here a few such
 layers run over the MiCo encoder's per-frame tokens. An item of ``T`` frames with ``N`` tokens per
-frame (``select``: the patches by default, pooled with ``pool``) is the sequence
+frame (``select``: with ``tokens: patches``, the paper's setting, the frame's patches, pooled with
+``pool``; with ``all`` the frame's CLS token is one more position) is the sequence
 
     Z = [CLS; MST_0 .. MST_{UV-1}; patch tokens of frame 0 .. frame T-1]    # (1 + U*V + T*N, D)
 
@@ -28,7 +29,10 @@ under the paper's masks (True here = "may attend", the paper's 0; False = its -i
 One reading had to be chosen: the formula ``M^PATCH = [0, M~^G]`` writes its first block as a
 ``TN x (1+UV)`` zero matrix, which would let patches see [CLS]; the text says (twice, and so does
 Figure 3's caption) that patches attend to their frame's patches and the [MST] tokens, and that
-"both patch and [MST] tokens do not attend to the [CLS] token". The text is followed.
+"both patch and [MST] tokens do not attend to the [CLS] token". The text is followed. For the
+[MST] tokens the formulas and the text agree (level ``u`` sees levels ``<= u``) and are followed;
+Figure 3's caption words it otherwise ("[MST]-0 ... attending to ... [MST] tokens of lower
+temporal resolution", i.e. coarser levels).
 
 The connector emits the final [CLS] and [MST] tokens and, with ``frame_tokens = F > 0``, up to
 ``F`` pooled frame tokens (each frame's tokens averaged, then the frames averaged in ``min(T, F)``
