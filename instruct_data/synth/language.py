@@ -1,7 +1,7 @@
 """Words about a scene: vision / audio / omni captions, and question-answer pairs with their facts.
 
 Captions name every factor (so 1,000 held-out clips are mostly told apart by their captions);
-wording varies over a few templates chosen by the clip's own generator. Questions come in five
+wording varies over a few templates chosen by the clip's own generator. Questions come in six
 families, the ones the evaluators report:
 
 ===============  ===============================================================================
@@ -11,6 +11,11 @@ motion           direction, speed, moving or not, appear/disappear, visible at t
 sound            kind, beep/chirp/burst count, pitch, chirp direction, onset, words (video, audio)
 audio-visual     what comes first, colour + sound, direction + pitch, shapes vs beeps, on screen
                  when the sound starts (video + audio)
+temporal         order and alignment in time: does the sound start before or after the shape
+                 appears (disappears), how many beeps come before it does, which object of a
+                 staggered row starts moving first (last), does an object start moving before or
+                 after the sound starts, what is heard while the shape is on screen (video + audio;
+                 only clips whose timing answers one exactly)
 ===============  ===============================================================================
 
 Each question is asked in an open form (a short canonical answer: a colour word, a number, a
@@ -30,7 +35,15 @@ from . import factors as F
 from .judge import VOCABULARY
 from .scene import Scene
 
-FAMILIES = ("appearance", "counting", "motion", "sound", "audio-visual")
+FAMILIES = ("appearance", "counting", "motion", "sound", "audio-visual", "temporal")
+EVERY_CLIP_FAMILIES = FAMILIES[:5]
+"""The families every clip asks (and multi-turn conversations draw from). ``temporal`` came later:
+it asks only clips with timing to ask about, from a random stream of its own, so the records of the
+older families stay as they were for every seed."""
+ORDER_MARGIN_S = 0.6
+"""Two moments a temporal question orders are at least this far apart (15 frames at 25 fps)."""
+EDGE_MARGIN_S = 0.1
+"""A sound event counted before a visual event ends at least this long before it (or starts after)."""
 OPEN_SUFFIX = "Answer the question using a single word or phrase."
 MC_SUFFIX = "Answer with the option's letter from the given choices directly."
 YESNO_SUFFIX = "Answer yes or no."
@@ -324,6 +337,97 @@ def audio_visual_asks(scene: Scene) -> list[Ask]:
                         "first", first, answer=answer))  # fmt: skip
         asks.append(Ask("audio-visual", "on-screen-at-onset", f"{_be(scene).capitalize()} {the} on screen when the sound starts?",
                         "answer", _yes(scene.visible(s.onset_s))))  # fmt: skip
+    return asks
+
+
+def _noun_of(scene: Scene) -> str:
+    return scene.shape if scene.count == 1 else F.PLURALS[scene.shape]
+
+
+def _event_verb(scene: Scene) -> str:
+    """``"appears"`` / ``"disappear"`` (agreeing with the count)."""
+    verb = "appear" if scene.visual_event == "appear" else "disappear"
+    return verb + "s" if scene.count == 1 else verb
+
+
+def _before_after(first: float, second: float) -> str:
+    return "before" if first < second else "after"
+
+
+def temporal_asks(scene: Scene, sounds: tuple[str, ...]) -> list[Ask]:
+    """Questions whose answer is an order in time the clip renders (empty when the clip has none).
+
+    Every ordered pair of moments is at least :data:`ORDER_MARGIN_S` apart: the visual event vs
+    the sound's onset (the scene draws them so), motion starts (:data:`F.START_GAP_S` apart) and
+    a motion start vs the onset (asked only when far enough apart). Questions that place sound
+    events against the visual event are asked only when no event is within :data:`EDGE_MARGIN_S`
+    of it. ``sounds`` are the sound kinds the world can hold (multiple-choice options).
+    """
+    s, the, noun = scene.sound, _the(scene), _noun_of(scene)
+    asks: list[Ask] = []
+    if scene.visual_event != "none" and s.events:
+        verb, t_event = _event_verb(scene), scene.event_time_s
+        asks.append(Ask("temporal", "sound-vs-event", f"Does the sound start before or after {the} {verb}?", "order",
+                        _before_after(s.onset_s, t_event), choices=("before", "after"),
+                        claim=lambda v: f"Does the sound start {v} {the} {verb}?"))  # fmt: skip
+        clear = all(end <= t_event - EDGE_MARGIN_S or start >= t_event + EDGE_MARGIN_S for start, end in s.events)
+        if clear:
+            on = scene.visual_event == "appear"  # on screen after the event, else before it
+            heard = any((end > t_event) if on else (start < t_event) for start, end in s.events)
+            be = _be(scene)
+
+            def hear(v: str, be=be) -> str:
+                if v == "silence":
+                    return f"Is it silent while {the} {be} on screen?"
+                return f"Do you hear {display('sound', v)} while {the} {be} on screen?"
+
+            asks.append(Ask("temporal", "heard-while-visible", f"What do you hear while {the} {be} on screen?", "sound",
+                            s.sound if heard else "silence", choices=sounds, claim=hear))  # fmt: skip
+        if s.sound in ("beeps", "chirp", "noise") and clear:
+            n = sum(end <= t_event for _, end in s.events)
+            what = {"beeps": ("beep", "beeps"), "chirp": ("chirp", "chirps"), "noise": ("burst of noise", "bursts of noise")}[s.sound]
+
+            def claim(v: str, what=what, verb=verb) -> str:
+                k = int(v)
+                amount = "no" if k == 0 else f"exactly {F.NUMBER_WORDS[k]}"
+                return f"Do you hear {amount} {what[0] if k == 1 else what[1]} before {the} {verb}?"
+
+            asks.append(Ask("temporal", "count-before-event", f"How many {what[1]} do you hear before {the} {verb}?",
+                            "count", str(n), choices=("0", "1", "2", "3", "4"), claim=claim))  # fmt: skip
+    if not scene.staggered:
+        return asks
+    starts = [obj.start_s for obj in scene.objects]
+    if scene.count == 1:
+        movers = [(the, starts[0])]
+    else:
+        places = scene.places()
+        by_start = sorted(range(scene.count), key=lambda i: starts[i])
+        first, last = places[by_start[0]], places[by_start[-1]]
+        *most, final = (f"the {p}" for p in F.row_positions(scene.motion, scene.count))
+        options = f"{', '.join(most)} or {final}"  # "the top or the bottom", "the left, the middle or the right"
+        asks.append(Ask("temporal", "first-to-move", f"Which {scene.shape} starts moving first: {options} one?", "place",
+                        first, answer=f"the {first} {scene.shape}", choices=places,
+                        claim=lambda v: f"Is the {v} {scene.shape} the first to start moving?"))  # fmt: skip
+        if scene.count == 3:
+            asks.append(Ask("temporal", "last-to-move", f"Which {scene.shape} starts moving last: {options} one?", "place",
+                            last, answer=f"the {last} {scene.shape}", choices=places,
+                            claim=lambda v: f"Is the {v} {scene.shape} the last to start moving?"))  # fmt: skip
+            for i, j in ((0, 1), (0, 2), (1, 2)):
+                a, b = F.row_positions(scene.motion, 3)[i], F.row_positions(scene.motion, 3)[j]
+                earlier = a if starts[places.index(a)] < starts[places.index(b)] else b
+
+                def pair_claim(v: str, a=a, b=b) -> str:
+                    return f"Does the {v} {scene.shape} start moving before the {b if v == a else a} {scene.shape}?"
+
+                asks.append(Ask("temporal", "first-of-two", f"Which starts moving first: the {a} {scene.shape} or the {b} {scene.shape}?",
+                                "place", earlier, answer=f"the {earlier} {scene.shape}", choices=(a, b), claim=pair_claim))  # fmt: skip
+        movers = [(f"the {places[i]} {scene.shape}", starts[i]) for i in range(scene.count)]
+    if s.events:
+        for who, start in movers:
+            if abs(start - s.onset_s) >= ORDER_MARGIN_S:
+                asks.append(Ask("temporal", "motion-vs-sound", f"Does {who} start moving before or after the sound starts?",
+                                "order", _before_after(start, s.onset_s), choices=("before", "after"),
+                                claim=lambda v, who=who: f"Does {who} start moving {v} the sound starts?"))  # fmt: skip
     return asks
 
 

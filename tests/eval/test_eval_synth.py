@@ -88,12 +88,12 @@ def test_command_line_fresh_world_and_rescore(tmp_path, capsys):
     lines = {line.split(": ")[0]: line for line in printed.splitlines() if ": " in line}
     assert all(family in lines for family in FAMILIES) and "overall" in lines
     payload = json.loads((out / "results.json").read_text())
-    assert payload["data"]["items"] == 5 + 1 + 3 and (out / "results.png").stat().st_size > 1000
+    assert payload["data"]["items"] == 6 + 1 + 3 and (out / "results.png").stat().st_size > 1000
     # Re-scoring the run's file prints the same lines; a second run reuses world and predictions.
     assert main(["eval", "score", "synth", str(out)]) == 0
     rescored = capsys.readouterr().out
     assert all(lines[f] in rescored for f in (*FAMILIES, "overall"))
-    assert main(args) == 0 and "(0 generated, 9 from the cache)" in capsys.readouterr().out
+    assert main(args) == 0 and "(0 generated, 10 from the cache)" in capsys.readouterr().out
 
 
 def test_general_qa_matching_and_items(tmp_path):
