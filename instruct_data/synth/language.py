@@ -340,8 +340,9 @@ def audio_visual_asks(scene: Scene) -> list[Ask]:
     return asks
 
 
-def _noun_of(scene: Scene) -> str:
-    return scene.shape if scene.count == 1 else F.PLURALS[scene.shape]
+COUNTED: dict[str, tuple[str, str]] = {"beeps": ("beep", "beeps"), "chirp": ("chirp", "chirps"),
+                                       "noise": ("burst of noise", "bursts of noise")}  # fmt: skip
+"""Singular and plural names of the sound events counted before a visual event."""
 
 
 def _event_verb(scene: Scene) -> str:
@@ -363,71 +364,78 @@ def temporal_asks(scene: Scene, sounds: tuple[str, ...]) -> list[Ask]:
     events against the visual event are asked only when no event is within :data:`EDGE_MARGIN_S`
     of it. ``sounds`` are the sound kinds the world can hold (multiple-choice options).
     """
-    s, the, noun = scene.sound, _the(scene), _noun_of(scene)
-    asks: list[Ask] = []
-    if scene.visual_event != "none" and s.events:
-        verb, t_event = _event_verb(scene), scene.event_time_s
-        asks.append(Ask("temporal", "sound-vs-event", f"Does the sound start before or after {the} {verb}?", "order",
-                        _before_after(s.onset_s, t_event), choices=("before", "after"),
-                        claim=lambda v: f"Does the sound start {v} {the} {verb}?"))  # fmt: skip
-        clear = all(end <= t_event - EDGE_MARGIN_S or start >= t_event + EDGE_MARGIN_S for start, end in s.events)
-        if clear:
-            on = scene.visual_event == "appear"  # on screen after the event, else before it
-            heard = any((end > t_event) if on else (start < t_event) for start, end in s.events)
-            be = _be(scene)
+    asks = _event_timing_asks(scene, sounds) if scene.visual_event != "none" and scene.sound.events else []
+    return asks + (_staggered_asks(scene) if scene.staggered else [])
 
-            def hear(v: str, be=be) -> str:
-                if v == "silence":
-                    return f"Is it silent while {the} {be} on screen?"
-                return f"Do you hear {display('sound', v)} while {the} {be} on screen?"
 
-            asks.append(Ask("temporal", "heard-while-visible", f"What do you hear while {the} {be} on screen?", "sound",
-                            s.sound if heard else "silence", choices=sounds, claim=hear))  # fmt: skip
-        if s.sound in ("beeps", "chirp", "noise") and clear:
-            n = sum(end <= t_event for _, end in s.events)
-            what = {"beeps": ("beep", "beeps"), "chirp": ("chirp", "chirps"), "noise": ("burst of noise", "bursts of noise")}[s.sound]
-
-            def claim(v: str, what=what, verb=verb) -> str:
-                k = int(v)
-                amount = "no" if k == 0 else f"exactly {F.NUMBER_WORDS[k]}"
-                return f"Do you hear {amount} {what[0] if k == 1 else what[1]} before {the} {verb}?"
-
-            asks.append(Ask("temporal", "count-before-event", f"How many {what[1]} do you hear before {the} {verb}?",
-                            "count", str(n), choices=("0", "1", "2", "3", "4"), claim=claim))  # fmt: skip
-    if not scene.staggered:
-        return asks
-    starts = [obj.start_s for obj in scene.objects]
-    if scene.count == 1:
-        movers = [(the, starts[0])]
+def _event_timing_asks(scene: Scene, sounds: tuple[str, ...]) -> list[Ask]:
+    """The sound against the visual event: which starts first, what is heard while the shape is on
+    screen, how many beeps (chirps, bursts) come before the event."""
+    s, the, verb, t_event = scene.sound, _the(scene), _event_verb(scene), scene.event_time_s
+    asks = [Ask("temporal", "sound-vs-event", f"Does the sound start before or after {the} {verb}?", "order",
+                _before_after(s.onset_s, t_event), choices=("before", "after"),
+                claim=lambda v: f"Does the sound start {v} {the} {verb}?")]  # fmt: skip
+    if not all(end <= t_event - EDGE_MARGIN_S or start >= t_event + EDGE_MARGIN_S for start, end in s.events):
+        return asks  # an event straddles the visual event: "before" and "while" would be ambiguous
+    be = _be(scene)
+    if scene.visual_event == "appear":  # on screen after the event, else before it
+        heard = any(end > t_event for _, end in s.events)
     else:
-        places = scene.places()
-        by_start = sorted(range(scene.count), key=lambda i: starts[i])
-        first, last = places[by_start[0]], places[by_start[-1]]
-        *most, final = (f"the {p}" for p in F.row_positions(scene.motion, scene.count))
+        heard = any(start < t_event for start, _ in s.events)
+
+    def hear(v: str) -> str:
+        if v == "silence":
+            return f"Is it silent while {the} {be} on screen?"
+        return f"Do you hear {display('sound', v)} while {the} {be} on screen?"
+
+    asks.append(Ask("temporal", "heard-while-visible", f"What do you hear while {the} {be} on screen?", "sound",
+                    s.sound if heard else "silence", choices=sounds, claim=hear))  # fmt: skip
+    if s.sound in COUNTED:
+        one, many = COUNTED[s.sound]
+
+        def count_claim(v: str) -> str:
+            amount = "no" if v == "0" else f"exactly {F.NUMBER_WORDS[int(v)]}"
+            return f"Do you hear {amount} {one if v == '1' else many} before {the} {verb}?"
+
+        n = sum(end <= t_event for _, end in s.events)
+        asks.append(Ask("temporal", "count-before-event", f"How many {many} do you hear before {the} {verb}?",
+                        "count", str(n), choices=("0", "1", "2", "3", "4"), claim=count_claim))  # fmt: skip
+    return asks
+
+
+def _staggered_asks(scene: Scene) -> list[Ask]:
+    """Objects that start moving one after another: which first (last), and each against the sound."""
+    starts = [obj.start_s for obj in scene.objects]
+    shape, asks = scene.shape, []
+    if scene.count == 1:
+        movers = [(_the(scene), starts[0])]
+    else:
+        places, row = scene.places(), F.row_positions(scene.motion, scene.count)
+        movers = [(f"the {places[i]} {shape}", starts[i]) for i in range(scene.count)]
+        *most, final = (f"the {p}" for p in row)
         options = f"{', '.join(most)} or {final}"  # "the top or the bottom", "the left, the middle or the right"
-        asks.append(Ask("temporal", "first-to-move", f"Which {scene.shape} starts moving first: {options} one?", "place",
-                        first, answer=f"the {first} {scene.shape}", choices=places,
-                        claim=lambda v: f"Is the {v} {scene.shape} the first to start moving?"))  # fmt: skip
+        ends = [("first", min), ("last", max)] if scene.count == 3 else [("first", min)]
+        for word, pick in ends:
+            value = places[pick(range(scene.count), key=lambda i: starts[i])]
+            asks.append(Ask("temporal", f"{word}-to-move", f"Which {shape} starts moving {word}: {options} one?",
+                            "place", value, answer=f"the {value} {shape}", choices=places,
+                            claim=lambda v, word=word: f"Is the {v} {shape} the {word} to start moving?"))  # fmt: skip
         if scene.count == 3:
-            asks.append(Ask("temporal", "last-to-move", f"Which {scene.shape} starts moving last: {options} one?", "place",
-                            last, answer=f"the {last} {scene.shape}", choices=places,
-                            claim=lambda v: f"Is the {v} {scene.shape} the last to start moving?"))  # fmt: skip
-            for i, j in ((0, 1), (0, 2), (1, 2)):
-                a, b = F.row_positions(scene.motion, 3)[i], F.row_positions(scene.motion, 3)[j]
+            for a, b in ((row[0], row[1]), (row[0], row[2]), (row[1], row[2])):
                 earlier = a if starts[places.index(a)] < starts[places.index(b)] else b
 
-                def pair_claim(v: str, a=a, b=b) -> str:
-                    return f"Does the {v} {scene.shape} start moving before the {b if v == a else a} {scene.shape}?"
+                def pair_claim(v: str, a: str = a, b: str = b) -> str:
+                    return f"Does the {v} {shape} start moving before the {b if v == a else a} {shape}?"
 
-                asks.append(Ask("temporal", "first-of-two", f"Which starts moving first: the {a} {scene.shape} or the {b} {scene.shape}?",
-                                "place", earlier, answer=f"the {earlier} {scene.shape}", choices=(a, b), claim=pair_claim))  # fmt: skip
-        movers = [(f"the {places[i]} {scene.shape}", starts[i]) for i in range(scene.count)]
-    if s.events:
-        for who, start in movers:
-            if abs(start - s.onset_s) >= ORDER_MARGIN_S:
-                asks.append(Ask("temporal", "motion-vs-sound", f"Does {who} start moving before or after the sound starts?",
-                                "order", _before_after(start, s.onset_s), choices=("before", "after"),
-                                claim=lambda v, who=who: f"Does {who} start moving {v} the sound starts?"))  # fmt: skip
+                question = f"Which starts moving first: the {a} {shape} or the {b} {shape}?"
+                asks.append(Ask("temporal", "first-of-two", question, "place", earlier,
+                                answer=f"the {earlier} {shape}", choices=(a, b), claim=pair_claim))  # fmt: skip
+    onset = scene.sound.onset_s
+    for who, start in movers:
+        if onset is not None and abs(start - onset) >= ORDER_MARGIN_S:
+            asks.append(Ask("temporal", "motion-vs-sound", f"Does {who} start moving before or after the sound starts?",
+                            "order", _before_after(start, onset), choices=("before", "after"),
+                            claim=lambda v, who=who: f"Does {who} start moving {v} the sound starts?"))  # fmt: skip
     return asks
 
 

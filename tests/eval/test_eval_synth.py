@@ -44,6 +44,22 @@ def test_hand_written_predictions_give_known_accuracies():
     assert report.breakdown["counting"] == {"accuracy": 0.5, "items": 4.0}
 
 
+def test_the_temporal_family_is_scored_and_listed_after_audio_visual():
+    before = {"form": "open", "answer": "before", "facts": {"order": "before"}}
+    top = {"form": "open", "answer": "the top square", "facts": {"place": "top"}}
+    rows = [
+        row("temporal", before, "The sound starts before the square appears."),  # right
+        row("temporal", before, "after"),                                       # wrong
+        row("temporal", top, "The upper square moves first."),                  # right
+        row("temporal", top, "the top or the bottom one"),                      # names both: wrong
+        row("audio-visual", YES, "yes"),
+        row("description", YES, "yes"),
+    ]  # fmt: skip
+    report = score_rows(rows)
+    assert list(report.metrics) == ["audio-visual", "temporal", "description", "overall"]
+    assert report.metrics["temporal"] == 0.5 and report.breakdown["temporal"]["items"] == 4.0
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     return heldout_world(tmp_path_factory.mktemp("synth"), n=2, seed=7, progress=False)
@@ -69,6 +85,17 @@ def test_items_cover_every_family_and_multi_turn_history(world):
     truth = {r["id"]: r["messages"][1]["content"] for r in records}
     rows = [row(i.meta["family"], i.reference, truth[i.id]) for i in items if i.id in truth]
     assert len(rows) == len(records) - 2 and score_rows(rows).metrics["overall"] == 1.0
+
+
+def test_a_world_from_an_older_generator_is_generated_again(tmp_path):
+    world = heldout_world(tmp_path, n=1, seed=3, progress=False)
+    summary = json.loads((world / "summary.json").read_text())
+    (world / "summary.json").write_text(json.dumps({**summary, "generator_version": 1}))
+    (world / "records.jsonl").write_text("")  # what a reuse would keep
+    assert heldout_world(tmp_path, n=1, seed=3, progress=False) == world
+    assert json.loads((world / "summary.json").read_text()) == summary
+    families = {json.loads(line)["meta"]["family"] for line in (world / "records.jsonl").read_text().splitlines()}
+    assert "temporal" in families
 
 
 def test_missing_world_names_the_file(tmp_path):
