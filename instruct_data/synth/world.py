@@ -13,9 +13,9 @@ Layout of ``OUT`` (every path in the records is relative to ``OUT``, the media r
                          caption), the still (no motion, no sound) and the depth map (no colour
                          either): for aligning each modality's connector without cross-modal hints
     OUT/records.jsonl    instruction records: per clip one question per family (temporal: only
-                         clips with timing to ask about), a multi-turn
-                         conversation and a detailed description; ``meta`` carries the clip id,
-                         family, form, answer and facts (see :func:`.judge.judge`)
+                         clips with timing to ask about), a multi-turn conversation and a
+                         detailed description; ``meta`` carries the clip id, family, form,
+                         answer and facts (see :func:`.judge.judge`)
     OUT/summary.json     what was generated (split, seed, counts, speech status)
 
 Clip ``i`` of ``(seed, split)`` depends only on those three numbers, so worker count and chunking
