@@ -5,7 +5,8 @@
     mico-chat eval score synth runs/eval/synth             # same numbers, from the run's files
 
 Items are the world's instruction records (``records.jsonl``): one question per family per clip
-(appearance, counting, motion, sound, audio-visual; multiple-choice, yes/no and open forms), a
+(appearance, counting, motion, sound, audio-visual; temporal for the clips whose timing it can ask
+about; multiple-choice, yes/no and open forms), a
 detailed description judged by its facts (shape, colour, direction, sound), and every turn of the
 multi-turn conversation (asked after the earlier turns with their ground-truth answers). Replies
 are judged exactly by :func:`mico_chat.instruct_data.synth.judge.judge` from the facts each record
@@ -13,7 +14,7 @@ carries; no LLM judge is involved.
 
 Without ``--data`` a held-out world is generated into ``OUT/heldout-s<SEED>-n<N>`` (speech off,
 so the world does not depend on whether espeak-ng is installed); an existing complete world with
-the same split, seed and size is reused.
+the same split, seed, size and generator version is reused.
 
 Output: ``synth_predictions.jsonl`` (one line per item: question, ground truth, judge facts,
 reply, verdict). :meth:`Synth.score` re-judges that file, so a re-score repeats the run's numbers.
@@ -40,9 +41,9 @@ from ..scores import ScoreReport, read_jsonl, write_jsonl
 
 # The families the generator writes (instruct_data/synth/language.py FAMILIES), then the two
 # record kinds built from them; reports list them in this order.
-FAMILIES = ("appearance", "counting", "motion", "sound", "audio-visual", "description", "multi-turn")
+FAMILIES = ("appearance", "counting", "motion", "sound", "audio-visual", "temporal", "description", "multi-turn")
 PREDICTIONS = "synth_predictions.jsonl"
-JUDGE_RULE = "mico_chat.instruct_data.synth.judge (exact facts; generator v1)"
+JUDGE_RULE = "mico_chat.instruct_data.synth.judge (exact facts; generator v2)"
 WORLD_GROUP = "held-out world (without --data)"
 
 
@@ -250,12 +251,14 @@ def heldout_world(out: Path, *, n: int, seed: int, size: int = 128, progress: bo
     """A held-out world of ``n`` clips at ``out/heldout-s<seed>-n<n>``: generated, or reused when complete."""
     from mico_chat.instruct_data.synth import WorldConfig, generate_world
     from mico_chat.instruct_data.synth.scene import SceneConfig
+    from mico_chat.instruct_data.synth.world import GENERATOR_VERSION
 
     folder = Path(out) / f"heldout-s{seed}-n{n}"
     summary = folder / "summary.json"
     if summary.is_file() and (folder / RECORDS_FILE).is_file():
         saved = json.loads(summary.read_text(encoding="utf-8"))
-        if (saved.get("split"), saved.get("seed"), saved.get("n"), saved.get("size")) == ("heldout", seed, n, size):
+        got = (saved.get("split"), saved.get("seed"), saved.get("n"), saved.get("size"), saved.get("generator_version"))
+        if got == ("heldout", seed, n, size, GENERATOR_VERSION):  # an older generator's world lacks newer families
             return folder
     config = WorldConfig(scene=SceneConfig(size=size), speech="off")
     generate_world(folder, n, seed=seed, split="heldout", config=config, progress=progress)

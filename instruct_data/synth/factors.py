@@ -10,11 +10,17 @@ vision         shape (4), colour (6), size (small/large), count (1-3), backgroun
 audio          sound (beeps/chirp/noise/silence, speech when espeak-ng is installed), pitch
                (low/high: beeps and noise), chirp direction (rising/falling), how many
                (beeps 1-4, chirps and noise bursts 1-3), onset (at the start / after a pause)
+time           staggered motion starts: in some clips of moving objects that stay on screen the
+               objects start moving one after another (at least 0.8 s apart); the *leader*
+               is the one that starts first, named by its place in the row (top/middle/bottom
+               when the objects move sideways, left/middle/right when they move up or down)
 =============  ============================================================================
 
 The held-out split uses only the *reserved* (shape, colour) and (sound class, motion) pairs and
 the train split never does, whatever the seed: a held-out clip always shows a combination that no
-training clip shows, while every single factor value occurs in both splits (tested).
+training clip shows, while every single factor value occurs in both splits (tested). A held-out
+clip with staggered starts also has a reserved (motion, leader) pair, which a training clip never
+has: which object leads while the row moves that way is a combination only held-out clips show.
 """
 
 from __future__ import annotations
@@ -84,6 +90,19 @@ LATE_ONSET_MIN_S = 1.2
 WALL_DEPTH_MM = 4000
 OBJECT_DEPTH_MM: MappingProxyType = MappingProxyType({"large": 1200, "small": 2400})
 
+# Staggered motion starts (drawn after every other factor, so the earlier draws stay as they were).
+STAGGER_P = 0.5
+"""Share of eligible scenes (moving, no visual event) whose objects start moving one after another."""
+START_GAP_S = 0.8
+"""Time between two objects' motion starts (a single object's delay); far more than a frame or two."""
+MIN_MOVING_S = 1.0
+"""The last object to start still moves for at least this long before the clip ends."""
+ROW_POSITIONS: MappingProxyType = MappingProxyType(
+    {"across-y": {2: ("top", "bottom"), 3: ("top", "middle", "bottom")},
+     "across-x": {2: ("left", "right"), 3: ("left", "middle", "right")}}
+)  # fmt: skip
+"""Place words of the objects in a row, in increasing pixel order across the motion axis."""
+
 NUMBER_WORDS: MappingProxyType = MappingProxyType({0: "zero", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five"})
 
 # ---------------------------------------------------------------------------------- the split rule
@@ -95,6 +114,11 @@ RESERVED_SOUND_MOTION: frozenset[tuple[str, str]] = frozenset(
     (sound, MOTIONS[i % len(MOTIONS)]) for i, sound in enumerate(SOUND_CLASSES)
 )
 """(sound class, motion) pairs only the held-out split shows: one motion per sound class, every motion used."""
+RESERVED_MOTION_LEADER: frozenset[tuple[str, str]] = frozenset(
+    {("left", "bottom"), ("right", "top"), ("up", "right"), ("down", "left"), ("up", "middle")}
+)
+"""(motion, leader) pairs only held-out clips with staggered starts show: one end of the row per
+motion (every end used; each reachable with two objects) and the middle for one motion."""
 SPLITS: MappingProxyType = MappingProxyType({"train": 0, "heldout": 1})
 
 
@@ -131,4 +155,20 @@ def allowed_pairs(split: str, sound_classes: tuple[str, ...]) -> tuple[list[tupl
             [p for p in shape_colour if p not in RESERVED_SHAPE_COLOUR],
             [p for p in sound_motion if p not in RESERVED_SOUND_MOTION],
         )
+    raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+
+
+def row_positions(motion: str, count: int) -> tuple[str, ...]:
+    """Place words of ``count`` objects in a row that moves ``motion`` (``("top", "bottom")``...)."""
+    axis = "across-y" if motion in ("left", "right") else "across-x"
+    return ROW_POSITIONS[axis][count]
+
+
+def allowed_leaders(split: str, motion: str, count: int) -> list[str]:
+    """The places a split lets the first object to start moving have (a row of ``count`` moving ``motion``)."""
+    places = row_positions(motion, count)
+    if split == "heldout":
+        return [p for p in places if (motion, p) in RESERVED_MOTION_LEADER]
+    if split == "train":
+        return [p for p in places if (motion, p) not in RESERVED_MOTION_LEADER]
     raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")

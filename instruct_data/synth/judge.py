@@ -83,6 +83,14 @@ VOCABULARY: MappingProxyType = MappingProxyType(
             "sound": _words("sound", "beeps", "beep", "chirp", "noise", "voice"),
             "shape": _words("shape", "shapes", "object", "objects", *F.SHAPES, *F.PLURALS.values()),
         },
+        "order": {"before": _words("before", "earlier", "sooner"), "after": _words("after", "later")},
+        "place": {
+            "top": _words("top", "upper", "highest"),
+            "middle": _words("middle", "centre", "center"),
+            "bottom": _words("bottom", "lower", "lowest"),
+            "left": _words("left", "leftmost"),
+            "right": _words("right", "rightmost"),
+        },
         "answer": {"yes": _words("yes"), "no": _words("no")},
     }
 )

@@ -1,7 +1,7 @@
 """Words about a scene: vision / audio / omni captions, and question-answer pairs with their facts.
 
 Captions name every factor (so 1,000 held-out clips are mostly told apart by their captions);
-wording varies over a few templates chosen by the clip's own generator. Questions come in five
+wording varies over a few templates chosen by the clip's own generator. Questions come in six
 families, the ones the evaluators report:
 
 ===============  ===============================================================================
@@ -11,6 +11,11 @@ motion           direction, speed, moving or not, appear/disappear, visible at t
 sound            kind, beep/chirp/burst count, pitch, chirp direction, onset, words (video, audio)
 audio-visual     what comes first, colour + sound, direction + pitch, shapes vs beeps, on screen
                  when the sound starts (video + audio)
+temporal         order and alignment in time: does the sound start before or after the shape
+                 appears (disappears), how many beeps come before it does, which object of a
+                 staggered row starts moving first (last), does an object start moving before or
+                 after the sound starts, what is heard while the shape is on screen (video + audio;
+                 only clips whose timing answers one exactly)
 ===============  ===============================================================================
 
 Each question is asked in an open form (a short canonical answer: a colour word, a number, a
@@ -30,7 +35,15 @@ from . import factors as F
 from .judge import VOCABULARY
 from .scene import Scene
 
-FAMILIES = ("appearance", "counting", "motion", "sound", "audio-visual")
+FAMILIES = ("appearance", "counting", "motion", "sound", "audio-visual", "temporal")
+EVERY_CLIP_FAMILIES = FAMILIES[:5]
+"""The families every clip asks (and multi-turn conversations draw from). ``temporal`` came later:
+it asks only clips with timing to ask about, from a random stream of its own, so the records of the
+older families stay as they were for every seed."""
+ORDER_MARGIN_S = 0.6
+"""Two moments a temporal question orders are at least this far apart (15 frames at 25 fps)."""
+EDGE_MARGIN_S = 0.1
+"""A sound event counted before a visual event ends at least this long before it (or starts after)."""
 OPEN_SUFFIX = "Answer the question using a single word or phrase."
 MC_SUFFIX = "Answer with the option's letter from the given choices directly."
 YESNO_SUFFIX = "Answer yes or no."
@@ -324,6 +337,105 @@ def audio_visual_asks(scene: Scene) -> list[Ask]:
                         "first", first, answer=answer))  # fmt: skip
         asks.append(Ask("audio-visual", "on-screen-at-onset", f"{_be(scene).capitalize()} {the} on screen when the sound starts?",
                         "answer", _yes(scene.visible(s.onset_s))))  # fmt: skip
+    return asks
+
+
+COUNTED: dict[str, tuple[str, str]] = {"beeps": ("beep", "beeps"), "chirp": ("chirp", "chirps"),
+                                       "noise": ("burst of noise", "bursts of noise")}  # fmt: skip
+"""Singular and plural names of the sound events counted before a visual event."""
+
+
+def _event_verb(scene: Scene) -> str:
+    """``"appears"`` / ``"disappear"`` (agreeing with the count)."""
+    verb = "appear" if scene.visual_event == "appear" else "disappear"
+    return verb + "s" if scene.count == 1 else verb
+
+
+def _before_after(first: float, second: float) -> str:
+    return "before" if first < second else "after"
+
+
+def temporal_asks(scene: Scene, sounds: tuple[str, ...]) -> list[Ask]:
+    """Questions whose answer is an order in time the clip renders (empty when the clip has none).
+
+    Every ordered pair of moments is at least :data:`ORDER_MARGIN_S` apart: the visual event vs
+    the sound's onset (the scene draws them so), motion starts (:data:`F.START_GAP_S` apart) and
+    a motion start vs the onset (asked only when far enough apart). Questions that place sound
+    events against the visual event are asked only when no event is within :data:`EDGE_MARGIN_S`
+    of it. ``sounds`` are the sound kinds the world can hold (multiple-choice options).
+    """
+    asks = _event_timing_asks(scene, sounds) if scene.visual_event != "none" and scene.sound.events else []
+    return asks + (_staggered_asks(scene) if scene.staggered else [])
+
+
+def _event_timing_asks(scene: Scene, sounds: tuple[str, ...]) -> list[Ask]:
+    """The sound against the visual event: which starts first, what is heard while the shape is on
+    screen, how many beeps (chirps, bursts) come before the event."""
+    s, the, verb, t_event = scene.sound, _the(scene), _event_verb(scene), scene.event_time_s
+    asks = [Ask("temporal", "sound-vs-event", f"Does the sound start before or after {the} {verb}?", "order",
+                _before_after(s.onset_s, t_event), choices=("before", "after"),
+                claim=lambda v: f"Does the sound start {v} {the} {verb}?")]  # fmt: skip
+    if not all(end <= t_event - EDGE_MARGIN_S or start >= t_event + EDGE_MARGIN_S for start, end in s.events):
+        return asks  # an event straddles the visual event: "before" and "while" would be ambiguous
+    be = _be(scene)
+    if scene.visual_event == "appear":  # on screen after the event, else before it
+        heard = any(end > t_event for _, end in s.events)
+    else:
+        heard = any(start < t_event for start, _ in s.events)
+
+    def hear(v: str) -> str:
+        if v == "silence":
+            return f"Is it silent while {the} {be} on screen?"
+        return f"Do you hear {display('sound', v)} while {the} {be} on screen?"
+
+    asks.append(Ask("temporal", "heard-while-visible", f"What do you hear while {the} {be} on screen?", "sound",
+                    s.sound if heard else "silence", choices=sounds, claim=hear))  # fmt: skip
+    if s.sound in COUNTED:
+        one, many = COUNTED[s.sound]
+
+        def count_claim(v: str) -> str:
+            amount = "no" if v == "0" else f"exactly {F.NUMBER_WORDS[int(v)]}"
+            return f"Do you hear {amount} {one if v == '1' else many} before {the} {verb}?"
+
+        n = sum(end <= t_event for _, end in s.events)
+        asks.append(Ask("temporal", "count-before-event", f"How many {many} do you hear before {the} {verb}?",
+                        "count", str(n), choices=("0", "1", "2", "3", "4"), claim=count_claim))  # fmt: skip
+    return asks
+
+
+def _staggered_asks(scene: Scene) -> list[Ask]:
+    """Objects that start moving one after another: which first (last), and each against the sound."""
+    starts = [obj.start_s for obj in scene.objects]
+    shape, asks = scene.shape, []
+    if scene.count == 1:
+        movers = [(_the(scene), starts[0])]
+    else:
+        places, row = scene.places(), F.row_positions(scene.motion, scene.count)
+        movers = [(f"the {places[i]} {shape}", starts[i]) for i in range(scene.count)]
+        *most, final = (f"the {p}" for p in row)
+        options = f"{', '.join(most)} or {final}"  # "the top or the bottom", "the left, the middle or the right"
+        ends = [("first", min), ("last", max)] if scene.count == 3 else [("first", min)]
+        for word, pick in ends:
+            value = places[pick(range(scene.count), key=lambda i: starts[i])]
+            asks.append(Ask("temporal", f"{word}-to-move", f"Which {shape} starts moving {word}: {options} one?",
+                            "place", value, answer=f"the {value} {shape}", choices=places,
+                            claim=lambda v, word=word: f"Is the {v} {shape} the {word} to start moving?"))  # fmt: skip
+        if scene.count == 3:
+            for a, b in ((row[0], row[1]), (row[0], row[2]), (row[1], row[2])):
+                earlier = a if starts[places.index(a)] < starts[places.index(b)] else b
+
+                def pair_claim(v: str, a: str = a, b: str = b) -> str:
+                    return f"Does the {v} {shape} start moving before the {b if v == a else a} {shape}?"
+
+                question = f"Which starts moving first: the {a} {shape} or the {b} {shape}?"
+                asks.append(Ask("temporal", "first-of-two", question, "place", earlier,
+                                answer=f"the {earlier} {shape}", choices=(a, b), claim=pair_claim))  # fmt: skip
+    onset = scene.sound.onset_s
+    for who, start in movers:
+        if onset is not None and abs(start - onset) >= ORDER_MARGIN_S:
+            asks.append(Ask("temporal", "motion-vs-sound", f"Does {who} start moving before or after the sound starts?",
+                            "order", _before_after(start, onset), choices=("before", "after"),
+                            claim=lambda v, who=who: f"Does {who} start moving {v} the sound starts?"))  # fmt: skip
     return asks
 
 

@@ -21,11 +21,18 @@ from . import factors as F
 class ObjectTrack:
     """One object's top-left corner in pixels at the first and at the last instant of the clip.
 
-    The object moves on a straight line at constant speed between the two: see :meth:`Scene.boxes`.
+    The object rests at ``start`` until ``start_s`` (0: it moves from the first instant), then moves
+    on a straight line at constant speed to ``end``, reached at the clip's end: see :meth:`Scene.boxes`.
     """
 
     start: tuple[float, float]
     end: tuple[float, float]
+    start_s: float = 0.0
+
+    def at(self, t: float, duration_s: float) -> tuple[float, float]:
+        """The top-left corner at time ``t`` (unrounded pixels)."""
+        a = min(max((t - self.start_s) / (duration_s - self.start_s), 0.0), 1.0)
+        return (self.start[0] + (self.end[0] - self.start[0]) * a, self.start[1] + (self.end[1] - self.start[1]) * a)
 
 
 @dataclass(frozen=True)
@@ -108,17 +115,42 @@ class Scene:
         """``(x, y, side)`` of every object's bounding square at time ``t`` (empty when not visible)."""
         if not self.visible(t):
             return []
-        a = min(max(t / self.duration_s, 0.0), 1.0)
         out = []
         for obj in self.objects:
-            x = obj.start[0] + (obj.end[0] - obj.start[0]) * a
-            y = obj.start[1] + (obj.end[1] - obj.start[1]) * a
+            x, y = obj.at(t, self.duration_s)
             out.append((int(round(x)), int(round(y)), self.side))
         return out
 
+    @property
+    def staggered(self) -> bool:
+        """Whether the objects start moving one after another (or a single object after a delay)."""
+        return any(obj.start_s > 0 for obj in self.objects)
+
+    def places(self) -> tuple[str, ...]:
+        """Each object's place in the row, in :attr:`objects` order (``("top", "bottom")``); needs two or
+        more moving objects, whose row runs across the motion axis."""
+        if self.motion == "still" or self.count < 2:
+            raise ValueError(f"{self.id}: only a row of two or more moving objects has places")
+        across = 1 if self.motion in ("left", "right") else 0  # the coordinate that stays fixed
+        order = sorted(range(self.count), key=lambda i: self.objects[i].start[across])
+        names = F.row_positions(self.motion, self.count)
+        return tuple(names[order.index(i)] for i in range(self.count))
+
+    @property
+    def leader(self) -> str | None:
+        """The place of the object that starts moving first, in a staggered row; else ``None``."""
+        if not self.staggered or self.count < 2:
+            return None
+        first = min(range(self.count), key=lambda i: self.objects[i].start_s)
+        return self.places()[first]
+
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        out["objects"] = [{"start": list(o.start), "end": list(o.end)} for o in self.objects]
+        # start_s only when the object waits: a world without staggered starts keeps its old files.
+        out["objects"] = [
+            {"start": list(o.start), "end": list(o.end), **({"start_s": o.start_s} if o.start_s else {})}
+            for o in self.objects
+        ]
         out["sound"]["events"] = [list(e) for e in self.sound.events]
         out["sound"]["sound_class"] = self.sound.sound_class
         out["extra"] = dict(self.extra)
@@ -131,7 +163,9 @@ class Scene:
         sound["events"] = tuple(tuple(e) for e in sound["events"])
         if isinstance(sound.get("frequency_hz"), list):
             sound["frequency_hz"] = tuple(sound["frequency_hz"])
-        objects = tuple(ObjectTrack(tuple(o["start"]), tuple(o["end"])) for o in data.pop("objects"))
+        objects = tuple(
+            ObjectTrack(tuple(o["start"]), tuple(o["end"]), o.get("start_s", 0.0)) for o in data.pop("objects")
+        )
         return cls(**data, objects=objects, sound=SoundSpec(**sound))
 
 
@@ -232,6 +266,42 @@ def _sound(
     return SoundSpec(kind, pitch, direction, count, onset, tuple(events), freq, phrase)
 
 
+def _stagger(
+    rng: np.random.Generator, objects: tuple[ObjectTrack, ...], *, split: str, motion: str, duration: float, fps: int
+) -> tuple[ObjectTrack, ...]:
+    """Maybe make the objects start moving one after another (a single object: after a delay).
+
+    Each object keeps its velocity (so the speed label holds) and starts at a frame time; starts are
+    :data:`F.START_GAP_S` apart or more and the last leaves :data:`F.MIN_MOVING_S` of motion. The
+    first to start (the leader) takes a place the split allows (:func:`F.allowed_leaders`).
+    """
+    if rng.random() >= F.STAGGER_P:
+        return objects
+    k = len(objects)
+    lead_in = F.START_GAP_S if k == 1 else 0.0  # a lone object visibly waits before it moves
+    gap = int(round(F.START_GAP_S * fps))  # frames
+    span = duration - F.MIN_MOVING_S - lead_in - (k - 1) * F.START_GAP_S
+    if span < 0:
+        return objects
+    offsets = np.sort(rng.uniform(0, span, size=k))
+    starts = [(int(round((lead_in + float(offsets[i])) * fps)) + i * gap) / fps for i in range(k)]
+    order = list(range(k))  # order[j]: the object that starts j-th
+    if k > 1:
+        across = 1 if motion in ("left", "right") else 0
+        by_place = sorted(range(k), key=lambda i: objects[i].start[across])
+        names = F.row_positions(motion, k)
+        leader = by_place[names.index(_pick(rng, F.allowed_leaders(split, motion, k)))]
+        rest = [i for i in range(k) if i != leader]
+        order = [leader] + [rest[j] for j in rng.permutation(len(rest))]
+    out = list(objects)
+    for j, i in enumerate(order):
+        obj, s = objects[i], starts[j]
+        keep = (duration - s) / duration  # same velocity as the formation: it travels less
+        end = (obj.start[0] + (obj.end[0] - obj.start[0]) * keep, obj.start[1] + (obj.end[1] - obj.start[1]) * keep)
+        out[i] = ObjectTrack(obj.start, end, s)
+    return tuple(out)
+
+
 def _event_time(rng: np.random.Generator, duration: float, fps: int, onset_s: float | None) -> float:
     """A visual event time in the middle 40% of the clip, at least 0.6 s from the sound's onset."""
     lo, hi = 0.3 * duration, 0.7 * duration
@@ -278,6 +348,8 @@ def sample_scene(
     else:
         still = duration / 2
     still = min(int(still * config.fps), int(round(duration * config.fps)) - 1) / config.fps
+    if motion != "still" and visual_event == "none":  # drawn last: the factors above keep their values
+        objects = _stagger(rng, objects, split=split, motion=motion, duration=duration, fps=config.fps)
     return Scene(
         id=f"synth-{split}-s{seed}-{index:06d}",
         split=split,

@@ -12,9 +12,10 @@ Layout of ``OUT`` (every path in the records is relative to ``OUT``, the media r
                          view alone shows: the video (vision caption), its audio track (audio
                          caption), the still (no motion, no sound) and the depth map (no colour
                          either): for aligning each modality's connector without cross-modal hints
-    OUT/records.jsonl    instruction records: per clip one question per family, a multi-turn
-                         conversation and a detailed description; ``meta`` carries the clip id,
-                         family, form, answer and facts (see :func:`.judge.judge`)
+    OUT/records.jsonl    instruction records: per clip one question per family (temporal: only
+                         clips with timing to ask about), a multi-turn conversation and a
+                         detailed description; ``meta`` carries the clip id, family, form,
+                         answer and facts (see :func:`.judge.judge`)
     OUT/summary.json     what was generated (split, seed, counts, speech status)
 
 Clip ``i`` of ``(seed, split)`` depends only on those three numbers, so worker count and chunking
@@ -43,7 +44,7 @@ from .render import depth_map, rgb_frame, waveform, write_clip, write_png
 from .scene import Scene, SceneConfig, sample_scene
 from .speech import EspeakVoice, SpeechStatus, probe_espeak
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the temporal family and staggered motion starts
 # The files of a generated world (in its folder, beside media/ and summary.json).
 WORLD_FILE = "world.jsonl"  # one entry per clip: scene ground truth, media paths, captions
 CAPTIONS_FILE = "captions.jsonl"  # caption-pair records (pretraining, stage 1)
@@ -55,6 +56,7 @@ VIEW_WEIGHTS = {
     "motion": {"video": 1.0},
     "sound": {"video": 0.6, "audio": 0.4},
     "audio-visual": {"video": 1.0},
+    "temporal": {"video": 1.0},
 }
 DESCRIBE = (
     "Describe what you see and hear in this clip.",
@@ -177,19 +179,31 @@ def _asks(scene: Scene, family: str, view: str, sounds: tuple[str, ...]) -> list
         return L.sound_asks(scene, sounds)
     if family == "audio-visual":
         return L.audio_visual_asks(scene)
+    if family == "temporal":
+        return L.temporal_asks(scene, sounds)
     raise ValueError(f"unknown family {family!r}")
 
 
 def clip_records(scene: Scene, paths: dict[str, str], config: WorldConfig, omni: str) -> list[dict[str, Any]]:
-    """The instruction records of one clip (JSON dicts in the record format)."""
+    """The instruction records of one clip (JSON dicts in the record format).
+
+    Families in :data:`L.EVERY_CLIP_FAMILIES` draw from one random stream, the temporal family from
+    its own (and asks only clips that have timing to ask about), so adding it left the other records
+    as they were.
+    """
     rng = np.random.default_rng([scene.seed, F.SPLITS[scene.split], scene.index, 1])
+    temporal_rng = np.random.default_rng([scene.seed, F.SPLITS[scene.split], scene.index, 3])
     sounds = tuple(s for s in F.SOUNDS if config.scene.speech or s != "speech")
     base = {"clip": scene.id, "split": scene.split}
     out = []
     for family in L.FAMILIES:
+        family_rng = rng if family in L.EVERY_CLIP_FAMILIES else temporal_rng
         for k in range(config.qa_per_family):
-            view = _choose(rng, VIEW_WEIGHTS[family])
-            ask = _question(rng, _asks(scene, family, view, sounds))
+            view = _choose(family_rng, VIEW_WEIGHTS[family])
+            asks = _asks(scene, family, view, sounds)
+            if not asks:
+                break
+            ask = _question(family_rng, asks)
             media, prefix = _view_media(view, paths)
             out.append({
                 "id": f"{scene.id}-{family}-{k}",
@@ -198,7 +212,7 @@ def clip_records(scene: Scene, paths: dict[str, str], config: WorldConfig, omni:
                 "meta": {**base, **ask["meta"], "view": view},
             })  # fmt: skip
     if config.multi_turn:
-        families = [L.FAMILIES[i] for i in rng.permutation(len(L.FAMILIES))[:3]]
+        families = [L.EVERY_CLIP_FAMILIES[i] for i in rng.permutation(len(L.EVERY_CLIP_FAMILIES))[:3]]
         media, prefix = _view_media("video", paths)
         messages, turns = [], []
         for i, family in enumerate(families):

@@ -101,7 +101,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--speech", default="auto", choices=("auto", "on", "off"), help="espeak-ng speech (auto: when installed)"
     )
-    p.add_argument("--qa-per-family", type=int, default=1)
+    p.add_argument("--qa-per-family", type=int, default=1,
+                   help="single-turn questions per family per clip (temporal: only clips with timing to ask about)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("omni-caption", help=SUBCOMMANDS["omni-caption"], description=SUBCOMMANDS["omni-caption"])

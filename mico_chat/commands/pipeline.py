@@ -229,6 +229,7 @@ class Pipeline:
     def step_worlds(self) -> str:
         from mico_chat.instruct_data.synth import RECORDS_FILE, WorldConfig, generate_world
         from mico_chat.instruct_data.synth.scene import SceneConfig
+        from mico_chat.instruct_data.synth.world import GENERATOR_VERSION
 
         worlds = self.config.worlds
         ran = False
@@ -236,10 +237,11 @@ class Pipeline:
             folder = self.world(split)
             summary = folder / "summary.json"
             qa_per_family = spec.qa_per_family
-            wanted = (split, spec.seed, spec.n, worlds.size, qa_per_family)
+            wanted = (split, spec.seed, spec.n, worlds.size, qa_per_family, GENERATOR_VERSION)
             if summary.is_file() and (folder / RECORDS_FILE).is_file():
                 saved = json.loads(summary.read_text())
-                got = (saved["split"], saved["seed"], saved["n"], saved["size"], saved.get("qa_per_family", 1))
+                got = (saved["split"], saved["seed"], saved["n"], saved["size"], saved.get("qa_per_family", 1),
+                       saved.get("generator_version"))  # an older generator's world lacks newer families
                 if got == wanted:
                     continue
             # Speech off: the world must not depend on whether espeak-ng happens to be installed.

@@ -44,6 +44,22 @@ def test_hand_written_predictions_give_known_accuracies():
     assert report.breakdown["counting"] == {"accuracy": 0.5, "items": 4.0}
 
 
+def test_the_temporal_family_is_scored_and_listed_after_audio_visual():
+    before = {"form": "open", "answer": "before", "facts": {"order": "before"}}
+    top = {"form": "open", "answer": "the top square", "facts": {"place": "top"}}
+    rows = [
+        row("temporal", before, "The sound starts before the square appears."),  # right
+        row("temporal", before, "after"),                                       # wrong
+        row("temporal", top, "The upper square moves first."),                  # right
+        row("temporal", top, "the top or the bottom one"),                      # names both: wrong
+        row("audio-visual", YES, "yes"),
+        row("description", YES, "yes"),
+    ]  # fmt: skip
+    report = score_rows(rows)
+    assert list(report.metrics) == ["audio-visual", "temporal", "description", "overall"]
+    assert report.metrics["temporal"] == 0.5 and report.breakdown["temporal"]["items"] == 4.0
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     return heldout_world(tmp_path_factory.mktemp("synth"), n=2, seed=7, progress=False)
@@ -71,6 +87,17 @@ def test_items_cover_every_family_and_multi_turn_history(world):
     assert len(rows) == len(records) - 2 and score_rows(rows).metrics["overall"] == 1.0
 
 
+def test_a_world_from_an_older_generator_is_generated_again(tmp_path):
+    world = heldout_world(tmp_path, n=1, seed=3, progress=False)
+    summary = json.loads((world / "summary.json").read_text())
+    (world / "summary.json").write_text(json.dumps({**summary, "generator_version": 1}))
+    (world / "records.jsonl").write_text("")  # what a reuse would keep
+    assert heldout_world(tmp_path, n=1, seed=3, progress=False) == world
+    assert json.loads((world / "summary.json").read_text()) == summary
+    families = {json.loads(line)["meta"]["family"] for line in (world / "records.jsonl").read_text().splitlines()}
+    assert "temporal" in families
+
+
 def test_missing_world_names_the_file(tmp_path):
     with pytest.raises(ItemError, match="records.jsonl: missing"):
         Synth().load(tmp_path)
@@ -88,12 +115,12 @@ def test_command_line_fresh_world_and_rescore(tmp_path, capsys):
     lines = {line.split(": ")[0]: line for line in printed.splitlines() if ": " in line}
     assert all(family in lines for family in FAMILIES) and "overall" in lines
     payload = json.loads((out / "results.json").read_text())
-    assert payload["data"]["items"] == 5 + 1 + 3 and (out / "results.png").stat().st_size > 1000
+    assert payload["data"]["items"] == 6 + 1 + 3 and (out / "results.png").stat().st_size > 1000
     # Re-scoring the run's file prints the same lines; a second run reuses world and predictions.
     assert main(["eval", "score", "synth", str(out)]) == 0
     rescored = capsys.readouterr().out
     assert all(lines[f] in rescored for f in (*FAMILIES, "overall"))
-    assert main(args) == 0 and "(0 generated, 9 from the cache)" in capsys.readouterr().out
+    assert main(args) == 0 and "(0 generated, 10 from the cache)" in capsys.readouterr().out
 
 
 def test_general_qa_matching_and_items(tmp_path):

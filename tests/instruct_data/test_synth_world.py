@@ -15,7 +15,7 @@ from mico_chat.instruct_data import read_records
 from mico_chat.instruct_data.records import parse_record
 from mico_chat.instruct_data.synth import Scene, WorldConfig, draw_scene, generate_world, judge, make_clip, read_world
 from mico_chat.instruct_data.synth import factors as F
-from mico_chat.instruct_data.synth.language import FAMILIES
+from mico_chat.instruct_data.synth.language import EVERY_CLIP_FAMILIES, FAMILIES, temporal_asks
 from mico_chat.instruct_data.synth.render import SAMPLE_RATE, rgb_frame
 from mico_chat.instruct_data.synth.world import write_view_captions
 from mico_chat.instruct_data.validate import validate_records
@@ -185,7 +185,9 @@ def test_motion_direction_and_speed_follow_the_centroid_track(covered):
         direction = ("right" if dx > 0 else "left") if abs(dx) > abs(dy) else ("down" if dy > 0 else "up")
         assert direction == scene.motion, f"{scene.id}: centroid moved {dx:.1f}, {dy:.1f}; label {scene.motion}"
         room = scene.width - 4 - scene.side
-        speed = np.hypot(dx, dy) / room / ((t1 - t0) / scene.duration_s)
+        # Objects that start late (staggered starts) keep the formation's velocity for less time.
+        moving = np.mean([max(0.0, t1 - o.start_s) - max(0.0, t0 - o.start_s) for o in scene.objects])
+        speed = np.hypot(dx, dy) / room / (moving / scene.duration_s)
         assert abs(speed - F.SPEEDS[scene.speed]) < 0.05, (
             f"{scene.id}: travels {speed:.2f} of the room, label {scene.speed}"
         )
@@ -322,17 +324,24 @@ def test_view_captions_say_what_each_view_alone_shows(world, tmp_path):
     assert write_view_captions(copy).read_text() == (root / "view_captions.jsonl").read_text()
 
 
+def temporal_clips(root: Path) -> int:
+    """How many clips of a world have a temporal question to ask (the others get none)."""
+    return sum(bool(temporal_asks(e["scene"], ("beeps",))) for e in read_world(root))
+
+
 def test_world_records_are_valid_and_cover_every_family_and_form(world):
     root, summary = world
-    assert summary.n == 24 and summary.split == "heldout" and not summary.speech.enabled
-    assert json.loads((root / "summary.json").read_text())["records"] == summary.num_records == 24 * 7
+    timed = temporal_clips(root)
+    assert summary.n == 24 and summary.split == "heldout" and not summary.speech.enabled and 0 < timed < 24
+    assert json.loads((root / "summary.json").read_text())["records"] == summary.num_records == 24 * 7 + timed
     report = validate_records(
         [root / "records.jsonl", root / "captions.jsonl"], root, check="decode", workers=1, progress=False
     )
-    assert report.ok and report.valid == 24 * 8, report.format()
+    assert report.ok and report.valid == 24 * 8 + timed, report.format()
     records = list(read_records(root / "records.jsonl"))
     families = Counter(r.meta["family"] for r in records)
-    assert set(families) == {*FAMILIES, "multi-turn", "description"} and set(families.values()) == {24}
+    assert set(families) == {*FAMILIES, "multi-turn", "description"}
+    assert families == {**{f: 24 for f in (*EVERY_CLIP_FAMILIES, "multi-turn", "description")}, "temporal": timed}
     forms = Counter(r.meta["form"] for r in records if "form" in r.meta)
     assert set(forms) == {"open", "mc", "yesno"}
     views = Counter(r.meta["view"] for r in records)
@@ -361,7 +370,7 @@ def test_every_stored_answer_passes_the_judge_and_wrong_ones_fail(world):
                 )
             elif qa["form"] == "yesno":
                 assert not judge({"yes": "No.", "no": "Yes."}[qa["answer"]], qa)
-    assert checked == 24 * 9
+    assert checked == 24 * 9 + temporal_clips(root)
 
 
 @pytest.mark.parametrize(
@@ -408,7 +417,7 @@ def test_cli_synth(tmp_path, capsys):
 def test_qa_per_family_and_options(tmp_path):
     config = WorldConfig(qa_per_family=2, multi_turn=False, description=False)
     summary = generate_world(tmp_path, 2, seed=0, config=config, progress=False)
-    assert summary.num_records == 2 * 2 * len(FAMILIES)
+    assert summary.num_records == 2 * (2 * len(EVERY_CLIP_FAMILIES) + temporal_clips(tmp_path))
     with pytest.raises(ValueError, match="unknown split"):
         generate_world(tmp_path, 1, split="test")
 
