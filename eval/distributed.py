@@ -194,25 +194,43 @@ def in_launched_group(environ: dict[str, str] | None = None) -> bool:
 
 
 def local_launch_command(argv: Sequence[str], processes: int) -> list[str]:
-    """The ``torchrun --standalone`` command that runs ``mico-chat ARGV`` as ``processes`` local processes.
+    """The command that runs ``mico-chat ARGV`` as ``processes`` local processes (torchrun, standalone).
 
     torchrun (what ``accelerate launch`` uses for several processes) rather than forking or
     ``torch.multiprocessing``: each rank starts a fresh interpreter (no fork of a process with
     OpenMP or CUDA already initialised, nothing to pickle), ``--standalone`` picks a free port,
     a failing rank stops the others and the exit code comes back, and it is the same code path
-    as a multi-node launch.
+    as a multi-node launch. It is started through this module's ``__main__`` (:func:`torchrun`)
+    rather than torchrun's command line, whose parser would take ``--n`` (an option of ``synth``)
+    for an abbreviation of its own ``--nnodes``/``--node-rank``.
     """
     if processes < 2:
         raise ValueError(f"a local launch needs at least 2 processes, got {processes}")
-    return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-        "-m", "mico_chat.cli", *argv,
-    ]  # fmt: skip
+    return [sys.executable, "-m", "mico_chat.eval.distributed", str(processes), *argv]
+
+
+def torchrun(processes: int, argv: Sequence[str]) -> int:
+    """Run ``python -m mico_chat.cli ARGV`` as ``processes`` local processes under torchrun's agent."""
+    from torch.distributed import run as torch_run
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    config = torch_run.parse_args(["--standalone", f"--nproc-per-node={processes}", "-m", "mico_chat.cli"])
+    config.training_script_args = list(argv)  # set here, so torchrun's parser never reads them
+    try:
+        torch_run.run(config)
+    except ChildFailedError as err:
+        print(f"mico-chat: {len(err.failures)} of {processes} processes failed (their errors are above)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def launch_local(argv: Sequence[str], processes: int) -> int:
     """Run ``mico-chat ARGV`` as ``processes`` local processes; returns the launcher's exit code."""
     env = dict(os.environ)
-    # torchrun sets OMP_NUM_THREADS=1 per process when unset, and says so; say what we do instead.
+    # Split the cores between the processes (torchrun would set 1 thread each, with a warning).
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
     return subprocess.run(local_launch_command(argv, processes), env=env, check=False).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(torchrun(int(sys.argv[1]), sys.argv[2:]))

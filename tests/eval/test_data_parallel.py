@@ -40,9 +40,8 @@ def test_environment_and_launch_command():
         DataParallel.from_environment({"WORLD_SIZE": "2"})
     with pytest.raises(DistributedError, match="MASTER_ADDR, MASTER_PORT unset"):
         DataParallel.from_environment({"WORLD_SIZE": "2", "RANK": "1"})
-    cmd = local_launch_command(["eval", "mme", "--data", "D"], 3)
-    assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3"]
-    assert cmd[5:] == ["-m", "mico_chat.cli", "eval", "mme", "--data", "D"]
+    cmd = local_launch_command(["eval", "synth", "--n", "4"], 3)
+    assert cmd[1:] == ["-m", "mico_chat.eval.distributed", "3", "eval", "synth", "--n", "4"]
     with pytest.raises(ValueError):
         local_launch_command([], 1)
 
