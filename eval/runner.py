@@ -5,9 +5,15 @@ prediction cache, official output files, scores, and the results JSON / markdown
     result = evaluate(MME(), chat, data=Path("MME_Benchmark_release_version"), out=Path("runs/mme"))
     print(result.report.summary())
 
+Data-parallel (``accelerate launch`` / ``torchrun``, or ``--num-processes N``): pass
+``parallel=DataParallel.from_environment()``; every process answers its share of the items and
+rank 0 gathers, writes and scores (:mod:`mico_chat.eval.distributed`).
+
 Output folder of a run::
 
-    predictions.jsonl   the prediction cache (resume point)
+    predictions.jsonl   the prediction cache (resume point); with several processes all
+                        predictions in item order, written by rank 0 after gathering
+    predictions.rankR-of-N.jsonl   with N processes: process R's cache shard (its resume point)
     <official files>    e.g. MME's per-subtask txt files, an MMBench TSV, judge-result JSON
     results.json        scores, settings, model, data checksum, scoring-rule versions, timing
     results.md          the same as markdown tables
@@ -29,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from .benchmark import Benchmark
-from .cache import PredictionCache
+from .cache import PredictionCache, read_matching, write_cache
+from .distributed import DataParallel
 from .items import EvalItem, Prediction, check_unique_ids
 from .scores import ScoreReport, markdown_table, plot_report, write_json
 
@@ -52,6 +59,35 @@ class RunResult:
     predictions: dict[str, Prediction] = field(default_factory=dict)
     generated: int = 0
     resumed: int = 0
+    processes: int = 1
+
+
+def cache_file(shard_suffix: str | None) -> str:
+    """The cache file name of a process: ``predictions.jsonl`` alone, ``predictions.rank0-of-2.jsonl`` in a group."""
+    if shard_suffix is None:
+        return PREDICTIONS_FILE
+    stem, _, ext = PREDICTIONS_FILE.rpartition(".")
+    return f"{stem}.{shard_suffix}.{ext}"
+
+
+def open_cache(
+    out: Path, identity: dict[str, Any], parallel: DataParallel, wanted: Sequence[str], *, overwrite: bool
+) -> PredictionCache:
+    """This process's prediction cache, with what any earlier run in ``out`` answered of ``wanted`` (its shard's ids).
+
+    Its own file resumes as before; predictions made the same way in the folder's other cache
+    files (the gathered ``predictions.jsonl``, or shards of a run with another number of
+    processes) are copied in, so changing the number of processes never redoes finished items.
+    """
+    own = out / cache_file(parallel.shard.suffix() if parallel.world_size > 1 else None)
+    cache = PredictionCache(own, identity, overwrite=overwrite)
+    if not overwrite:
+        others = sorted(p for p in out.glob(cache_file("*")) if p != own)
+        if own.name != PREDICTIONS_FILE and (out / PREDICTIONS_FILE).is_file():
+            others.insert(0, out / PREDICTIONS_FILE)
+        earlier = read_matching(others, identity)
+        cache.add(earlier[item_id] for item_id in wanted if item_id in earlier and item_id not in cache)
+    return cache
 
 
 def data_checksum(bench: Benchmark, data: Path, items: Sequence[EvalItem]) -> str:
@@ -130,8 +166,13 @@ def evaluate(
     judge: Judge | None = None,
     overwrite: bool = False,
     progress: bool = True,
-) -> RunResult:
+    parallel: DataParallel | None = None,
+) -> RunResult | None:
     """Load ``data``, generate (resuming from ``out``), write official outputs, score, write results.
+
+    With ``parallel`` spanning several processes, each answers its shard of the items and only
+    rank 0 writes outputs, scores (the judge is asked there, once per item) and returns the
+    result; the other ranks return ``None``. A single process always returns the result.
 
     Args:
         bench: the benchmark.
@@ -143,11 +184,14 @@ def evaluate(
         settings: decoding settings (default: greedy with the benchmark's ``max_new_tokens``).
         judge: the LLM judge for benchmarks that need one (without it, their scores are unavailable).
         overwrite: discard a prediction cache made with different settings instead of refusing.
+        parallel: the process group (default: this process alone).
     """
     started = time.perf_counter()
+    parallel = parallel or DataParallel.single()
     data, out = Path(data), Path(out)
     items = bench.select(bench.load(data), limit)
     check_unique_ids(items, str(data))
+    mine = parallel.shard.take(items)
     settings = resolve_settings(bench, settings)
     model_info = chat.describe()
     identity = {
@@ -155,20 +199,30 @@ def evaluate(
         "model": model_info,
         "generation": settings.to_dict(),
     }
-    cache = PredictionCache(out / PREDICTIONS_FILE, identity, overwrite=overwrite)
-    resumed = sum(1 for item in items if item.id in cache)
+    cache = open_cache(out, identity, parallel, [item.id for item in mine], overwrite=overwrite)
+    resumed = sum(1 for item in mine if item.id in cache)
     gen_started = time.perf_counter()
+    label = bench.name if parallel.world_size == 1 else f"{bench.name} [{parallel.shard.suffix()}]"
     generated = generate_predictions(
         chat,
-        items,
+        mine,
         cache,
         settings=settings,
         batch_size=batch_size,
         system_prompt=bench.config.system_prompt,
-        progress=f"{bench.name}" if progress else None,
+        progress=label if progress else None,
     )
-    gen_seconds = time.perf_counter() - gen_started
-    predictions = {item.id: cache.predictions[item.id] for item in items}
+    shards = parallel.gather(({item.id: cache.predictions[item.id] for item in mine}, generated, resumed))
+    gen_seconds = time.perf_counter() - gen_started  # on rank 0: until the slowest shard is in
+    if shards is None:
+        return None
+    gathered: dict[str, Prediction] = {}
+    for shard_predictions, _, _ in shards:
+        gathered.update(shard_predictions)
+    predictions = {item.id: gathered[item.id] for item in items}
+    generated, resumed = sum(s[1] for s in shards), sum(s[2] for s in shards)
+    if parallel.world_size > 1:
+        write_cache(out / PREDICTIONS_FILE, identity, predictions.values())
     outputs = bench.write_outputs(items, predictions, out, judge=judge)
     report = bench.score(outputs, judge=judge)
     header = {
@@ -200,12 +254,13 @@ def evaluate(
             "generated": generated,
             "resumed": resumed,
             "items_per_s": round(generated / gen_seconds, 4) if generated and gen_seconds > 0 else None,
+            "processes": parallel.world_size,
         },
         "environment": _environment(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     results = write_results(out, bench.config.title, report, payload, header)
-    return RunResult(report, outputs, results, predictions, generated, resumed)
+    return RunResult(report, outputs, results, predictions, generated, resumed, parallel.world_size)
 
 
 def write_results(out: Path, title: str, report: ScoreReport, payload: dict[str, Any], header: dict[str, Any]) -> Path:

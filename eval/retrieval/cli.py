@@ -3,6 +3,7 @@
 mico-chat eval retrieval --model runs/mico/model --data heldout/captions.jsonl --modality video
 mico-chat eval retrieval --model M --data D --modality audio --rerank 50 --dual-softmax --out results/
 mico-chat eval retrieval --scores results/video/scores.npy --gt results/video/gt.json
+mico-chat eval retrieval --model M --data D --cache-dir cache/ --num-processes 2   # encoding split over 2 processes
 
 The options are data (:data:`OPTIONS`); :mod:`mico_chat.eval.cli` builds the parser.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 from ..benchmark import CliOption
@@ -126,21 +128,32 @@ def _rerank_from_file(args: argparse.Namespace, scores, gt) -> dict:
 
 
 def _score_model(args: argparse.Namespace) -> int:
+    from ..distributed import DataParallel
+
+    with DataParallel.from_environment() as parallel:
+        return _score_model_in(args, parallel)
+
+
+def _score_model_in(args: argparse.Namespace, parallel) -> int:
+    """Encode and score on this process; with several, each encodes its shard and rank 0 reports."""
     from mico_chat.pretraining.data import build_media_table
 
     from .evaluator import evaluate_retrieval, format_table, load_retrieval_model
 
     if not args.model or not args.data:
         raise FileNotFoundError("give --model and --data (or --scores and --gt)")
-    model, tokenizer, settings = load_retrieval_model(args.model, args.device)
+    device = parallel.device(args.device)
+    model, tokenizer, settings = load_retrieval_model(args.model, device or "cpu")
     groups = args.modality or ["video"]
     results = []
     for group in groups:
-        table = build_media_table(
-            args.data, group.split("+"), settings, model.config.encoder_config, media_root=args.media_root,
-            cache_dir=args.cache_dir, limit=args.limit, progress=not args.no_progress,
-        )  # fmt: skip
-        if table.skipped:
+        # With --cache-dir, rank 0 preprocesses and writes the table, then the others read it.
+        with parallel.main_first() if args.cache_dir else nullcontext():
+            table = build_media_table(
+                args.data, group.split("+"), settings, model.config.encoder_config, media_root=args.media_root,
+                cache_dir=args.cache_dir, limit=args.limit, progress=not args.no_progress and parallel.is_main,
+            )  # fmt: skip
+        if table.skipped and parallel.is_main:
             print(
                 f"{args.data}: skipped {len(table.skipped)} records, e.g. {table.skipped[0][0]}: {table.skipped[0][1]}"
             )
@@ -148,11 +161,15 @@ def _score_model(args: argparse.Namespace) -> int:
         result = evaluate_retrieval(
             model, tokenizer, table, group, caption_kinds=kinds, batch_size=args.batch_size, dual=args.dual_softmax,
             rerank_k=args.rerank, rerank_queries=("text", "item") if args.rerank_queries == "both" else (args.rerank_queries,),
-            ties=args.ties, progress=not args.no_progress,
+            ties=args.ties, progress=not args.no_progress, parallel=parallel,
         )  # fmt: skip
+        if result is None:
+            continue
         results.append(result)
         if args.out:
             result.save(args.out / result.group)
+    if not parallel.is_main:
+        return 0
     print(format_table(results))
     if args.out:
         summary = {"model": str(args.model), "data": str(args.data), "results": [r.to_json() for r in results]}

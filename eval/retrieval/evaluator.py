@@ -9,6 +9,10 @@ matrix is their dot product (cosine similarity). Options:
   the model's learned temperature;
 - ``rerank_k``: re-order each query's top-K candidates with the matching head (MiCo appendix B,
   VAST section 5.1: K = 50).
+
+With a :class:`~mico_chat.eval.distributed.DataParallel` group of several processes, each
+encodes every ``world_size``-th item and text; rank 0 gathers the features, restores their order
+and computes the scores, metrics and re-ranking alone (the other ranks return ``None``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from tqdm.auto import tqdm
 from mico_chat.encoders import MiCoForPretraining, group_key, parse_group
 from mico_chat.pretraining.data import MediaTable
 
+from ..distributed import DataParallel
 from .metrics import Ties, dual_softmax, rerank_top_k, retrieval_metrics
 
 DEFAULT_CAPTION = {"video": "vision", "image": "vision", "depth": "vision", "normal": "vision", "audio": "audio"}
@@ -113,8 +118,12 @@ def evaluate_retrieval(
     ties: Ties = "pessimistic",
     limit: int | None = None,
     progress: bool = True,
-) -> RetrievalResult:
+    parallel: DataParallel | None = None,
+) -> RetrievalResult | None:
     """Retrieval metrics of ``model`` for the query group ``group`` over ``table``'s items.
+
+    With ``parallel`` spanning several processes, the encoding is split over them and rank 0
+    returns the result; the others return ``None``.
 
     Args:
         table: preprocessed media (:func:`mico_chat.pretraining.build_media_table`) with the
@@ -125,6 +134,7 @@ def evaluate_retrieval(
         rerank_queries: the query directions to re-rank (``text``: text -> item, ``item``:
             item -> text); each costs ``queries x rerank_k`` matching passes.
         limit: evaluate on the first ``limit`` items only.
+        parallel: the process group (default: this process alone).
     """
     mods = parse_group(group)
     key = group_key(mods)
@@ -137,28 +147,37 @@ def evaluate_retrieval(
             {m: v[:limit] for m, v in table.tensors.items()},
         )
     data = collect_texts(table, kinds)
+    parallel = parallel or DataParallel.single()
     device = model.logit_scale.device
     was_training = model.training
     model.eval()
-    media_feats, conditions = [], []
-    for start in tqdm(range(0, len(table), batch_size), desc=f"encode {key}", disable=not progress):
-        media = {m.value: table.tensors[m.value][start : start + batch_size].to(device).float() for m in mods}
+    shard = parallel.shard
+    label = "" if parallel.world_size == 1 else f" [{shard.suffix()}]"
+
+    def encode_media(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        media = {m.value: table.tensors[m.value][rows].to(device).float() for m in mods}
         feats, cond = model.embed_media(mods, media)
-        media_feats.append(feats)
-        conditions.append(cond if rerank_k else None)
+        return feats, cond if rerank_k else None
+
     # All texts padded to the longest one, so the rerank can gather any texts' hidden states.
     tok = tokenizer(
         data.texts, padding=True, truncation=True, max_length=model.config.max_text_length, return_tensors="pt"
     )
-    text_feats, lowers = [], []
-    for start in tqdm(range(0, len(data.texts), batch_size), desc="encode texts", disable=not progress):
-        ids = tok["input_ids"][start : start + batch_size].to(device)
-        feats, lower = model.embed_text(mods, ids, tok["attention_mask"][start : start + batch_size].to(device))
-        text_feats.append(feats)
-        if rerank_k:
-            lowers.append(lower)
-    item_matrix = torch.cat(media_feats)  # (I, C)
-    text_matrix = torch.cat(text_feats)  # (T, C)
+
+    def encode_texts(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        ids, mask = tok["input_ids"][rows].to(device), tok["attention_mask"][rows].to(device)
+        feats, lower = model.embed_text(mods, ids, mask)
+        return feats, lower if rerank_k else None
+
+    media_rows, text_rows = shard.indices(len(table)), shard.indices(len(data.texts))
+    media_parts = _encode_shard(encode_media, media_rows, batch_size, f"encode {key}{label}", progress)
+    text_parts = _encode_shard(encode_texts, text_rows, batch_size, f"encode texts{label}", progress)
+    gathered = parallel.gather((media_parts, text_parts))
+    if gathered is None:
+        model.train(was_training)
+        return None
+    item_matrix, condition = _in_order([g[0] for g in gathered], len(table), device)  # (I, C), (I, M, D)
+    text_matrix, lower = _in_order([g[1] for g in gathered], len(data.texts), device)  # (T, C), (T, L, D)
     scores = (text_matrix @ item_matrix.T).float().cpu()  # (T, I) cosine similarities
     metrics = {"contrastive": retrieval_metrics(scores, data.text_item, ties=ties)}
     if dual:
@@ -172,8 +191,7 @@ def evaluate_retrieval(
             )["item_to_text"],
         }
     if rerank_k:
-        condition = torch.cat(conditions)  # (I, M, D)
-        lower, mask = torch.cat(lowers), tok["attention_mask"].to(device)  # (T, L, D), (T, L)
+        mask = tok["attention_mask"].to(device)  # (T, L)
 
         pair_matrix = np.full(tuple(scores.shape), np.nan, dtype=np.float32)
 
@@ -193,6 +211,39 @@ def evaluate_retrieval(
     if rerank_k:
         details["rerank_k"] = rerank_k
     return RetrievalResult(key, metrics, scores.numpy(), data, details, pair_matrix if rerank_k else None)
+
+
+Encoded = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+
+
+def _encode_shard(encode, rows: range, batch_size: int, desc: str, progress: bool) -> Encoded:
+    """``(row indices, features, extra)`` of ``rows``, encoded ``batch_size`` at a time; on the CPU
+    when the rows are one process's shard of several (``rows.step > 1``), since they travel to rank 0."""
+    index = torch.tensor(list(rows), dtype=torch.long)
+    feats, extras = [], []
+    for start in tqdm(range(0, len(index), batch_size), desc=desc, disable=not progress):
+        f, extra = encode(index[start : start + batch_size])
+        feats.append(f.cpu() if rows.step > 1 else f)
+        extras.append(extra.cpu() if rows.step > 1 and extra is not None else extra)
+    if not feats:  # more processes than rows
+        return index, torch.empty(0), None
+    extra = torch.cat(extras) if extras[0] is not None else None
+    return index, torch.cat(feats), extra
+
+
+def _in_order(parts: Sequence[Encoded], n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Features of all ``n`` rows in row order from the shards' ``(indices, features, extra)``."""
+    parts = [p for p in parts if len(p[0])]
+    if len(parts) == 1:
+        return parts[0][1].to(device), None if parts[0][2] is None else parts[0][2].to(device)
+    index = torch.cat([p[0] for p in parts])
+    order = torch.empty_like(index)
+    order[index] = torch.arange(len(index))
+    if len(index) != n or not torch.equal(torch.sort(index).values, torch.arange(n)):
+        raise RuntimeError(f"the shards hold rows {sorted(index.tolist())[:8]}..., not each of 0..{n - 1} once")
+    feats = torch.cat([p[1].to(device) for p in parts])[order.to(device)]
+    extra = None if parts[0][2] is None else torch.cat([p[2].to(device) for p in parts])[order.to(device)]
+    return feats, extra
 
 
 def format_table(results: Sequence[RetrievalResult] | Sequence[dict]) -> str:
