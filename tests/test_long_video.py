@@ -94,3 +94,26 @@ def test_frames_are_resized_in_pieces_exactly_as_one_by_one():
     whole = _rgb_to_tensor(frames, 32, settings)  # 40 frames: pieces of 16, 16, 8
     one_by_one = torch.cat([_rgb_to_tensor(frames[i : i + 1], 32, settings) for i in range(40)])
     assert whole.shape == (40, 3, 32, 32) and torch.equal(whole, one_by_one)
+
+
+def test_a_saved_model_takes_the_long_video_keys_in_its_config_json(tmp_path):
+    """The documented way to turn long video on for a trained model: the keys change no weights."""
+    import json
+
+    from mico_chat.loading import load_folder
+
+    absolute_time = {**LONG_VIDEO_CONNECTORS, "video": {**LONG_VIDEO_CONNECTORS["video"], "time_index": "absolute"}}
+    model, processor = tiny_model(encoder=TINY_ENCODER, connectors=absolute_time, video_audio=False)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["encoder_config"].update(frame_chunk_size=8, context_index="chunk")
+    config["connectors"]["video"]["time_index"] = "interpolate"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded, loaded_processor = load_folder(tmp_path, dtype=torch.float32)
+    assert torch.equal(loaded.encoder.context_embedding.weight, model.encoder.context_embedding.weight)
+    loaded_processor.settings = MediaSettings(num_frames=64, video_audio=False)
+    batch = loaded_processor(video_turn(decoded_frames()))
+    assert int((batch["input_ids"] == loaded.config.media_token_ids["video"]).sum()) == NUM_QUERIES
+    with torch.no_grad():
+        assert loaded.encode_media(batch["media"])[Modality.VIDEO].shape[1] == NUM_QUERIES
