@@ -14,7 +14,8 @@ Two input styles are accepted:
 
 Every placeholder is then expanded to exactly the number of tokens its connector emits
 (:meth:`MiCoChatConfig.num_media_tokens`). A placeholder without media, or media without a
-placeholder, raises :class:`ProcessorError`.
+placeholder, raises :class:`ProcessorError`; so does an item with more frames or clips than the
+encoder or its connector takes, before anything is decoded (:meth:`check_media_limits`).
 """
 
 from __future__ import annotations
