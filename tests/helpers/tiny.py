@@ -99,13 +99,14 @@ def tiny_model(
     chat_template: str = "llm",
     seed: int = 0,
     gated_xattn: dict | None = None,
-    encoder: dict = TINY_ENCODER,
-    connectors: dict = TINY_CONNECTORS,
+    encoder: dict | None = None,
+    connectors: dict | None = None,
     **settings,
 ):
     """``(model, processor)`` from :func:`mico_chat.builder.build_model` with tiny parts
     (``gated_xattn``: with gated cross-attention adapters, see ``connectors/gated_xattn.py``;
-    ``encoder``/``connectors``: e.g. :data:`LONG_VIDEO_ENCODER`, :data:`LONG_VIDEO_CONNECTORS`)."""
+    ``encoder``/``connectors``: e.g. :data:`LONG_VIDEO_ENCODER`, :data:`LONG_VIDEO_CONNECTORS`;
+    ``None``: :data:`TINY_ENCODER`, :data:`TINY_CONNECTORS`, read at call time so tests may patch them)."""
     from mico_chat.builder import build_model
     from mico_chat.preprocess import MediaSettings
 
@@ -114,8 +115,8 @@ def tiny_model(
     return build_model(
         llm,
         tokenizer=tokenizer,
-        encoder=encoder,
-        connectors=connectors,
+        encoder=TINY_ENCODER if encoder is None else encoder,
+        connectors=TINY_CONNECTORS if connectors is None else connectors,
         chat_template=chat_template,
         settings=MediaSettings(**{"num_frames": 4, **settings}),
         seed=seed,
