@@ -140,3 +140,12 @@ def test_long_item_options_round_trip(tmp_path):
     enc.save_pretrained(tmp_path)
     loaded = MiCoEncoderConfig.from_pretrained(tmp_path)
     assert (loaded.frame_chunk_size, loaded.context_index, loaded.max_long_segments, loaded.segment_limit) == (8, "interpolate", 128, 128)
+
+
+def test_pretraining_condition_adapter_refuses_items_past_its_table():
+    from mico_chat.encoders.modeling_pretraining import ConditionAdapter
+
+    adapter = ConditionAdapter(encoder_dim=8, text_dim=12, max_segments=4)
+    assert adapter(torch.randn(1, 4, 3, 8)).shape == (1, 12, 12)
+    with pytest.raises(ValueError, match="covers 4 segments \\(max_segments\\), the items have 5"):
+        adapter(torch.randn(1, 5, 3, 8))
