@@ -8,9 +8,9 @@ One transformer backbone reads every modality. An item of modality ``m`` with ``
 (eq. 1: shared position embeddings, modality embeddings, context embeddings), and the segments
 are concatenated. Long items (hundreds of frames) can be encoded in chunks of
 ``config.frame_chunk_size`` segments, with context embeddings chunk-local or interpolated
-(``config.context_index``), so memory grows linearly in the number of frames. Several modalities of the same items can be encoded in one multimodal context:
-their token sequences are concatenated before the backbone, so every token attends across
-modalities. An optional sampling-context embedding (eq. 3) marks which dataset combination an
+(``config.context_index``), so memory grows linearly in the number of frames. Several modalities
+of the same items can be encoded in one multimodal context: their token sequences are
+concatenated before the backbone, so every token attends across modalities. An optional sampling-context embedding (eq. 3) marks which dataset combination an
 item was drawn from during pretraining.
 """
 
