@@ -24,8 +24,10 @@ RMSNorm matched to the LLM's embedding scale, as for every connector.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mico_chat.modality import MediaLayout
@@ -46,7 +48,11 @@ class ResamplerConfig(ConnectorConfig):
             the queries can tell frame order apart (without it the output does not depend on the
             order of the frames: attention is a set operation).
         max_frames: rows of the time-embedding table: the most frames (segments) an item may have
-            when ``time_embed`` is on.
+            when ``time_embed`` is on and ``time_index="absolute"``.
+        time_index: which time-embedding row frame ``s`` of ``S`` gets: ``"absolute"``, row ``s``
+            (``S <= max_frames``); ``"interpolate"``, row ``s`` while ``S <= max_frames``, and for
+            longer items the table linearly resampled to ``S`` rows (first and last kept), so a
+            512-frame video reads the same table in order (the encoder's ``context_index`` rule).
     """
 
     type: str = "resampler"
@@ -56,9 +62,12 @@ class ResamplerConfig(ConnectorConfig):
     mlp_ratio: int = 4
     time_embed: bool = False
     max_frames: int = 64
+    time_index: Literal["absolute", "interpolate"] = "absolute"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.time_index not in ("absolute", "interpolate"):
+            raise ValueError(f"resampler time_index must be 'absolute' or 'interpolate', got {self.time_index!r}")
         for name in ("num_queries", "depth", "heads", "mlp_ratio", "max_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"resampler {name} must be >= 1, got {getattr(self, name)}")
@@ -103,12 +112,20 @@ class ResamplerConnector(Connector):
     def num_tokens(cls, config: ResamplerConfig, layout: MediaLayout) -> int:
         """``num_queries``, whatever the layout; an item with more frames than the time-embedding
         table raises here, so the processor reports it before any tensor is decoded."""
-        if config.time_embed and layout.num_segments > config.max_frames:
+        if config.time_embed and config.time_index == "absolute" and layout.num_segments > config.max_frames:
             raise ValueError(
                 f"resampler time embeddings cover {config.max_frames} frames, the item has {layout.num_segments}; "
-                "raise the connector's max_frames"
+                "raise the connector's max_frames or set its time_index to 'interpolate'"
             )
         return config.num_queries
+
+    def time_rows(self, num_frames: int) -> torch.Tensor:
+        """The time embedding of each of ``num_frames`` frames, ``(S, D_enc)`` (see ``time_index``)."""
+        table = self.time_embedding  # (max_frames, D_enc)
+        if self.config.time_index == "interpolate" and num_frames > table.shape[0]:
+            rows = F.interpolate(table.T[None].float(), size=num_frames, mode="linear", align_corners=True)
+            return rows[0].T.to(table.dtype)
+        return table[:num_frames]
 
     def forward(self, features: torch.Tensor, layout: MediaLayout) -> torch.Tensor:
         """``(N, layout.num_tokens, in_dim) -> (N, num_queries, out_dim)``."""
@@ -116,8 +133,8 @@ class ResamplerConnector(Connector):
         keys = self.select(features, layout)  # (N, S*t, D_enc), frame-major
         if self.time_embedding is not None:
             per_frame = keys.shape[1] // layout.num_segments
-            frame = torch.arange(layout.num_segments, device=keys.device).repeat_interleave(per_frame)  # (S*t,)
-            keys = keys + self.time_embedding[frame].to(keys.dtype)
+            rows = self.time_rows(layout.num_segments).repeat_interleave(per_frame, dim=0)  # (S*t, D_enc)
+            keys = keys + rows.to(keys.dtype)
         latents = self.queries.to(keys.dtype).expand(keys.shape[0], -1, -1)  # (N, K, D_enc)
         for layer in self.layers:
             latents = layer(latents, keys)

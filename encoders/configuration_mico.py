@@ -32,7 +32,24 @@ class MiCoEncoderConfig(PreTrainedConfig):
         image_size, patch_size: square input side and patch side for RGB, depth and normal inputs.
         audio_num_mel_bins, audio_target_length, audio_patch_size: log-mel spectrogram clips of
             ``audio_target_length`` frames x ``audio_num_mel_bins`` bins, cut into square patches.
-        max_segments: size of the context-embedding table: the most frames/clips one item may have.
+        max_segments: size of the context-embedding table, and the most frames/clips one item may
+            have while ``context_index="absolute"``.
+        frame_chunk_size: encode an item's segments in chunks of this many (``None``: all at once).
+            With ``segment_attention="joint"`` the tokens of a chunk attend to each other and not
+            across chunks, so the backbone's cost and memory grow linearly in the number of frames
+            instead of quadratically; with ``"segment"`` the result is the same as unchunked and
+            only the peak memory of one backbone call is bounded. Items with at most this many
+            segments are encoded exactly as without it.
+        context_index: which context-embedding row (E_ctx) segment ``s`` of ``S`` gets.
+            ``"absolute"``: row ``s``, so ``S <= max_segments`` (what pretraining sees).
+            ``"chunk"``: row ``s mod frame_chunk_size`` (needs ``frame_chunk_size <= max_segments``),
+            so every chunk is embedded exactly as a clip of its own length; order across chunks is
+            then for the connector to tell (e.g. the resampler's ``time_embed``).
+            ``"interpolate"``: row ``s`` while ``S <= max_segments``; for longer items the table is
+            resampled linearly to ``S`` rows (first and last rows kept), so the frames span the
+            trained range in order, as ViTs interpolate position embeddings for larger images.
+        max_long_segments: the most segments one item may have when ``context_index`` is
+            ``"chunk"`` or ``"interpolate"``: bounds the work one request can ask for.
         modalities: modalities with a modality embedding, in table order.
         segment_attention: ``"joint"`` lets every token of an item (all its frames, and all
             modalities encoded together) attend to every other, as MiCo's multimodal context does;
@@ -68,6 +85,9 @@ class MiCoEncoderConfig(PreTrainedConfig):
     audio_target_length: int = 1024
     audio_patch_size: int = 16
     max_segments: int = 64
+    frame_chunk_size: int | None = None
+    context_index: Literal["absolute", "chunk", "interpolate"] = "absolute"
+    max_long_segments: int = 512
     modalities: list[str] | None = None
     segment_attention: Literal["joint", "segment"] = "joint"
     num_sampling_contexts: int = 0
@@ -95,6 +115,7 @@ class MiCoEncoderConfig(PreTrainedConfig):
             )
         if self.segment_attention not in ("joint", "segment"):
             raise ValueError(f"segment_attention must be 'joint' or 'segment', got {self.segment_attention!r}")
+        self._check_long_items()
         if self.patch_embedding not in ("linear", "conv"):
             raise ValueError(f"patch_embedding must be 'linear' or 'conv', got {self.patch_embedding!r}")
         if self.pooling not in ("cls", "cls_max"):
@@ -103,6 +124,26 @@ class MiCoEncoderConfig(PreTrainedConfig):
             for kind, size in (("image", self.patch_size), ("audio", self.audio_patch_size)):
                 if size < 2 or size & (size - 1):
                     raise ValueError(f"patch_embedding='conv' needs power-of-two patch sizes; {kind} patches are {size}")
+
+    def _check_long_items(self) -> None:
+        """Validate ``frame_chunk_size``, ``context_index`` and ``max_long_segments`` together."""
+        if self.frame_chunk_size is not None and self.frame_chunk_size < 1:
+            raise ValueError(f"frame_chunk_size must be >= 1 or None, got {self.frame_chunk_size}")
+        if self.context_index not in ("absolute", "chunk", "interpolate"):
+            raise ValueError(f"context_index must be 'absolute', 'chunk' or 'interpolate', got {self.context_index!r}")
+        if self.context_index == "chunk" and (self.frame_chunk_size is None or self.frame_chunk_size > self.max_segments):
+            raise ValueError(
+                f"context_index='chunk' needs frame_chunk_size in 1..max_segments ({self.max_segments}), "
+                f"got {self.frame_chunk_size}"
+            )
+        if self.max_long_segments < self.max_segments:
+            raise ValueError(f"max_long_segments ({self.max_long_segments}) must be >= max_segments ({self.max_segments})")
+
+    @property
+    def segment_limit(self) -> int:
+        """The most segments (frames, clips) one item may have: ``max_segments`` with absolute
+        context indices, ``max_long_segments`` with chunk-local or interpolated ones."""
+        return self.max_segments if self.context_index == "absolute" else self.max_long_segments
 
     @classmethod
     def from_preset(cls, preset: str, **overrides) -> MiCoEncoderConfig:
@@ -141,10 +182,19 @@ class MiCoEncoderConfig(PreTrainedConfig):
         modality = Modality.parse(modality)
         if modality.value not in self.modalities:
             raise ValueError(f"this encoder has no {modality} input; it reads {', '.join(self.modalities)}")
-        if not 1 <= num_segments <= self.max_segments:
-            raise ValueError(f"{modality} item has {num_segments} segments; this encoder allows 1..{self.max_segments}")
+        if not 1 <= num_segments <= self.segment_limit:
+            raise ValueError(f"{modality} item has {num_segments} segments; {self._segment_limit_reason()}")
         grid_h, grid_w = self.grid(modality.input_kind)
         return MediaLayout(num_segments=num_segments, grid_h=grid_h, grid_w=grid_w)
+
+
+    def _segment_limit_reason(self) -> str:
+        if self.context_index == "absolute":
+            return (
+                f"this encoder allows 1..{self.max_segments} (max_segments: its context-embedding table); "
+                "longer items need context_index='chunk' or 'interpolate' (see docs/connectors.md, Long video)"
+            )
+        return f"this encoder allows 1..{self.max_long_segments} (max_long_segments)"
 
 
 # Auto classes (AutoConfig, and AutoTokenizer reading a saved folder) know this model type.

@@ -6,9 +6,11 @@ One transformer backbone reads every modality. An item of modality ``m`` with ``
     [CLS, patch_1 .. patch_P] + E_pos[0..P] + E_mod[m] + E_ctx[s]
 
 (eq. 1: shared position embeddings, modality embeddings, context embeddings), and the segments
-are concatenated. Several modalities of the same items can be encoded in one multimodal context:
-their token sequences are concatenated before the backbone, so every token attends across
-modalities. An optional sampling-context embedding (eq. 3) marks which dataset combination an
+are concatenated. Long items (hundreds of frames) can be encoded in chunks of
+``config.frame_chunk_size`` segments, with context embeddings chunk-local or interpolated
+(``config.context_index``), so memory grows linearly in the number of frames. Several modalities
+of the same items can be encoded in one multimodal context: their token sequences are
+concatenated before the backbone, so every token attends across modalities. An optional sampling-context embedding (eq. 3) marks which dataset combination an
 item was drawn from during pretraining.
 """
 
@@ -203,8 +205,7 @@ class MiCoEncoder(MiCoEncoderPreTrainedModel):
         modality = Modality.parse(modality)
         x = self.as_segments(modality, values)  # (N, S, C, H, W)
         n, s = x.shape[:2]
-        if s > self.config.max_segments:
-            raise ValueError(f"{modality} has {s} segments; this encoder allows at most {self.config.max_segments}")
+        self.config.layout(modality, s)  # raises, naming the limit, for an item with too many segments
         patch_embed = self.patch_embeddings[modality.input_kind]
         x = x.flatten(0, 1).to(patch_embed.weight.dtype)  # (N*S, C, H, W)
         patches = patch_embed(x).flatten(2).transpose(1, 2)  # (N*S, P, D)
@@ -214,12 +215,26 @@ class MiCoEncoder(MiCoEncoderPreTrainedModel):
         tokens = tokens.view(n, s, tokens.shape[1], -1)  # (N, S, 1+P, D)
         mod_index = self.config.modalities.index(modality.value)
         tokens = tokens + self.modality_embedding.weight[mod_index]  # E_mod
-        tokens = tokens + self.context_embedding.weight[:s, None, :]  # E_ctx per segment
+        tokens = tokens + self.context_rows(s)[:, None, :]  # E_ctx per segment
         if sampling_context is not None:
             if self.sampling_embedding is None:
                 raise ValueError("sampling_context given but the encoder has num_sampling_contexts=0")
             tokens = tokens + self.sampling_embedding(sampling_context)[:, None, None, :]  # E_sam
         return tokens.flatten(1, 2)  # (N, S*(1+P), D)
+
+    def context_rows(self, num_segments: int) -> torch.Tensor:
+        """The context embedding (E_ctx) of each of an item's ``num_segments`` segments, ``(S, D)``,
+        by ``config.context_index``: row ``s``; row ``s mod frame_chunk_size`` (``"chunk"``); or,
+        past ``max_segments``, the table linearly resampled to ``S`` rows (``"interpolate"``)."""
+        table = self.context_embedding.weight  # (max_segments, D)
+        mode = self.config.context_index
+        if mode == "chunk":
+            index = torch.arange(num_segments, device=table.device) % self.config.frame_chunk_size
+            return table[index]
+        if mode == "interpolate" and num_segments > table.shape[0]:
+            rows = F.interpolate(table.T[None].float(), size=num_segments, mode="linear", align_corners=True)
+            return rows[0].T.to(table.dtype)  # (S, D)
+        return table[:num_segments]
 
     # ------------------------------------------------------------------ backbone
     def backbone(self, tokens: torch.Tensor, segment_length: int | None = None) -> torch.Tensor:
@@ -234,6 +249,21 @@ class MiCoEncoder(MiCoEncoderPreTrainedModel):
         hidden = self.post_layernorm(hidden)
         return hidden.reshape(n, length, dim)
 
+    def backbone_chunked(self, tokens: torch.Tensor, segment_length: int) -> torch.Tensor:
+        """The backbone over one modality's ``(N, S * segment_length, D)`` tokens, ``frame_chunk_size``
+        segments at a time (all at once without it, or when the item is no longer than a chunk).
+
+        Within a chunk, attention follows ``segment_attention``; across chunks there is none, so
+        each chunk's output equals encoding that chunk as an item of its own (with the context
+        embeddings it was given), and the cost grows linearly in ``S``.
+        """
+        per_segment = segment_length if self.config.segment_attention == "segment" else None
+        chunk = self.config.frame_chunk_size
+        if chunk is None or tokens.shape[1] <= chunk * segment_length:
+            return self.backbone(tokens, per_segment)
+        parts = tokens.split(chunk * segment_length, dim=1)  # S/chunk pieces of (N, chunk * seg, D)
+        return torch.cat([self.backbone(part, per_segment) for part in parts], dim=1)  # (N, S * seg, D)
+
     def forward(
         self,
         inputs: Mapping[str | Modality, torch.Tensor],
@@ -244,7 +274,8 @@ class MiCoEncoder(MiCoEncoderPreTrainedModel):
         """Encode each modality of ``inputs``; return ``{modality: (N, S * (1 + P), D)}``.
 
         With ``joint=True`` all modalities (which must have the same ``N``) are concatenated into
-        one multimodal context before the backbone and split again afterwards.
+        one multimodal context before the backbone and split again afterwards. Otherwise each
+        modality goes through :meth:`backbone_chunked` (``frame_chunk_size`` segments at a time).
         """
         embedded = {
             Modality.parse(m): self.embed(m, v, sampling_context=sampling_context) for m, v in inputs.items()
@@ -254,14 +285,19 @@ class MiCoEncoder(MiCoEncoderPreTrainedModel):
         }
         per_segment = self.config.segment_attention == "segment"
         if not joint or len(embedded) == 1:
-            return {
-                m: self.backbone(t, segment_lengths[m] if per_segment else None) for m, t in embedded.items()
-            }
+            return {m: self.backbone_chunked(t, segment_lengths[m]) for m, t in embedded.items()}
         sizes = {m: t.shape[0] for m, t in embedded.items()}
         if len(set(sizes.values())) != 1:
             raise ValueError(f"joint encoding needs the same number of items per modality, got {sizes}")
         if per_segment:
             raise ValueError("joint multimodal context needs segment_attention='joint'")
+        chunk = self.config.frame_chunk_size
+        too_long = {str(m): t.shape[1] // segment_lengths[m] for m, t in embedded.items()}
+        if chunk is not None and max(too_long.values()) > chunk:
+            raise ValueError(
+                f"joint multimodal context is encoded whole, but these items have {too_long} segments, more than "
+                f"frame_chunk_size={chunk}; encode the modalities separately (joint=False) for long items"
+            )
         lengths = [t.shape[1] for t in embedded.values()]
         fused = self.backbone(torch.cat(list(embedded.values()), dim=1))  # (N, sum L, D)
         return dict(zip(embedded, fused.split(lengths, dim=1)))

@@ -119,6 +119,11 @@ class ConditionAdapter(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(N, S, T, D_enc)`` -> ``(N, S * T, D_text)``."""
         n, s, t, _ = tokens.shape
+        if s > self.segment_embedding.num_embeddings:
+            raise ValueError(
+                f"the condition adapter's segment table covers {self.segment_embedding.num_embeddings} segments "
+                f"(max_segments), the items have {s}; pretraining takes no items longer than max_segments"
+            )
         x = self.norm(self.proj(tokens))  # (N, S, T, Dt)
         x = x + self.segment_embedding.weight[:s, None, :] + self.type_embedding
         return x.reshape(n, s * t, -1)

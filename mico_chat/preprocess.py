@@ -94,14 +94,28 @@ def _is_array(source: Source) -> bool:
     return isinstance(source, (np.ndarray, torch.Tensor))
 
 
+# Frames resized per call of _rgb_frames_to_tensor: the float copies at the source resolution are
+# the largest temporaries (a 1080p frame is 25 MB as float32), so a 512-frame video is converted
+# in pieces and its peak memory is the uint8 frames, the small output and one piece.
+RESIZE_CHUNK_FRAMES = 16
+
+
 def _rgb_to_tensor(frames: np.ndarray | torch.Tensor, size: int, settings: MediaSettings) -> torch.Tensor:
-    """``(T, H, W, 3)`` uint8 -> ``(T, 3, size, size)`` float32: short side to ``size``, centre crop, normalise."""
+    """``(T, H, W, 3)`` uint8 -> ``(T, 3, size, size)`` float32: short side to ``size``, centre crop,
+    normalise; :data:`RESIZE_CHUNK_FRAMES` frames at a time (each frame is resized on its own, so
+    the result does not depend on the chunking)."""
     if isinstance(frames, np.ndarray):
         # Decoded frames can be read-only views (e.g. a decoder's buffer); torch must not alias them.
         frames = np.ascontiguousarray(frames) if frames.flags.writeable else np.array(frames, order="C")
     x = torch.as_tensor(frames)
     if x.dim() != 4 or x.shape[-1] != 3:
         raise ValueError(f"expected (T, H, W, 3) RGB frames, got {tuple(x.shape)}")
+    pieces = [_rgb_frames_to_tensor(piece, size, settings) for piece in x.split(RESIZE_CHUNK_FRAMES)]
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+
+def _rgb_frames_to_tensor(x: torch.Tensor, size: int, settings: MediaSettings) -> torch.Tensor:
+    """One piece of :func:`_rgb_to_tensor`: ``(t, H, W, 3)`` -> ``(t, 3, size, size)``."""
     integer_pixels = not x.is_floating_point()  # uint8 frames; float frames are taken as [0, 1]
     x = x.permute(0, 3, 1, 2).float()  # (T, 3, H, W)
     if integer_pixels:
@@ -211,6 +225,16 @@ def preprocess_normal(source: Source, settings: MediaSettings, encoder: MiCoEnco
     if x.dim() != 3 or x.shape[-1] != 3:
         raise ValueError(f"normal map must be (H, W, 3), got {tuple(normal.shape)}")
     return _resize_map(x.permute(2, 0, 1), encoder.image_size)[None]  # (1, 3, S, S)
+
+
+def num_segments(modality: Modality, settings: MediaSettings) -> int:
+    """How many segments the preprocessor of ``modality`` returns for any item under ``settings``
+    (video: ``num_frames``; audio: ``audio_clips``; others 1), known before anything is decoded."""
+    if modality is Modality.VIDEO:
+        return settings.num_frames
+    if modality is Modality.AUDIO:
+        return settings.audio_clips
+    return 1
 
 
 Preprocessor = Callable[..., torch.Tensor]

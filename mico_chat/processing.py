@@ -14,7 +14,8 @@ Two input styles are accepted:
 
 Every placeholder is then expanded to exactly the number of tokens its connector emits
 (:meth:`MiCoChatConfig.num_media_tokens`). A placeholder without media, or media without a
-placeholder, raises :class:`ProcessorError`.
+placeholder, raises :class:`ProcessorError`; so does an item with more frames or clips than the
+encoder or its connector takes, before anything is decoded (:meth:`check_media_limits`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from mico_chat import media as media_io
 from mico_chat.modality import Modality, find_placeholders
 
 from .configuration import MiCoChatConfig
-from .preprocess import MediaSettings, preprocess
+from .preprocess import MediaSettings, num_segments, preprocess
 from .templates import ChatTemplate, get_template
 
 PROCESSOR_CONFIG = "processor_config.json"
@@ -186,6 +187,17 @@ class MiCoChatProcessor:
         """Decode and preprocess each item (shapes: see :mod:`mico_chat.preprocess`)."""
         return [preprocess(item.modality, item.source, self.settings, self.config.encoder_config, **item.options) for item in items]
 
+    def check_media_limits(self, items: Sequence[MediaItem]) -> None:
+        """Raise :class:`ProcessorError` for an item the model cannot take, before any decoding: a
+        video of more frames (``settings.num_frames``) or an audio of more clips than the encoder
+        (``segment_limit``) or the modality's connector (e.g. a resampler's time table) allows."""
+        for k, item in enumerate(items):
+            segments = num_segments(item.modality, self.settings)
+            try:
+                self.config.num_media_tokens(item.modality, segments)
+            except ValueError as err:
+                raise ProcessorError(f"media item {k} ({item.modality}, {segments} segments from the media settings): {err}") from err
+
     def _token_counts(self, items: Sequence[MediaItem], tensors: Sequence[torch.Tensor]) -> list[int]:
         return [
             self.config.num_media_tokens(item.modality, tensor.shape[0]) for item, tensor in zip(items, tensors)
@@ -199,6 +211,7 @@ class MiCoChatProcessor:
         Labels keep only the tokens of assistant turns (per the template's segments); media and
         every other token are ``-100``. A token belongs to the segment holding its last character.
         """
+        self.check_media_limits(prepared.media)
         tensors = self.load_media(prepared.media)
         counts = self._token_counts(prepared.media, tensors)
         out = self.encode_text(prepared, counts, add_generation_prompt=add_generation_prompt, with_labels=with_labels)

@@ -226,8 +226,8 @@ def generation_settings(
     options = dict(body.mm_processor_kwargs or {})
     if "num_frames" in options:
         frames = options.pop("num_frames")
-        if not isinstance(frames, int) or not 1 <= frames <= engine.chat.model.config.encoder_config.max_segments:
-            limit = engine.chat.model.config.encoder_config.max_segments
+        if not isinstance(frames, int) or not 1 <= frames <= engine.chat.model.config.encoder_config.segment_limit:
+            limit = engine.chat.model.config.encoder_config.segment_limit
             raise RequestError(400, f"mm_processor_kwargs.num_frames must be an integer in 1..{limit}", "mm_processor_kwargs.num_frames")
         media["num_frames"] = frames
     if "use_audio_in_video" in options:

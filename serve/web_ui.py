@@ -66,7 +66,7 @@ def build_ui(engine: ChatEngine, config: UiConfig) -> gr.Blocks:
     media_limits = limits.media_limits
     encoder = engine.chat.model.config.encoder_config
     model_frames = engine.media_settings.num_frames
-    max_frames = max(model_frames, encoder.max_segments)
+    max_frames = max(model_frames, encoder.segment_limit)
 
     def media_of(video: str | None, audio: str | None, image: str | None) -> list[tuple[str, str]]:
         return [(kind, path) for kind, path in zip(MEDIA_KINDS, (video, audio, image)) if path]

@@ -63,8 +63,26 @@ def test_bad_configs_name_the_problem():
     with pytest.raises(ValueError, match="heads \\(3\\) must divide the encoder hidden size \\(8\\)"):
         build_connector({**RESAMPLER, "heads": 3}, in_dim=8, out_dim=12)
     config = ResamplerConfig(time_embed=True, max_frames=4)
-    with pytest.raises(ValueError, match="cover 4 frames, the item has 6; raise the connector's max_frames"):
+    with pytest.raises(ValueError, match="cover 4 frames, the item has 6; raise the connector's max_frames or set its time_index"):
         ResamplerConnector.num_tokens(config, layout(6))
+    with pytest.raises(ValueError, match="time_index must be 'absolute' or 'interpolate'"):
+        ResamplerConfig(time_index="relative")
+
+
+def test_interpolated_time_embeddings_take_any_number_of_frames():
+    """``time_index="interpolate"``: the 4-row table read in order by 7 frames (rows 0, 0.5, .. 3),
+    K tokens out, and frames within the table keep their own rows."""
+    conn = build_connector({**RESAMPLER, "time_embed": True, "max_frames": 4, "time_index": "interpolate"}, 8, 12)
+    table = conn.time_embedding
+    assert torch.equal(conn.time_rows(3), table[:3])
+    rows = conn.time_rows(7)
+    torch.testing.assert_close(rows[::2], table)
+    torch.testing.assert_close(rows[1::2], (table[:-1] + table[1:]) / 2)
+    assert type(conn).num_tokens(conn.config, layout(512)) == 5
+    out = conn(torch.randn(1, layout(512).num_tokens, 8), layout(512))
+    assert out.shape == (1, 5, 12)
+    out.pow(2).mean().backward()
+    assert (table.grad.abs().sum(-1) > 0).all()
 
 
 def test_out_norm_gives_tokens_the_scale_of_the_embeddings():

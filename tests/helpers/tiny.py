@@ -84,9 +84,29 @@ TINY_CONNECTORS = {
 }
 
 
-def tiny_model(chat_template: str = "llm", seed: int = 0, gated_xattn: dict | None = None, **settings):
+# Long video (docs/connectors.md, "Long video"): frames encoded 16 at a time with chunk-local
+# context embeddings, up to 512 per item; a resampler reads them all and emits 8 tokens, its time
+# table (16 rows) interpolated for longer items.
+LONG_VIDEO_ENCODER = {**TINY_ENCODER, "frame_chunk_size": 16, "context_index": "chunk", "max_long_segments": 512}
+LONG_VIDEO_CONNECTORS = {
+    **TINY_CONNECTORS,
+    "video": {"type": "resampler", "num_queries": 8, "depth": 1, "heads": 4, "time_embed": True, "max_frames": 16,
+              "time_index": "interpolate"},
+}
+
+
+def tiny_model(
+    chat_template: str = "llm",
+    seed: int = 0,
+    gated_xattn: dict | None = None,
+    encoder: dict | None = None,
+    connectors: dict | None = None,
+    **settings,
+):
     """``(model, processor)`` from :func:`mico_chat.builder.build_model` with tiny parts
-    (``gated_xattn``: with gated cross-attention adapters, see ``connectors/gated_xattn.py``)."""
+    (``gated_xattn``: with gated cross-attention adapters, see ``connectors/gated_xattn.py``;
+    ``encoder``/``connectors``: e.g. :data:`LONG_VIDEO_ENCODER`, :data:`LONG_VIDEO_CONNECTORS`;
+    ``None``: :data:`TINY_ENCODER`, :data:`TINY_CONNECTORS`, read at call time so tests may patch them)."""
     from mico_chat.builder import build_model
     from mico_chat.preprocess import MediaSettings
 
@@ -95,8 +115,8 @@ def tiny_model(chat_template: str = "llm", seed: int = 0, gated_xattn: dict | No
     return build_model(
         llm,
         tokenizer=tokenizer,
-        encoder=TINY_ENCODER,
-        connectors=TINY_CONNECTORS,
+        encoder=TINY_ENCODER if encoder is None else encoder,
+        connectors=TINY_CONNECTORS if connectors is None else connectors,
         chat_template=chat_template,
         settings=MediaSettings(**{"num_frames": 4, **settings}),
         seed=seed,

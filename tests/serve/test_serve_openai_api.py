@@ -285,6 +285,7 @@ def test_an_allowed_media_host_is_fetched(tiny_folder, serve_media):
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"temperature": 3}, "temperature"),
         ({"extra_body": {"mm_processor_kwargs": {"num_frames": 0}}}, "mm_processor_kwargs.num_frames"),
+        ({"extra_body": {"mm_processor_kwargs": {"num_frames": 17}}}, "mm_processor_kwargs.num_frames"),  # > segment_limit
     ],
 )
 def test_parameters_that_cannot_be_honoured_are_400(api, extra, param):
