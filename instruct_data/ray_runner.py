@@ -1,7 +1,7 @@
 """Batch inference with Ray Data: a pipeline's shards mapped over actors that each hold the model.
 
 The pending shards of a run (:mod:`.shards`) become a Ray dataset, one row per shard carrying its
-records as JSON lines. ``map_batches`` sends the rows to a pool of actors; an actor sets up the
+records. ``map_batches`` sends the rows to a pool of actors; an actor sets up the
 job once (loads the model: one actor per GPU, or ``workers`` CPU actors) and runs every shard it
 is given through the same function the single-process path uses, writing ``OUT.shards/shard-K``
 and marking it done. The driver then gathers ``OUT`` in input order.
@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .pipeline import RunReport
-from .records import Record, parse_record
+from .records import Record
 from .shards import ShardedReport, ShardJob, ShardPlan, gather, mark_done, plan_shards
 
 INSTALL_HINT = "pip install 'mico-chat[scale]'"
@@ -82,9 +83,9 @@ class ShardActor:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         out: dict[str, list] = {"shard": [], "report": []}
-        for shard, text in zip(batch["shard"], batch["records"]):
+        for shard, blob in zip(batch["shard"], batch["records"]):
             shard = int(shard)
-            records = [parse_record(json.loads(line)) for line in str(text).splitlines()]
+            records = pickle.loads(blob)
             report = self.job.run(records, self.plan.output(shard), self.plan.log(shard))
             mark_done(self.plan, shard, report)
             summary = {"done": report.done, "skipped": report.skipped, "failed": report.failed,
@@ -155,12 +156,15 @@ def run_with_ray(
 
 
 def shard_rows(records: Sequence[Record], plan: ShardPlan, shards: Sequence[int]) -> list[dict[str, Any]]:
-    """The dataset rows of ``shards``: ``{"shard": K, "records": JSON lines of its records}``."""
+    """The dataset rows of ``shards``: ``{"shard": K, "records": its records, pickled}``.
+
+    Pickled rather than JSON: records made from a folder of videos carry no text yet, which
+    :func:`~.records.parse_record` would refuse on the worker.
+    """
     rows = []
     for shard in shards:
         start, stop = plan.bounds(shard)
-        text = "\n".join(json.dumps(r.to_json(), ensure_ascii=False) for r in records[start:stop])
-        rows.append({"shard": shard, "records": text})
+        rows.append({"shard": shard, "records": pickle.dumps(list(records[start:stop]))})
     return rows
 
 

@@ -178,3 +178,29 @@ def test_cli_with_ray_matches_without(world, tmp_path, ray_cluster, openai_stub,
         assert main([*argv, "--ray", "--ray-workers", "2", "--ray-shard-size", "4"]) == 0
         assert "records gathered from 3 shards" in capsys.readouterr().out
         assert lines(sharded) == lines(single) and len(lines(single)) == len(records)
+
+
+@pytest.mark.slow
+def test_cli_pseudolabel_with_a_local_model_on_ray_actors(tmp_path, ray_cluster, tiny, capsys):
+    """Each actor loads the saved model once; frames, captions, rejections: as in one process."""
+    from mico_chat.api import ChatModel
+
+    model, processor = tiny
+    folder = tmp_path / "tiny-model"
+    ChatModel(model, processor).save_pretrained(folder)
+    world = tmp_path / "w"
+    generate_world(world, 4, seed=3, workers=1, progress=False)
+    common = ["--model", str(folder), "--device", "cpu", "--max-retries", "0", "--max-new-tokens", "6",
+              "--batch-size", "1", "--no-progress"]  # fmt: skip
+    single, sharded = tmp_path / "pl.jsonl", tmp_path / "pl-ray.jsonl"
+    assert main(["data", "pseudolabel", str(world / "media"), str(single), *common]) == 0
+    assert main(["data", "pseudolabel", str(world / "media"), str(sharded), *common, "--ray", "--ray-workers", "2",
+                 "--ray-shard-size", "2"]) == 0  # fmt: skip
+    assert "records gathered from 2 shards" in capsys.readouterr().out
+
+    def text(path: Path) -> list[str]:
+        return lines(path) if path.exists() else []
+
+    assert text(sharded) == text(single)
+    assert sorted(text(Path(f"{sharded}.log.jsonl"))) == sorted(text(Path(f"{single}.log.jsonl")))
+    assert len(text(single)) + len(text(Path(f"{single}.log.jsonl"))) == 4  # every clip: a label or a logged reason
