@@ -180,7 +180,7 @@ def _map_shards(
         ShardActor,
         fn_constructor_args=(job, str(plan.folder), plan.shard_size),
         batch_size=1,
-        concurrency=min(workers, len(rows)),
+        compute=ray.data.ActorPoolStrategy(size=min(workers, len(rows))),
         num_gpus=num_gpus,
         num_cpus=num_cpus,
     )

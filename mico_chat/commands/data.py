@@ -48,7 +48,8 @@ def _llm_arguments(parser: argparse.ArgumentParser) -> None:
     ray.add_argument(
         "--ray", nargs="?", const="local", metavar="ADDRESS",
         help="shard the records over Ray actors that each hold the model; ADDRESS of a running cluster "
-        "(auto, ray://HOST:10001), or none to start a local one. Shards resume: a rerun redoes unfinished ones",
+        "(auto, ray://HOST:10001), or none to start a local one (give it after the files, or as --ray=ADDRESS). "
+        "Outputs are sharded in OUT.shards/: a rerun redoes only unfinished shards",
     )  # fmt: skip
     ray.add_argument("--ray-workers", type=int, help="model actors (default: one per GPU, else 1)")
     ray.add_argument("--ray-cpus-per-worker", type=float, default=1.0, help="CPUs per actor (default 1)")
