@@ -41,7 +41,9 @@ def tiny_model_folder(out: Path) -> Path:
     return out
 
 
-def run_once(args: argparse.Namespace, model: str, world: Path, out: Path, workers: int, limit_shards: int = 0) -> float:
+def run_once(
+    args: argparse.Namespace, model: str, world: Path, out: Path, workers: int, limit_shards: int = 0
+) -> float:
     """Seconds one ``mico-chat data ...--ray`` command takes (from a fresh output)."""
     if out.exists():
         out.unlink()
@@ -51,10 +53,10 @@ def run_once(args: argparse.Namespace, model: str, world: Path, out: Path, worke
         source = out.with_name("warmup.jsonl")
         lines = (world / "captions.jsonl").read_text().splitlines()[: limit_shards * args.shard_size]
         source.write_text("\n".join(lines) + "\n")
+    ray = f"--ray={args.address}" if args.address else "--ray"
     common = ["--model", model, "--device", args.device, "--batch-size", str(args.batch_size), "--max-retries", "0",
-              "--max-new-tokens", str(args.max_new_tokens), "--no-progress", "--ray", *([args.address] if args.address else []),
-              "--ray-workers", str(workers), "--ray-cpus-per-worker", str(args.cpus_per_worker),
-              "--ray-shard-size", str(args.shard_size)]  # fmt: skip
+              "--max-new-tokens", str(args.max_new_tokens), "--no-progress", ray, "--ray-workers", str(workers),
+              "--ray-cpus-per-worker", str(args.cpus_per_worker), "--ray-shard-size", str(args.shard_size)]  # fmt: skip
     if args.task == "omni":
         argv = ["data", "omni-caption", str(source), str(out), *common]
     else:

@@ -54,7 +54,8 @@ class RayOptions:
         cpus_per_worker: CPUs reserved per actor (its torch threads on a CPU worker).
         use_gpus: give each actor one GPU when the cluster has any (off for ``--device cpu``).
         shard_size: records per shard (a multiple of the batch size; resumption is per shard).
-        object_store_mb: the local cluster's object store (records are text: it can stay small).
+        object_store_mb: the local cluster's object store. It holds the pending shards' records
+            (about their JSONL size); beyond it Ray spills them to disk.
         progress: Ray Data's progress bars.
     """
 
@@ -146,8 +147,7 @@ def run_with_ray(
         started = _start(ray, options)
         try:
             for summary in _map_shards(ray, records, plan, pending, job, options):
-                report.add(RunReport(out=out, log=log, done=summary["done"], skipped=summary["skipped"],
-                                     failed=summary["failed"], rejected_outputs=summary["rejected_outputs"]))  # fmt: skip
+                report.add(RunReport(out=out, log=log, **summary))
         finally:
             if started:
                 ray.shutdown()

@@ -182,7 +182,8 @@ def gather(plan: ShardPlan, out: str | os.PathLike, log: str | os.PathLike) -> i
     position = {k: i for i, k in enumerate(plan.keys)}
     targets: dict[str, Path] = {}
     for shard in range(plan.num_shards):
-        targets.update({s: (log if s == ".log.jsonl" else out.with_name(out.name + s)) for s in _side_files(plan, shard)})
+        for suffix in _side_files(plan, shard):
+            targets[suffix] = log if suffix == ".log.jsonl" else out.with_name(out.name + suffix)
     handles = {s: t.with_name(t.name + ".tmp").open("w", encoding="utf-8") for s, t in targets.items()}
     written = 0
     tmp_out = out.with_name(out.name + ".tmp")
@@ -209,7 +210,8 @@ def _gather_shard(plan: ShardPlan, shard: int, sink: TextIO, position: dict[str,
     rows = []
     with path.open(encoding="utf-8") as handle:
         for line in handle:
-            rows.append((position.get(str(json.loads(line)["id"]), len(position)), line if line.endswith("\n") else line + "\n"))
+            place = position.get(str(json.loads(line)["id"]), len(position))
+            rows.append((place, line if line.endswith("\n") else line + "\n"))
     rows.sort(key=lambda row: row[0])  # stable: lines of one id keep their order
     sink.writelines(line for _, line in rows)
     return len(rows)

@@ -56,6 +56,9 @@ def _llm_arguments(parser: argparse.ArgumentParser) -> None:
     ray.add_argument(
         "--ray-shard-size", type=int, help="records per shard, a multiple of --batch-size (default 32 batches)"
     )
+    ray.add_argument(
+        "--ray-object-store-mb", type=int, default=256, help="a local cluster's object store (default 256 MiB)"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -245,7 +248,8 @@ class _Job:
 class _OmniJob(_Job):
     def setup(self) -> None:
         args = self.args
-        self.chat = _chat_model(args) if args.pseudolabel or not args.openai_base_url else None  # loaded once, used twice
+        # Loaded once, used twice (pseudo-labels and omni captions).
+        self.chat = _chat_model(args) if args.pseudolabel or not args.openai_base_url else None
         self.generator = _generator(args, self.chat)
 
     def run(self, records: list, out: Path, log: Path | None):
@@ -353,7 +357,8 @@ def _execute(args: argparse.Namespace, records: list, job: _Job):
         options = RayOptions(
             address=None if args.ray == "local" else args.ray, workers=args.ray_workers,
             cpus_per_worker=args.ray_cpus_per_worker, use_gpus=args.device != "cpu",
-            shard_size=args.ray_shard_size or 32 * args.batch_size, progress=not args.no_progress,
+            shard_size=args.ray_shard_size or 32 * args.batch_size, object_store_mb=args.ray_object_store_mb,
+            progress=not args.no_progress,
         )  # fmt: skip
         job.progress = False  # the workers' bars would interleave; Ray Data shows one per run
         report = run_with_ray(records, args.output, job, options, batch_size=args.batch_size, log=args.log)
