@@ -39,10 +39,8 @@ def ray_cluster():
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.data")
     pythonpath = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAY_raylet_start_wait_time_s", "180")  # a busy 2-core machine starts the raylet slowly
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})  # fmt: skip
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})  # fmt: skip
     yield ray
     ray.shutdown()
 
