@@ -7,7 +7,8 @@
 - :mod:`.synth`: the synthetic audio-visual world (clips, stills, depth, captions, questions, judge).
 - :mod:`.omni_caption`, :mod:`.pseudolabel`, :mod:`.instruct`: LLM data pipelines (VAST omni
   captions, Lialin et al. pseudo-labels, instruction generation), on :mod:`.llm` backends and the
-  resumable runner in :mod:`.pipeline`.
+  resumable runner in :mod:`.pipeline`; :mod:`.shards` and :mod:`.ray_runner` run them sharded over
+  Ray Data actors (the optional ``scale`` extra).
 """
 
 from .records import (

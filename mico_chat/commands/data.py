@@ -6,6 +6,7 @@ mico-chat data synth --out world/ --n 10000 --seed 0 --split train
 mico-chat data omni-caption captions.jsonl omni.jsonl --model default
 mico-chat data pseudolabel videos/ labels.jsonl --model default
 mico-chat data instruct captions.jsonl instruct.jsonl --per-record 2
+mico-chat data omni-caption captions.jsonl omni.jsonl --model default --ray --ray-workers 2   # Ray Data shards
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 SUBCOMMANDS = {
@@ -42,6 +44,21 @@ def _llm_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-retries", type=int, default=2, help="retries of a rejected output (sampled)")
     group.add_argument("--log", type=Path, help="where rejected outputs are logged (default: OUT.log.jsonl)")
     group.add_argument("--no-progress", action="store_true")
+    ray = parser.add_argument_group("Ray Data (pip install 'mico-chat[scale]'): batch inference over a cluster")
+    ray.add_argument(
+        "--ray", nargs="?", const="local", metavar="ADDRESS",
+        help="shard the records over Ray actors that each hold the model; ADDRESS of a running cluster "
+        "(auto, ray://HOST:10001), or none to start a local one (give it after the files, or as --ray=ADDRESS). "
+        "Outputs are sharded in OUT.shards/: a rerun redoes only unfinished shards",
+    )  # fmt: skip
+    ray.add_argument("--ray-workers", type=int, help="model actors (default: one per GPU, else 1)")
+    ray.add_argument("--ray-cpus-per-worker", type=float, default=1.0, help="CPUs per actor (default 1)")
+    ray.add_argument(
+        "--ray-shard-size", type=int, help="records per shard, a multiple of --batch-size (default 32 batches)"
+    )
+    ray.add_argument(
+        "--ray-object-store-mb", type=int, default=256, help="a local cluster's object store (default 256 MiB)"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -207,25 +224,58 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass
+class _Job:
+    """A model-driven subcommand as a :class:`~mico_chat.instruct_data.shards.ShardJob`.
+
+    The options travel (pickled) to each Ray worker, which calls ``setup`` once to load the model;
+    the single-process path calls the same ``setup`` and ``run``, so both write the same records.
+    """
+
+    args: argparse.Namespace
+    progress: bool = True
+
+    def key(self, record) -> str:
+        return record.id
+
+    def setup(self) -> None:
+        raise NotImplementedError
+
+    def run(self, records: list, out: Path, log: Path | None):
+        raise NotImplementedError
+
+
+@dataclass
+class _OmniJob(_Job):
+    def setup(self) -> None:
+        args = self.args
+        # Loaded once, used twice (pseudo-labels and omni captions).
+        self.chat = _chat_model(args) if args.pseudolabel or not args.openai_base_url else None
+        self.generator = _generator(args, self.chat)
+
+    def run(self, records: list, out: Path, log: Path | None):
+        from mico_chat.instruct_data.omni_caption import OmniCaptionConfig, generate_omni_captions
+
+        args = self.args
+        if args.pseudolabel:
+            records = _pseudolabel_missing(args, records, self.chat, out, self.progress)
+        config = OmniCaptionConfig(batch_size=args.batch_size, max_retries=args.max_retries, fallback=args.fallback)
+        return generate_omni_captions(records, out, self.generator, config, log=log, progress=self.progress)
+
+
 def _omni(args: argparse.Namespace) -> int:
-    from mico_chat.instruct_data.omni_caption import OmniCaptionConfig, generate_omni_captions, read_caption_records
+    from mico_chat.instruct_data.omni_caption import read_caption_records
 
     records, bad = read_caption_records(args.input)
     for b in bad:
         print(f"skipped: {b}", file=sys.stderr)
-    chat = _chat_model(args) if args.pseudolabel or not args.openai_base_url else None  # loaded once, used twice
-    if args.pseudolabel:
-        records = _pseudolabel_missing(args, records, chat)
-    config = OmniCaptionConfig(batch_size=args.batch_size, max_retries=args.max_retries, fallback=args.fallback)
-    generator = _generator(args, chat)
-    report = generate_omni_captions(records, args.output, generator, config, log=args.log, progress=not args.no_progress)
-    print(report.format())
+    report = _execute(args, records, _OmniJob(args, progress=not args.no_progress))
     if report.failed:
         print(f"{len(report.failed)} clips without an accepted omni caption; rerun to retry them", file=sys.stderr)
     return 0
 
 
-def _pseudolabel_missing(args: argparse.Namespace, records: list, chat) -> list:
+def _pseudolabel_missing(args: argparse.Namespace, records: list, chat, out: Path, progress: bool) -> list:
     """Records without a vision caption get a pseudo-label first (written to OUT.pseudolabel.jsonl, resumable)."""
     from mico_chat.instruct_data.pseudolabel import ChatModelCaptioner, PseudoLabelConfig, pseudolabel
     from mico_chat.instruct_data.records import Record, read_records
@@ -233,23 +283,42 @@ def _pseudolabel_missing(args: argparse.Namespace, records: list, chat) -> list:
     missing = [r for r in records if not r.captions.get("vision")]
     if not missing:
         return records
-    labelled = args.output.with_name(args.output.name + ".pseudolabel.jsonl")
+    labelled = out.with_name(out.name + ".pseudolabel.jsonl")
     config = PseudoLabelConfig(batch_size=args.batch_size, max_retries=args.max_retries)
     report = pseudolabel(missing, labelled, ChatModelCaptioner(chat), media_root=args.media_root or args.input.parent,
-                         config=config, progress=not args.no_progress)  # fmt: skip
+                         config=config, progress=progress)  # fmt: skip
     print(report.format())
     by_id = {r.id: r for r in read_records(labelled) if isinstance(r, Record)}
     return [by_id.get(r.id, r) for r in records]
 
 
+@dataclass
+class _PseudolabelJob(_Job):
+    media_root: Path | None = None
+
+    def setup(self) -> None:
+        from mico_chat.instruct_data.pseudolabel import ChatModelCaptioner
+
+        args = self.args
+        chat = _chat_model(args)
+        self.combiner = None
+        if args.combine == "llm" or (args.combine == "auto" and args.openai_base_url):
+            self.combiner = _generator(args, chat)
+        self.captioner = ChatModelCaptioner(chat)
+
+    def run(self, records: list, out: Path, log: Path | None):
+        from mico_chat.instruct_data.pseudolabel import PseudoLabelConfig, pseudolabel
+
+        args = self.args
+        config = PseudoLabelConfig(chunk_s=args.chunk_s, max_frames=args.max_frames, combine=args.combine,
+                                   batch_size=args.batch_size, max_retries=args.max_retries)  # fmt: skip
+        return pseudolabel(records, out, self.captioner, combiner=self.combiner, media_root=self.media_root,
+                           config=config, log=log, progress=self.progress)  # fmt: skip
+
+
 def _pseudolabel(args: argparse.Namespace) -> int:
     from mico_chat.instruct_data.omni_caption import read_caption_records
-    from mico_chat.instruct_data.pseudolabel import (
-        ChatModelCaptioner,
-        PseudoLabelConfig,
-        pseudolabel,
-        records_from_folder,
-    )
+    from mico_chat.instruct_data.pseudolabel import records_from_folder
 
     if args.input.is_dir():
         records, root = records_from_folder(args.input), args.media_root or args.input
@@ -258,20 +327,48 @@ def _pseudolabel(args: argparse.Namespace) -> int:
         for b in bad:
             print(f"skipped: {b}", file=sys.stderr)
         root = args.media_root or args.input.parent
-    chat = _chat_model(args)
-    combiner = None
-    if args.combine == "llm" or (args.combine == "auto" and args.openai_base_url):
-        combiner = _generator(args, chat)
-    config = PseudoLabelConfig(chunk_s=args.chunk_s, max_frames=args.max_frames, combine=args.combine,
-                               batch_size=args.batch_size, max_retries=args.max_retries)  # fmt: skip
-    report = pseudolabel(records, args.output, ChatModelCaptioner(chat), combiner=combiner, media_root=root, config=config,
-                         log=args.log, progress=not args.no_progress)  # fmt: skip
-    print(report.format())
+    _execute(args, records, _PseudolabelJob(args, progress=not args.no_progress, media_root=root))
     return 0
 
 
+@dataclass
+class _RewriteJob(_Job):
+    def key(self, record) -> str:
+        return f"{record.id}-llm"  # the id rewrite() gives a record's conversation
+
+    def setup(self) -> None:
+        self.generator = _generator(self.args)
+
+    def run(self, records: list, out: Path, log: Path | None):
+        from mico_chat.instruct_data.instruct import rewrite
+
+        args = self.args
+        return rewrite(records, out, self.generator, turns=args.turns, batch_size=args.batch_size,
+                       max_retries=args.max_retries, log=log, progress=self.progress)  # fmt: skip
+
+
+def _execute(args: argparse.Namespace, records: list, job: _Job):
+    """Run ``job`` over ``records`` into ``args.output``: in this process, or sharded over Ray with ``--ray``."""
+    if args.ray is None:
+        job.setup()
+        report = job.run(records, args.output, args.log)
+    else:
+        from mico_chat.instruct_data.ray_runner import RayOptions, run_with_ray
+
+        options = RayOptions(
+            address=None if args.ray == "local" else args.ray, workers=args.ray_workers,
+            cpus_per_worker=args.ray_cpus_per_worker, use_gpus=args.device != "cpu",
+            shard_size=args.ray_shard_size or 32 * args.batch_size, object_store_mb=args.ray_object_store_mb,
+            progress=not args.no_progress,
+        )  # fmt: skip
+        job.progress = False  # the workers' bars would interleave; Ray Data shows one per run
+        report = run_with_ray(records, args.output, job, options, batch_size=args.batch_size, log=args.log)
+    print(report.format())
+    return report
+
+
 def _instruct(args: argparse.Namespace) -> int:
-    from mico_chat.instruct_data.instruct import InstructConfig, make_instructions, rewrite
+    from mico_chat.instruct_data.instruct import InstructConfig, make_instructions
     from mico_chat.instruct_data.omni_caption import read_caption_records
     from mico_chat.instruct_data.records import parse_record, write_records
 
@@ -279,10 +376,10 @@ def _instruct(args: argparse.Namespace) -> int:
     for b in bad:
         print(f"skipped: {b}", file=sys.stderr)
     if args.rewrite:
-        report = rewrite(records, args.output, _generator(args), turns=args.turns, batch_size=args.batch_size,
-                         max_retries=args.max_retries, log=args.log, progress=not args.no_progress)  # fmt: skip
-        print(report.format())
+        _execute(args, records, _RewriteJob(args, progress=not args.no_progress))
         return 0
+    if args.ray is not None:
+        raise ValueError("--ray runs a model: it applies to --rewrite (template instructions need none)")
     config = InstructConfig(
         kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()), per_record=args.per_record, seed=args.seed
     )
@@ -295,8 +392,10 @@ def _instruct(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     handlers = {"validate": _validate, "convert": _convert, "synth": _synth, "omni-caption": _omni,
                 "pseudolabel": _pseudolabel, "instruct": _instruct}  # fmt: skip
+    from mico_chat.instruct_data.ray_runner import RayNotInstalled
+
     try:
         return handlers[args.data_command](args)
-    except ValueError as err:  # ConvertError, RecordError and bad options: the user's input, not a bug
+    except (ValueError, RayNotInstalled) as err:  # ConvertError, RecordError, bad options, a missing extra
         print(f"mico-chat data {args.data_command}: error: {err}", file=sys.stderr)
         return 2
