@@ -12,6 +12,7 @@ from .combiner import CombinerConfig, TimeAlignedCombiner
 from .gated_xattn import GatedXAttn, GatedXAttnAdapter, GatedXAttnConfig, SeparableCrossAttention
 from .projectors import LinearConnector, MLPConnector
 from .resampler import ResamplerConfig, ResamplerConnector
+from .ttm import TokenLearner, TokenTuringMachine
 
 __all__ = [
     "CONNECTORS",
@@ -27,6 +28,8 @@ __all__ = [
     "ResamplerConnector",
     "SeparableCrossAttention",
     "TimeAlignedCombiner",
+    "TokenLearner",
+    "TokenTuringMachine",
     "build_connector",
     "connector_class",
     "register_connector",

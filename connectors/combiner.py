@@ -36,13 +36,13 @@ One departure from the paper: the features are the MiCo encoder's per-frame toke
 sparse 3D tubes. The Combiner works at the encoder's width and ends with a projection to the
 LLM's (and the shared ``out_norm``).
 
-Registered as ``combiner``, it is a working *video* connector on its own
-(``model.connectors={video: {type: combiner}}``): called as ``forward(features, layout)`` it reads
+Registered as ``combiner``, it is the model's *video* connector
+(``model.connectors={video: {type: combiner}}``). Called as ``forward(features, layout)`` it reads
 the frames alone, timed as the loader samples them (segment centres of the item's span), so the
-processor's placeholder count, training, save/load and stage configs all work. Fusing the video's
-audio track needs the model to hand it the track's features and both window lengths, which the
-per-modality model does not do yet (docs/connectors.md lists what that wiring needs); until
-then audio fusion is the module-level call with explicit timestamps, tested on its own.
+processor's placeholder count, training, save/load and stage configs all work. It also says
+``fuses_audio_track``: the processor then keeps a video file's audio track as that video's own
+(no ``<audio>`` item), and the model encodes it and makes the full call above with timestamps
+from both windows' lengths (``MiCoChatForConditionalGeneration.encode_media``; docs/connectors.md).
 """
 
 from __future__ import annotations
@@ -191,6 +191,7 @@ class TimeAlignedCombiner(Connector):
     """
 
     config_class = CombinerConfig
+    fuses_audio_track = True
 
     def __init__(self, config: CombinerConfig, in_dim: int, out_dim: int):
         super().__init__(config, in_dim, out_dim)
