@@ -146,7 +146,9 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
 
         connector = self.connectors[Modality.VIDEO.value]
         if not type(connector).fuses_audio_track:
-            raise ValueError(f"video_audio given, but the video connector ({connector.config.type}) fuses no audio track")
+            raise ValueError(
+                f"video_audio given, but the video connector ({connector.config.type}) fuses no audio track"
+            )
         n = video.shape[0]
         if spans is None or tuple(spans.shape) != (n, 2) or audio.shape[0] != n:
             raise ValueError(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,10 +127,18 @@ class MiCoChatProcessor:
         API's form) or as the separate ``media`` list, whose items the placeholders in string
         contents place (the record format). Without a separate list, text is text: a question
         about HTML that mentions ``<video>`` is not a media slot, in a string or in a text part.
+
+        When the video connector fuses a video's audio track (:attr:`fuses_track`), a video file
+        with a track gets ``track=True`` in either form; in the record form its text is unchanged
+        (the track needs no placeholder).
         """
         out_messages: list[dict[str, str]] = []
         items: list[MediaItem] = []
         given = [m if isinstance(m, MediaItem) else MediaItem(Modality.parse(m[0]), *m[1:]) for m in (media or [])]
+        if self.fuses_track:
+            given = [
+                replace(m, track=True) if m.modality is Modality.VIDEO and self._wants_track(m) else m for m in given
+            ]
         for i, msg in enumerate(messages):
             content = msg.get("content")
             if isinstance(content, str):
@@ -358,27 +366,8 @@ class MiCoChatProcessor:
         return BatchFeature(data)
 
     def _collate_tracks(self, encoded: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        """``video_audio`` and ``video_spans`` over the batch's video items (see :meth:`collate`),
-        or nothing when no video has a fused track."""
-        tracks = [
-            track
-            for e in encoded
-            for (item, _), track in zip(e["media"], e.get("tracks") or [None] * len(e["media"]))
-            if item.modality is Modality.VIDEO
-        ]
-        present = [t for t in tracks if t is not None]
-        if not present:
-            return {}
-        shapes = {tuple(t.audio.shape) for t in present}
-        if len(shapes) != 1:
-            raise ProcessorError(f"video audio tracks in one batch must share a shape, got {sorted(shapes)}")
-        silent = torch.zeros_like(present[0].audio)
-        return {
-            "video_audio": torch.stack([silent if t is None else t.audio for t in tracks]),  # (N_video, K, F, M)
-            "video_spans": torch.tensor(
-                [[1.0, 0.0] if t is None else [t.video_s, t.audio_s] for t in tracks], dtype=torch.float64
-            ),  # (N_video, 2)
-        }
+        """``video_audio`` and ``video_spans`` over the batch's video items (see :meth:`collate`)."""
+        return stack_tracks([track for e in encoded for track in video_tracks(e)])
 
     # ------------------------------------------------------------------ decoding
     def decode(self, ids: Sequence[int] | torch.Tensor, **kwargs) -> str:
@@ -410,3 +399,27 @@ class MiCoChatProcessor:
         config = config or MiCoChatConfig.from_pretrained(directory)
         tokenizer = AutoTokenizer.from_pretrained(directory)
         return cls(tokenizer, config, MediaSettings.from_dict(payload.get("media_settings", {})))
+
+
+def video_tracks(encoded: Mapping[str, Any]) -> list[VideoTrack | None]:
+    """The fused track (or ``None``) of each video item of one :meth:`MiCoChatProcessor.encode` output."""
+    tracks = encoded.get("tracks") or [None] * len(encoded["media"])
+    return [track for (item, _), track in zip(encoded["media"], tracks) if item.modality is Modality.VIDEO]
+
+
+def stack_tracks(tracks: Sequence[VideoTrack | None]) -> dict[str, torch.Tensor]:
+    """A batch's video items' tracks -> ``{"video_audio": (N_video, K, F, M), "video_spans":
+    (N_video, 2)}`` (zeros and ``[1, 0]`` for a video without one), or ``{}`` when none has one."""
+    present = [t for t in tracks if t is not None]
+    if not present:
+        return {}
+    shapes = {tuple(t.audio.shape) for t in present}
+    if len(shapes) != 1:
+        raise ProcessorError(f"video audio tracks in one batch must share a shape, got {sorted(shapes)}")
+    silent = torch.zeros_like(present[0].audio)
+    return {
+        "video_audio": torch.stack([silent if t is None else t.audio for t in tracks]),  # (N_video, K, F, M)
+        "video_spans": torch.tensor(
+            [[1.0, 0.0] if t is None else [t.video_s, t.audio_s] for t in tracks], dtype=torch.float64
+        ),  # (N_video, 2)
+    }

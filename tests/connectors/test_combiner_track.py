@@ -132,3 +132,53 @@ def test_chat_model_generates_from_a_fused_video_and_bad_tracks_raise(monkeypatc
     plain, plain_processor = fused_model(monkeypatch, {"type": "mlp2x_gelu", "pool": 2})
     with pytest.raises(ValueError, match="the video connector \\(mlp2x_gelu\\) fuses no audio track"):
         plain.encode_media(batch["media"], video_audio=batch["video_audio"], video_spans=batch["video_spans"])
+
+
+# ------------------------------------------------------------------ training from records
+def track_records(folder, clip, n=3):
+    """Record-style samples (what ``mico-chat train`` reads): ``<video>`` in the text, the file listed."""
+    from helpers.train_fixtures import write_jsonl
+
+    rows = [
+        {
+            "id": f"tone-{i}",
+            "media": [{"modality": "video", "path": str(clip)}],
+            "conversations": [
+                {"from": "human", "value": "<video>\nWhat do you hear?"},
+                {"from": "gpt", "value": "a tone"},
+            ],
+        }
+        for i in range(n)
+    ]
+    return write_jsonl(folder / "tone.jsonl", rows)
+
+
+@pytest.mark.parametrize("collate", ["padding", "packing"])
+def test_record_style_samples_train_the_fused_track(monkeypatch, clip, tmp_path, collate):
+    from mico_chat.training.collator import PackingCollator, PaddingCollator
+    from mico_chat.training.data import SampleDataset, cache_encoder_features, scan_records
+    from mico_chat.training.errors import DataError
+    from mico_chat.training.lexical import lexical_alignment_loss
+
+    model, processor = fused_model(monkeypatch, {**COMBINER, "variant": "ttm", "memory_tokens": 4})
+    report = scan_records([track_records(tmp_path, clip)], processor, progress=False)
+    assert [[(item.modality, item.track) for item in s.media] for s in report.samples] == [[(Modality.VIDEO, True)]] * 3
+    dataset = SampleDataset(report.samples, processor)
+    pad = processor.tokenizer.pad_token_id
+    collator = PaddingCollator(pad) if collate == "padding" else PackingCollator(pad, pack_length=None)
+    batch = collator([dataset[0], dataset[1]])
+    batch.pop("meta")
+    assert batch["video_audio"].shape == (2, 2, 64, 32) and batch["video_spans"].shape == (2, 2)
+    assert batch["video_spans"][:, 0].tolist() == pytest.approx([3.0, 3.0], abs=0.01)
+    model.train()
+    loss = model(**batch).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert model.encoder.patch_embeddings["audio"].weight.grad.abs().sum() > 0  # through the track only
+    content = torch.ones(model.config.text_config.vocab_size, dtype=torch.bool)
+    lexical, _ = lexical_alignment_loss(model, batch, content)
+    assert torch.isfinite(lexical)
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(DataError, match="the feature cache does not hold fused video audio tracks"):
+        cache_encoder_features(dataset, model.encoder, progress=False)
