@@ -12,6 +12,7 @@ from .combiner import CombinerConfig, TimeAlignedCombiner
 from .gated_xattn import GatedXAttn, GatedXAttnAdapter, GatedXAttnConfig, SeparableCrossAttention
 from .projectors import LinearConnector, MLPConnector
 from .resampler import ResamplerConfig, ResamplerConnector
+from .ttm import TokenLearner, TokenTuringMachine
 from .vidla import VidLAConfig, VidLAConnector
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "ResamplerConnector",
     "SeparableCrossAttention",
     "TimeAlignedCombiner",
+    "TokenLearner",
+    "TokenTuringMachine",
     "VidLAConfig",
     "VidLAConnector",
     "build_connector",

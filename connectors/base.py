@@ -84,6 +84,10 @@ class Connector(nn.Module):
 
     config_class: type[ConnectorConfig] = ConnectorConfig
     """The config this connector reads; a subclass of :class:`ConnectorConfig` for one with options."""
+    fuses_audio_track: bool = False
+    """As the video connector: takes a video's own audio track with its frames, aligned by time
+    (``forward(..., audio, audio_layout, video_times, audio_times, span_s)``), so the processor
+    gives the track no ``<audio>`` placeholder of its own (the Combiner)."""
 
     def __init__(self, config: ConnectorConfig, in_dim: int, out_dim: int):
         super().__init__()

@@ -1,11 +1,12 @@
 """Partition-and-Conquer's Combiner: time-aligned video + audio snippets fused into m tokens each.
 
-Section 3.2 of "Partition and Conquer" (the causal Transformer Combiner; the Token Turing Machine
-variant is not built). An item's video and audio features are partitioned into ``T`` snippets by
-*time*: snippet ``t`` holds every feature whose timestamp lies in ``[t, t+1) * span / T``, so the
-latest feature of snippet ``t`` is earlier than the earliest of snippet ``t+1`` (the paper's
-condition on ``v_t``, ``a_t``). A Transformer reads all snippets' features ``c_t = (v_t, a_t)``
-under the chunk-level causal mask of eq. 2 / eq. 8: a token of snippet ``t`` attends to every
+Section 3.2 of "Partition and Conquer": its two Combiners, the causal Transformer
+(``variant: transformer``, below) and the Token Turing Machine (``variant: ttm``: a token memory
+read, processed and written once per snippet, ``connectors/ttm.py``). An item's video and audio
+features are partitioned into ``T`` snippets by *time*: snippet ``t`` holds every feature whose
+timestamp lies in ``[t, t+1) * span / T``, so the latest feature of snippet ``t`` is earlier than
+the earliest of snippet ``t+1`` (the paper's condition on ``v_t``, ``a_t``). A Transformer reads
+all snippets' features ``c_t = (v_t, a_t)`` under the chunk-level causal mask of eq. 2 / eq. 8: a token of snippet ``t`` attends to every
 token of snippets ``<= t`` (within its snippet in both directions, never to a later one), so
 ``x_t = Combiner(c_1, ..., c_t)``. ``x_t`` is ``m`` tokens read out of snippet ``t``:
 
@@ -14,7 +15,9 @@ token of snippets ``<= t`` (within its snippet in both directions, never to a la
 - ``readout: queries`` (its "CLS combiner", Figure 3c): ``m`` learned summary tokens appended
   per snippet, under the same mask; a snippet with no audio, or no frame, still gives ``m`` tokens.
 
-``T * m`` LLM tokens per item whatever its frames and audio windows.
+The TTM variant reads the same snippets one at a time, in order (its causality comes from the
+recurrence, not a mask), and pools its ``m`` outputs per snippet, so an empty snippet is no error.
+``T * m`` LLM tokens per item whatever its frames and audio windows, for either variant.
 
 Timestamps come from the media layout and settings, not from token indices (the two disagree as
 soon as the audio windows do not cover the video evenly, e.g. one 10 s audio window on a 60 s
@@ -33,13 +36,13 @@ One departure from the paper: the features are the MiCo encoder's per-frame toke
 sparse 3D tubes. The Combiner works at the encoder's width and ends with a projection to the
 LLM's (and the shared ``out_norm``).
 
-Registered as ``combiner``, it is a working *video* connector on its own
-(``model.connectors={video: {type: combiner}}``): called as ``forward(features, layout)`` it reads
+Registered as ``combiner``, it is the model's *video* connector
+(``model.connectors={video: {type: combiner}}``). Called as ``forward(features, layout)`` it reads
 the frames alone, timed as the loader samples them (segment centres of the item's span), so the
-processor's placeholder count, training, save/load and stage configs all work. Fusing the video's
-audio track needs the model to hand it the track's features and both window lengths, which the
-per-modality model does not do yet (docs/connectors.md lists what that wiring needs); until
-then audio fusion is the module-level call with explicit timestamps, tested on its own.
+processor's placeholder count, training, save/load and stage configs all work. It also says
+``fuses_audio_track``: the processor then keeps a video file's audio track as that video's own
+(no ``<audio>`` item), and the model encodes it and makes the full call above with timestamps
+from both windows' lengths (``MiCoChatForConditionalGeneration.encode_media``; docs/connectors.md).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from torch import nn
 from mico_chat.modality import MediaLayout
 
 from .base import Connector, ConnectorConfig, register_connector
+from .ttm import TokenTuringMachine, group_by_snippet
 
 COMBINER_CONFIG = "combiner_config.json"
 COMBINER_WEIGHTS = "combiner.safetensors"
@@ -70,26 +74,37 @@ class CombinerConfig(ConnectorConfig):
     Args:
         num_snippets: T, the time-aligned snippets an item is cut into.
         snippet_tokens: m, the combined tokens per snippet (the paper's m = 32).
-        readout: ``last`` (the outputs of each snippet's last m features in time order, the
-            paper's main Combiner) or ``queries`` (m learned tokens per snippet, its CLS variant).
-        depth: Transformer layers (the paper: 8).
+        variant: ``transformer`` (the causal Transformer Combiner over all snippets under the
+            chunk-level mask) or ``ttm`` (the Token Turing Machine Combiner: a token memory read,
+            processed and written once per snippet, ``connectors/ttm.py``).
+        readout: ``transformer`` only: ``last`` (the outputs of each snippet's last m features in
+            time order, the paper's main Combiner) or ``queries`` (m learned tokens per snippet,
+            its CLS variant). The TTM pools its m outputs per snippet.
+        depth: Transformer layers (the paper: 8; for ``ttm`` the processor's, the paper: 2).
         heads: attention heads; must divide the encoder's hidden size.
         mlp_ratio: MLP width in multiples of the encoder's hidden size.
+        memory_tokens: ``ttm`` only: tokens in the memory (the paper: 256).
+        read_tokens: ``ttm`` only: tokens Read gives the processor per snippet (the paper: 512).
     """
 
     type: str = "combiner"
     num_snippets: int = 4
     snippet_tokens: int = 8
+    variant: Literal["transformer", "ttm"] = "transformer"
     depth: int = 2
     heads: int = 4
     mlp_ratio: int = 4
     readout: Literal["last", "queries"] = "last"
+    memory_tokens: int = 16
+    read_tokens: int = 32
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.variant not in ("transformer", "ttm"):
+            raise ValueError(f"combiner variant must be 'transformer' or 'ttm', got {self.variant!r}")
         if self.readout not in ("last", "queries"):
             raise ValueError(f"combiner readout must be 'last' or 'queries', got {self.readout!r}")
-        for name in ("num_snippets", "snippet_tokens", "depth", "heads", "mlp_ratio"):
+        for name in ("num_snippets", "snippet_tokens", "depth", "heads", "mlp_ratio", "memory_tokens", "read_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"combiner {name} must be >= 1, got {getattr(self, name)}")
 
@@ -168,27 +183,40 @@ def chunk_causal_mask(snippets: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------- module
 @register_connector("combiner")
 class TimeAlignedCombiner(Connector):
-    """The causal Transformer Combiner over time-aligned video and audio (see the module docstring).
+    """The Combiner over time-aligned video and audio (see the module docstring): the causal
+    Transformer (``variant: transformer``) or the Token Turing Machine (``variant: ttm``).
 
     ``forward(video, video_layout, audio, audio_layout, video_times, audio_times, span_s)`` ->
     ``(N, T * m, out_dim)``, snippet-major: tokens ``[t*m, (t+1)*m)`` are ``x_t``.
     """
 
     config_class = CombinerConfig
+    fuses_audio_track = True
 
     def __init__(self, config: CombinerConfig, in_dim: int, out_dim: int):
         super().__init__(config, in_dim, out_dim)
         if in_dim % config.heads:
             raise ValueError(f"combiner heads ({config.heads}) must divide the encoder hidden size ({in_dim})")
-        queries = config.readout == "queries"
-        self.summary = nn.Parameter(0.02 * torch.randn(config.snippet_tokens, in_dim)) if queries else None  # (m, D)
-        self.snippet_embedding = nn.Parameter(0.02 * torch.randn(config.num_snippets, in_dim))  # (T, D)
-        self.type_embedding = nn.Parameter(0.02 * torch.randn(3 if queries else 2, in_dim))  # video, audio[, summary]
-        layer = nn.TransformerEncoderLayer(
-            in_dim, config.heads, config.mlp_ratio * in_dim, dropout=0.0, activation="gelu",
-            batch_first=True, norm_first=True,
-        )  # fmt: skip
-        self.layers = nn.TransformerEncoder(layer, config.depth, enable_nested_tensor=False)
+        self.summary = self.snippet_embedding = self.layers = self.ttm = None
+        if config.variant == "ttm":
+            # The recurrence orders the snippets, so the TTM needs no snippet embedding.
+            self.type_embedding = nn.Parameter(0.02 * torch.randn(2, in_dim))  # video, audio
+            self.ttm = TokenTuringMachine(
+                in_dim, config.memory_tokens, config.read_tokens, config.snippet_tokens,
+                config.depth, config.heads, config.mlp_ratio,
+            )  # fmt: skip
+        else:
+            queries = config.readout == "queries"
+            if queries:
+                self.summary = nn.Parameter(0.02 * torch.randn(config.snippet_tokens, in_dim))  # (m, D)
+            self.snippet_embedding = nn.Parameter(0.02 * torch.randn(config.num_snippets, in_dim))  # (T, D)
+            # video, audio[, summary]
+            self.type_embedding = nn.Parameter(0.02 * torch.randn(3 if queries else 2, in_dim))
+            layer = nn.TransformerEncoderLayer(
+                in_dim, config.heads, config.mlp_ratio * in_dim, dropout=0.0, activation="gelu",
+                batch_first=True, norm_first=True,
+            )  # fmt: skip
+            self.layers = nn.TransformerEncoder(layer, config.depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(in_dim)
         self.proj = nn.Linear(in_dim, out_dim)
 
@@ -196,10 +224,10 @@ class TimeAlignedCombiner(Connector):
     def num_tokens(cls, config: CombinerConfig, layout: MediaLayout | None = None) -> int:
         """``T * m`` per item, whatever its frames and audio clips.
 
-        With the video ``layout`` (the per-modality connector's call, frames alone) and readout
-        ``last``, a snippet with fewer than m video tokens raises here, so the processor reports
-        it before any tensor is decoded."""
-        if layout is not None and config.readout == "last":
+        With the video ``layout`` (the per-modality connector's call, frames alone), variant
+        ``transformer`` and readout ``last``, a snippet with fewer than m video tokens raises here,
+        so the processor reports it before any tensor is decoded."""
+        if layout is not None and config.variant == "transformer" and config.readout == "last":
             frames = layout.num_segments
             per_frame = super().num_tokens(config, MediaLayout(1, layout.grid_h, layout.grid_w))
             snippets = snippet_index(video_frame_times(frames, 1.0)[None], torch.ones(1), config.num_snippets)
@@ -273,11 +301,25 @@ class TimeAlignedCombiner(Connector):
             times.append(audio_times.flatten(1))  # (N, K*rows), NaN: padding
         token_times = torch.cat(times, dim=1)  # (N, L)
         snippets = snippet_index(token_times, span_s, config.num_snippets)  # (N, L), -1: padding
+        if self.ttm is not None:
+            grouped, present = group_by_snippet(torch.cat(parts, dim=1), snippets, config.num_snippets)
+            picked = self.ttm(grouped, present)  # (N, T*m, D)
+        else:
+            picked = self.transformer(parts, snippets, token_times)  # (N, T*m, D)
+        out = self.proj(self.norm(picked))  # (N, T*m, D_llm)
+        return out if self.out_norm is None else self.out_norm(out)
+
+    def transformer(self, parts: list[torch.Tensor], snippets: torch.Tensor, token_times: torch.Tensor) -> torch.Tensor:
+        """The causal Transformer Combiner: ``parts`` (the video tokens and audio rows, ``(N, *, D)``
+        each, type embeddings added), their ``snippets`` and ``token_times`` ``(N, L)`` ->
+        ``(N, T*m, D)``, the ``m`` outputs read out of each snippet."""
+        config: CombinerConfig = self.config
+        n, device, dtype = snippets.shape[0], parts[0].device, parts[0].dtype
         m, num_snippets = config.snippet_tokens, config.num_snippets
         if self.summary is not None:
             summary = (self.summary.unsqueeze(0) + self.snippet_embedding.unsqueeze(1)).flatten(0, 1)  # (T*m, D)
-            parts.append((summary + self.type_embedding[2]).to(video.dtype).expand(n, -1, -1))
-            summary_snip = torch.arange(num_snippets, device=video.device).repeat_interleave(m)  # (T*m,)
+            parts = [*parts, (summary + self.type_embedding[2]).to(dtype).expand(n, -1, -1)]
+            summary_snip = torch.arange(num_snippets, device=device).repeat_interleave(m)  # (T*m,)
             snippets = torch.cat([snippets, summary_snip.expand(n, -1)], dim=1)
         tokens = torch.cat(parts, dim=1)  # (N, L', D)
         tokens = tokens + self.snippet_embedding[snippets.clamp(min=0)].to(tokens.dtype)
@@ -285,12 +327,9 @@ class TimeAlignedCombiner(Connector):
         blocked = blocked.repeat_interleave(config.heads, dim=0)  # (N*heads, L', L')
         hidden = self.layers(tokens, mask=blocked)  # (N, L', D)
         if self.summary is not None:
-            picked = hidden[:, -num_snippets * m :]  # (N, T*m, D)
-        else:
-            positions = self.last_per_snippet(snippets, token_times)  # (N, T*m)
-            picked = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-        out = self.proj(self.norm(picked))  # (N, T*m, D_llm)
-        return out if self.out_norm is None else self.out_norm(out)
+            return hidden[:, -num_snippets * m :]  # (N, T*m, D)
+        positions = self.last_per_snippet(snippets, token_times)  # (N, T*m)
+        return hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
 
     def last_per_snippet(self, snippets: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """Positions of each snippet's last ``m`` tokens in time order (ties: token order):

@@ -189,11 +189,14 @@ class ChatModel:
     def _on_device(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         """A processor batch moved to the model's device (media in the model's dtype)."""
         dtype = next(self.model.parameters()).dtype
-        return {
+        inputs = {
             "input_ids": batch["input_ids"].to(self.device),
             "attention_mask": batch["attention_mask"].to(self.device),
             "media": {m: t.to(self.device, dtype) for m, t in batch["media"].items()},
         }
+        if "video_audio" in batch:  # the videos' fused audio tracks; their spans stay float64 seconds
+            inputs.update(video_audio=batch["video_audio"].to(self.device, dtype), video_spans=batch["video_spans"])
+        return inputs
 
     def _generate_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
         kwargs = settings.generate_kwargs()
@@ -373,7 +376,9 @@ class PreparedPrompt:
     @property
     def batch_key(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
         """``(modality, shape)`` of its media; prompts batch together when no modality has two shapes."""
-        return tuple(sorted({(item.modality.value, tuple(t.shape)) for item, t in self.encoded["media"]}))
+        shapes = {(item.modality.value, tuple(t.shape)) for item, t in self.encoded["media"]}
+        shapes |= {("video_audio", tuple(t.audio.shape)) for t in self.encoded.get("tracks") or [] if t is not None}
+        return tuple(sorted(shapes))
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,8 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         self,
         media: Mapping[str | Modality, torch.Tensor] | None = None,
         encoder_features: Mapping[str | Modality, torch.Tensor] | None = None,
+        video_audio: torch.Tensor | None = None,
+        video_spans: torch.Tensor | None = None,
     ) -> dict[Modality, torch.Tensor]:
         """Encoder + connector per modality: ``{modality: values} -> {modality: (N, M, d_llm)}``.
 
@@ -119,12 +121,51 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         ``encoder_features`` are encoder outputs computed earlier, ``{modality: (N, S*(1+P), D)}``
         (a frozen encoder's cached features during training); they skip the encoder. A modality
         may come one way or the other, not both.
+
+        ``video_audio (N_video, K, F, M)`` and ``video_spans (N_video, 2)`` (``[video_s, audio_s]``
+        seconds; :meth:`MiCoChatProcessor.collate`) are the video items' own audio tracks, which a
+        video connector that fuses them (the Combiner) reads with the frames, aligned by time.
         """
         features, layouts = self._encoder_features(media, encoder_features)
+        if video_audio is not None and Modality.VIDEO not in features:
+            raise ValueError("video_audio given without video media")
         projected = {}
         for modality, feats in features.items():
+            if modality is Modality.VIDEO and video_audio is not None:
+                projected[modality] = self._fuse_track(feats, layouts[modality], video_audio, video_spans)
+                continue
             projected[modality] = self.connectors[modality.value](feats, layouts[modality])  # (N, M, d_llm)
         return projected
+
+    def _fuse_track(
+        self, video: torch.Tensor, layout: MediaLayout, audio: torch.Tensor, spans: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The video connector on the frames' features ``(N, F*(1+P), D)`` and their tracks' fbank
+        windows ``audio (N, K, F_a, M)``, each frame and audio patch row timed from ``spans (N, 2)``."""
+        from mico_chat.connectors.combiner import audio_row_times, video_frame_times
+
+        connector = self.connectors[Modality.VIDEO.value]
+        if not type(connector).fuses_audio_track:
+            raise ValueError(
+                f"video_audio given, but the video connector ({connector.config.type}) fuses no audio track"
+            )
+        n = video.shape[0]
+        if spans is None or tuple(spans.shape) != (n, 2) or audio.shape[0] != n:
+            raise ValueError(
+                f"video_audio {tuple(audio.shape)} and video_spans {None if spans is None else tuple(spans.shape)} "
+                f"must cover the {n} video items, with [video_s, audio_s] per item"
+            )
+        spans = spans.detach().to("cpu", torch.float64)
+        if not (spans[:, 0] > 0).all():
+            raise ValueError(f"video_spans: every video window needs a positive length, got {spans[:, 0].tolist()}")
+        audio_layout = self.encoder.layout(Modality.AUDIO, self.encoder.as_segments(Modality.AUDIO, audio).shape[1])
+        audio_features = self.encoder({Modality.AUDIO: audio})[Modality.AUDIO]  # (N, K*(1+P_a), D)
+        config = self.config.encoder_config
+        video_times = torch.stack([video_frame_times(layout.num_segments, float(v)) for v in spans[:, 0]])  # (N, F)
+        audio_times = torch.stack([audio_row_times(audio_layout.num_segments, float(a), config) for a in spans[:, 1]])
+        return connector(
+            video, layout, audio_features, audio_layout, video_times, audio_times, spans.max(dim=1).values
+        )  # (N, T*m, d_llm)
 
     def _encoder_features(
         self,
@@ -173,14 +214,19 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         input_ids: torch.LongTensor,
         media: Mapping[str | Modality, torch.Tensor] | None = None,
         encoder_features: Mapping[str | Modality, torch.Tensor] | None = None,
+        video_audio: torch.Tensor | None = None,
+        video_spans: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """LLM input embeddings ``(B, L, d_llm)`` with each placeholder run replaced by its media features.
+        """LLM input embeddings ``(B, L, d_llm)`` with each placeholder run replaced by its media
+        features (``video_audio``/``video_spans``: the videos' fused tracks, see :meth:`encode_media`).
 
         With ``gated_xattn`` the text must hold no placeholder tokens and the media are not merged
         here (they go to the adapters, see :meth:`adapter_media`): the plain token embeddings.
         """
         embeds = self.get_input_embeddings()(input_ids)  # (B, L, d)
         if self.gated_xattn is not None:
+            if video_audio is not None:
+                raise ValueError("video_audio is for a video connector that fuses tracks, not gated_xattn")
             ids = torch.tensor(list(self.config.media_token_ids.values()), dtype=torch.long, device=input_ids.device)
             if torch.isin(input_ids, ids).any():
                 raise MediaTokenMismatchError(
@@ -188,7 +234,7 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
                     "media placeholder tokens (MiCoChatProcessor drops them for such a model)"
                 )
             return embeds
-        projected = self.encode_media(media, encoder_features)
+        projected = self.encode_media(media, encoder_features, video_audio, video_spans)
         token_ids = self.config.media_token_ids
         for modality in self.config.modalities:
             token_id = token_ids.get(modality.value)
@@ -222,6 +268,8 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor | str = 0,
+        video_audio: torch.Tensor | None = None,
+        video_spans: torch.Tensor | None = None,
         **kwargs,
     ) -> MiCoChatOutput:
         """Causal-LM forward. ``labels`` (``-100`` = ignored) give the shifted next-token loss.
@@ -232,15 +280,16 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         holds those positions only, ``(B, K, V)``.
 
         ``encoder_features`` replace ``media`` for modalities whose encoder outputs were computed
-        beforehand (see :meth:`encode_media`). Packed rows (several samples in one row, each with
+        beforehand, ``video_audio``/``video_spans`` carry the videos' fused audio tracks (see
+        :meth:`encode_media`). Packed rows (several samples in one row, each with
         position ids from 0 and no ``attention_mask``) attend only within each sample when
         ``use_cache=False``.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if inputs_embeds is None:
-            inputs_embeds = self.embed_inputs(input_ids, media, encoder_features)
-        elif (media or encoder_features) and self.gated_xattn is None:
+            inputs_embeds = self.embed_inputs(input_ids, media, encoder_features, video_audio, video_spans)
+        elif (media or encoder_features or video_audio is not None) and self.gated_xattn is None:
             raise ValueError("media must be merged before passing inputs_embeds (use embed_inputs)")
         adapters = nullcontext() if self.gated_xattn is None else self.adapter_media(media, encoder_features)
         with adapters:
@@ -299,6 +348,8 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
         media: Mapping[str, torch.Tensor] | None = None,
+        video_audio: torch.Tensor | None = None,
+        video_spans: torch.Tensor | None = None,
         **generate_kwargs,
     ) -> torch.LongTensor:
         """Generate continuations; returns only the new tokens, ``(B, new)``.
@@ -307,7 +358,7 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         set for the adapters for the whole decode); the LLM's own ``generate`` then decodes
         (greedy, sampling, streamers and stopping criteria all apply).
         """
-        inputs_embeds = self.embed_inputs(input_ids, media)
+        inputs_embeds = self.embed_inputs(input_ids, media, video_audio=video_audio, video_spans=video_spans)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         with nullcontext() if self.gated_xattn is None else self.adapter_media(media):

@@ -252,6 +252,45 @@ PREPROCESSORS: Mapping[Modality, Preprocessor] = MappingProxyType(
 TIMED = frozenset({Modality.VIDEO, Modality.AUDIO})
 
 
+@dataclass(frozen=True)
+class VideoTrack:
+    """A video item's frames with its own audio track, for a connector that fuses the two by time
+    (``connectors/combiner.py``). Both windows start at the item's ``start``.
+
+    Attributes:
+        frames: ``(T, 3, S, S)``, as :func:`preprocess_video` gives them.
+        audio: ``(K, F, M)``, as :func:`preprocess_audio` gives the track.
+        video_s: seconds of video in the window (the loader samples the frames at the centres of
+            its ``T`` equal segments).
+        audio_s: seconds of audio in the window (the audio windows are placed over them).
+    """
+
+    frames: torch.Tensor
+    audio: torch.Tensor
+    video_s: float
+    audio_s: float
+
+
+def preprocess_video_track(
+    source: Source, settings: MediaSettings, encoder: MiCoEncoderConfig, **options
+) -> VideoTrack:
+    """A video file's frames and audio track over the same window (``start``/``end`` seconds), with
+    the length of each: what a time-aligned connector needs to place every frame and audio patch."""
+    if _is_array(source):
+        raise ValueError("decoded frames carry no audio track and no duration; give the video file")
+    start = float(options.get("start", 0.0) or 0.0)
+    end = options.get("end")
+    clip = media_io.load_video(source, settings.num_frames, start_s=start, end_s=end, limits=settings.limits)
+    video_end = clip.duration_s if end is None else min(float(end), clip.duration_s)  # the loader cuts end_s so
+    wave = media_io.load_audio(
+        source, sample_rate=AUDIO_SAMPLE_RATE, start_s=start, duration_s=None if end is None else float(end) - start,
+        limits=settings.limits,
+    ).samples  # fmt: skip
+    frames = _rgb_to_tensor(clip.frames, encoder.image_size, settings).contiguous()  # (T, 3, S, S)
+    audio = waveform_to_fbank(wave, settings, encoder).contiguous()  # (K, F, M)
+    return VideoTrack(frames, audio, video_s=video_end - start, audio_s=len(wave) / AUDIO_SAMPLE_RATE)
+
+
 def preprocess(modality: Modality, source: Source, settings: MediaSettings, encoder: MiCoEncoderConfig, **options) -> torch.Tensor:
     """Run the registered preprocessor of ``modality`` (see module docstring for shapes)."""
     fn = PREPROCESSORS[modality]

@@ -6,9 +6,11 @@ Two input styles are accepted:
   ``{"type": "text", "text": ...}``, ``{"type": "video", "video": path_or_bytes_or_frames}``,
   ``{"type": "audio", "audio": ...}``, ``{"type": "image", "image": ...}``, ``depth``, ``normal``.
   Each media part becomes its placeholder token followed by a newline, in the order the parts
-  come. A video part also brings its audio track as an ``<audio>`` item when
-  ``settings.video_audio`` is on and the file has one. Placeholder strings typed inside text parts
-  are neutralised, so a user cannot forge media slots.
+  come. A video part also brings its audio track when ``settings.video_audio`` is on and the file
+  has one: as an ``<audio>`` item after it, or, when the video connector fuses a track itself (the
+  Combiner, ``fuses_audio_track``), as the video item's own track, with no placeholder of its own
+  (the batch then carries ``video_audio`` and ``video_spans``, see :meth:`MiCoChatProcessor.collate`).
+  Placeholder strings typed inside text parts are neutralised, so a user cannot forge media slots.
 - **Record style** (training data): ``content`` strings already hold placeholders such as
   ``<video>``, and the media are given separately, in order of appearance.
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,11 @@ import torch
 from transformers import AutoTokenizer, BatchFeature
 
 from mico_chat import media as media_io
+from mico_chat.connectors import connector_class
 from mico_chat.modality import Modality, find_placeholders
 
 from .configuration import MiCoChatConfig
-from .preprocess import MediaSettings, num_segments, preprocess
+from .preprocess import MediaSettings, VideoTrack, num_segments, preprocess, preprocess_video_track
 from .templates import ChatTemplate, get_template
 
 PROCESSOR_CONFIG = "processor_config.json"
@@ -47,11 +50,15 @@ class ProcessorError(ValueError):
 
 @dataclass
 class MediaItem:
-    """One media input: its modality, its source and per-item options (e.g. ``start``/``end``)."""
+    """One media input: its modality, its source and per-item options (e.g. ``start``/``end``).
+
+    ``track``: a video item whose audio track its connector fuses with the frames (loaded with
+    them over the same window, see :class:`~mico_chat.preprocess.VideoTrack`)."""
 
     modality: Modality
     source: Any
     options: dict[str, Any] = field(default_factory=dict)
+    track: bool = False
 
 
 @dataclass
@@ -98,6 +105,10 @@ class MiCoChatProcessor:
                     f"{config.media_token_ids.get(modality.value)}; extend the tokenizer with mico_chat.builder"
                 )
         self.token_to_modality = {config.media_token_ids[m.value]: m for m in config.modalities}
+        video = config.connector_config(Modality.VIDEO) if Modality.VIDEO in config.modalities else None
+        self.fuses_track = (
+            video is not None and config.gated_xattn is None and connector_class(video.type).fuses_audio_track
+        )  # the video connector takes a video's audio track itself, not as an <audio> item
         self.template: ChatTemplate = get_template(config.chat_template, tokenizer, list(self.placeholders.values()))
         if tokenizer.pad_token_id is None:
             raise ProcessorError("the tokenizer has no pad token; set tokenizer.pad_token (e.g. to its EOS token)")
@@ -117,10 +128,18 @@ class MiCoChatProcessor:
         API's form) or as the separate ``media`` list, whose items the placeholders in string
         contents place (the record format). Without a separate list, text is text: a question
         about HTML that mentions ``<video>`` is not a media slot, in a string or in a text part.
+
+        When the video connector fuses a video's audio track (:attr:`fuses_track`), a video file
+        with a track gets ``track=True`` in either form; in the record form its text is unchanged
+        (the track needs no placeholder).
         """
         out_messages: list[dict[str, str]] = []
         items: list[MediaItem] = []
         given = [m if isinstance(m, MediaItem) else MediaItem(Modality.parse(m[0]), *m[1:]) for m in (media or [])]
+        if self.fuses_track:
+            given = [
+                replace(m, track=True) if m.modality is Modality.VIDEO and self._wants_track(m) else m for m in given
+            ]
         for i, msg in enumerate(messages):
             content = msg.get("content")
             if isinstance(content, str):
@@ -139,6 +158,9 @@ class MiCoChatProcessor:
                 text += item.modality.placeholder + "\n"
                 items.append(item)
                 if item.modality is Modality.VIDEO and self._wants_track(item):
+                    if self.fuses_track:
+                        item.track = True
+                        continue
                     text += Modality.AUDIO.placeholder + "\n"
                     items.append(MediaItem(Modality.AUDIO, item.source, dict(item.options)))
             out_messages.append({"role": msg.get("role"), "content": text})
@@ -184,8 +206,16 @@ class MiCoChatProcessor:
         return out
 
     def load_media(self, items: Sequence[MediaItem]) -> list[torch.Tensor]:
-        """Decode and preprocess each item (shapes: see :mod:`mico_chat.preprocess`)."""
-        return [preprocess(item.modality, item.source, self.settings, self.config.encoder_config, **item.options) for item in items]
+        """Decode and preprocess each item (shapes: see :mod:`mico_chat.preprocess`); a video with
+        a ``track`` gives its frames here (:meth:`encode` keeps the track too)."""
+        return [self._load(item)[0] for item in items]
+
+    def _load(self, item: MediaItem) -> tuple[torch.Tensor, VideoTrack | None]:
+        """One item's tensor, and its :class:`VideoTrack` for a video whose track is fused."""
+        if item.track:
+            track = preprocess_video_track(item.source, self.settings, self.config.encoder_config, **item.options)
+            return track.frames, track
+        return preprocess(item.modality, item.source, self.settings, self.config.encoder_config, **item.options), None
 
     def check_media_limits(self, items: Sequence[MediaItem]) -> None:
         """Raise :class:`ProcessorError` for an item the model cannot take, before any decoding: a
@@ -212,10 +242,12 @@ class MiCoChatProcessor:
         every other token are ``-100``. A token belongs to the segment holding its last character.
         """
         self.check_media_limits(prepared.media)
-        tensors = self.load_media(prepared.media)
+        loaded = [self._load(item) for item in prepared.media]
+        tensors = [tensor for tensor, _ in loaded]
         counts = self._token_counts(prepared.media, tensors)
         out = self.encode_text(prepared, counts, add_generation_prompt=add_generation_prompt, with_labels=with_labels)
         out["media"] = list(zip(prepared.media, tensors))
+        out["tracks"] = [track for _, track in loaded]  # per media item: its VideoTrack or None
         return out
 
     def encode_text(
@@ -282,7 +314,8 @@ class MiCoChatProcessor:
         max_length: int | None = None,
     ) -> BatchFeature:
         """Batch of conversations -> ``BatchFeature(input_ids (B, L), attention_mask (B, L),
-        [labels (B, L)], media={modality: (N, S, ...)})``.
+        [labels (B, L)], media={modality: (N, S, ...)}, [video_audio, video_spans])`` (the last two
+        when a video's track is fused, see :meth:`collate`).
 
         ``conversations`` may be one conversation (a list of messages) or a list of them. Padding
         is on the left for generation, on the right for training. ``max_length`` (default: the
@@ -304,7 +337,14 @@ class MiCoChatProcessor:
         return self.collate(encoded, padding_side=padding_side)
 
     def collate(self, encoded: Sequence[Mapping[str, Any]], *, padding_side: str = "left") -> BatchFeature:
-        """Pad encoded conversations into one batch and stack media per modality."""
+        """Pad encoded conversations into one batch and stack media per modality.
+
+        When some video item has a fused track (:attr:`MediaItem.track`), the batch also holds, for
+        every video item in order, ``video_audio (N_video, K, F, M)`` (the track's fbank windows;
+        zeros for a video without a track) and ``video_spans (N_video, 2)`` float64 seconds
+        ``[video_s, audio_s]`` of each window (``[1, 0]`` without a track: frames over a unit span,
+        no audio).
+        """
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         width = max(len(e["input_ids"]) for e in encoded)
@@ -335,7 +375,12 @@ class MiCoChatProcessor:
         if labels:
             data["labels"] = torch.tensor(labels, dtype=torch.long)
         data["media"] = media_batch
+        data.update(self._collate_tracks(encoded))
         return BatchFeature(data)
+
+    def _collate_tracks(self, encoded: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """``video_audio`` and ``video_spans`` over the batch's video items (see :meth:`collate`)."""
+        return stack_tracks([track for e in encoded for track in video_tracks(e)])
 
     # ------------------------------------------------------------------ decoding
     def decode(self, ids: Sequence[int] | torch.Tensor, **kwargs) -> str:
@@ -367,3 +412,27 @@ class MiCoChatProcessor:
         config = config or MiCoChatConfig.from_pretrained(directory)
         tokenizer = AutoTokenizer.from_pretrained(directory)
         return cls(tokenizer, config, MediaSettings.from_dict(payload.get("media_settings", {})))
+
+
+def video_tracks(encoded: Mapping[str, Any]) -> list[VideoTrack | None]:
+    """The fused track (or ``None``) of each video item of one :meth:`MiCoChatProcessor.encode` output."""
+    tracks = encoded.get("tracks") or [None] * len(encoded["media"])
+    return [track for (item, _), track in zip(encoded["media"], tracks) if item.modality is Modality.VIDEO]
+
+
+def stack_tracks(tracks: Sequence[VideoTrack | None]) -> dict[str, torch.Tensor]:
+    """A batch's video items' tracks -> ``{"video_audio": (N_video, K, F, M), "video_spans":
+    (N_video, 2)}`` (zeros and ``[1, 0]`` for a video without one), or ``{}`` when none has one."""
+    present = [t for t in tracks if t is not None]
+    if not present:
+        return {}
+    shapes = {tuple(t.audio.shape) for t in present}
+    if len(shapes) != 1:
+        raise ProcessorError(f"video audio tracks in one batch must share a shape, got {sorted(shapes)}")
+    silent = torch.zeros_like(present[0].audio)
+    return {
+        "video_audio": torch.stack([silent if t is None else t.audio for t in tracks]),  # (N_video, K, F, M)
+        "video_spans": torch.tensor(
+            [[1.0, 0.0] if t is None else [t.video_s, t.audio_s] for t in tracks], dtype=torch.float64
+        ),  # (N_video, 2)
+    }

@@ -9,7 +9,9 @@ model's keyword arguments plus ``meta`` (popped by the trainer before the forwar
   sample and no attention mask, which transformers turns into a block-diagonal causal mask (SDPA,
   eager) or variable-length flash attention, so no token attends to another sample.
 - ``media``: ``{modality: (N, S, ...)}`` or ``encoder_features``: ``{modality: (N, S*(1+P), D)}``,
-  items in the order their placeholders appear in the batch (row-major).
+  items in the order their placeholders appear in the batch (row-major); with a video connector
+  that fuses audio tracks, ``video_audio`` and ``video_spans`` over the video items in that order
+  (:func:`mico_chat.processing.stack_tracks`).
 - ``use_cache=False``: a KV cache is useless in training, and transformers only honours packed
   position ids when no cache is built.
 - ``logits_to_keep="labels"``: the model runs its LM head only where a trained token follows
@@ -29,7 +31,7 @@ from typing import Any
 
 import torch
 
-from mico_chat.processing import IGNORE_INDEX
+from mico_chat.processing import IGNORE_INDEX, ProcessorError, stack_tracks
 
 from .errors import DataError
 
@@ -58,6 +60,10 @@ def _common(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         out["media"] = media
     if features:
         out["encoder_features"] = features
+    try:
+        out.update(stack_tracks([track for sample in samples for track in sample.get("tracks") or []]))
+    except ProcessorError as err:
+        raise DataError(f"{err} (records {[s.get('id') for s in samples]})") from None
     out["meta"] = {
         "num_tokens": sum(len(s["input_ids"]) for s in samples),
         "num_labels": sum(sum(1 for x in s["labels"][1:] if x != IGNORE_INDEX) for s in samples),

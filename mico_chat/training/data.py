@@ -28,7 +28,14 @@ from tqdm.auto import tqdm
 from mico_chat import media as media_io
 from mico_chat.instruct_data.records import BadRecord, Record, read_records
 from mico_chat.modality import Modality
-from mico_chat.processing import IGNORE_INDEX, MediaItem, MiCoChatProcessor, PreparedConversation, ProcessorError
+from mico_chat.processing import (
+    IGNORE_INDEX,
+    MediaItem,
+    MiCoChatProcessor,
+    PreparedConversation,
+    ProcessorError,
+    video_tracks,
+)
 from mico_chat.templates import TemplateError
 
 from .errors import DataError, LabelMaskError
@@ -305,7 +312,7 @@ def _scan_one(
         raise ValueError(f"sample is {length} tokens (media included); the limit is {max_length}")
     check_label_mask(processor, prepared.messages, enc["input_ids"], enc["labels"])
     num_labels = sum(1 for label in enc["labels"][1:] if label != IGNORE_INDEX)
-    return SampleSpec(record.id, source, tuple(prepared.messages), tuple(items), length, num_labels)
+    return SampleSpec(record.id, source, tuple(prepared.messages), tuple(prepared.media), length, num_labels)
 
 
 def _encode_text(prepared: PreparedConversation, processor: MiCoChatProcessor) -> dict[str, Any]:
@@ -327,8 +334,9 @@ class SampleDataset(Dataset):
     """Scanned samples -> ``{"input_ids", "labels", "media" | "features", "id"}`` (lists / tensors).
 
     ``media`` is a list of ``(modality, tensor)`` in placeholder order (shapes: see
-    :mod:`mico_chat.preprocess`); with an encoder-feature cache, ``features`` holds the cached
-    encoder outputs ``(S*(1+P), D)`` instead and nothing is decoded.
+    :mod:`mico_chat.preprocess`), with ``tracks``: each video item's fused audio track
+    (:class:`~mico_chat.preprocess.VideoTrack`) or ``None``; with an encoder-feature cache,
+    ``features`` holds the cached encoder outputs ``(S*(1+P), D)`` instead and nothing is decoded.
     """
 
     def __init__(
@@ -362,6 +370,7 @@ class SampleDataset(Dataset):
             else:
                 enc = self.processor.encode(prepared, add_generation_prompt=False, with_labels=True)
                 out = {"media": [(item.modality.value, tensor) for item, tensor in enc["media"]], "features": []}
+                out["tracks"] = video_tracks(enc)  # per video item: its fused audio track or None
         except (media_io.MediaError, ProcessorError, TemplateError, ValueError) as err:
             raise DataError(f"{spec.source} (id {spec.record_id}): {err}") from err
         if len(enc["input_ids"]) != spec.length:
@@ -393,6 +402,11 @@ def cache_encoder_features(
     param = next(encoder.parameters())
     out = []
     for spec in tqdm(dataset.samples, desc="caching encoder features", unit="sample", disable=not progress):
+        if any(item.track for item in spec.media):
+            raise DataError(
+                f"{spec.source} (id {spec.record_id}): the feature cache does not hold fused video audio tracks; "
+                "set data.cache_encoder_features=false or media_settings.video_audio=false"
+            )
         try:
             tensors = dataset.processor.load_media(spec.media)
         except (media_io.MediaError, ValueError) as err:

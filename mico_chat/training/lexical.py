@@ -76,7 +76,8 @@ def lexical_alignment_loss(
     """The loss above for one collated batch (``input_ids``, ``labels``, ``media`` or
     ``encoder_features``, and ``position_ids`` when packed); returns ``(loss, parts)``."""
     input_ids, labels = inputs["input_ids"], inputs["labels"]
-    projected = model.encode_media(inputs.get("media"), inputs.get("encoder_features"))
+    tracks = {key: inputs[key] for key in ("video_audio", "video_spans") if key in inputs}  # fused video audio
+    projected = model.encode_media(inputs.get("media"), inputs.get("encoder_features"), **tracks)
     seg = _segments(input_ids, inputs.get("position_ids"))
     flat_ids = input_ids.flatten()
     tokens, token_seg = [], []

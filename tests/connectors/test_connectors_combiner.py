@@ -9,6 +9,7 @@ import torch
 
 from mico_chat.connectors import CombinerConfig, TimeAlignedCombiner
 from mico_chat.connectors.combiner import audio_row_times, chunk_causal_mask, snippet_index, video_frame_times
+from mico_chat.connectors.ttm import TokenLearner, group_by_snippet
 from mico_chat.encoders import MiCoEncoderConfig
 
 ENCODER = MiCoEncoderConfig(
@@ -17,7 +18,10 @@ ENCODER = MiCoEncoderConfig(
 )  # fmt: skip
 # One tiny audio window: 64 fbank frames (10 ms hop, 25 ms window) = 10480 samples = 0.655 s, 4 patch rows.
 CONFIG = CombinerConfig(num_snippets=4, snippet_tokens=3, depth=2, heads=4, pool=2)
-READOUTS = pytest.mark.parametrize("readout", ["last", "queries"])
+# The causal Transformer with either readout, and the Token Turing Machine.
+KINDS = pytest.mark.parametrize(
+    "kind", [{"readout": "last"}, {"readout": "queries"}, {"variant": "ttm"}], ids=["last", "queries", "ttm"]
+)
 
 
 def inputs(frames=8, clips=3, video_s=4.0, audio_s=4.0, n=2, seed=0):
@@ -116,14 +120,14 @@ def test_padding_is_seen_by_nobody_and_sees_everything_else():
 
 
 # ------------------------------------------------------------------ module
-@READOUTS
+@KINDS
 @pytest.mark.parametrize("frames,clips", [(4, 1), (8, 3), (16, 2)])
-def test_emits_num_snippets_times_m_tokens_whatever_the_media(frames, clips, readout):
-    out = combiner(readout=readout)(**inputs(frames, clips))
+def test_emits_num_snippets_times_m_tokens_whatever_the_media(frames, clips, kind):
+    out = combiner(**kind)(**inputs(frames, clips))
     assert out.shape == (2, 4 * 3, 48) == (2, TimeAlignedCombiner.num_tokens(CONFIG), 48)
     assert torch.isfinite(out).all()
     video_only = {**inputs(frames, clips), "audio": None, "audio_layout": None, "audio_times": None}
-    assert combiner(readout=readout)(**video_only).shape == (2, 12, 48)
+    assert combiner(**kind)(**video_only).shape == (2, 12, 48)
 
 
 def test_last_readout_takes_each_snippets_latest_features_and_needs_m_of_them():
@@ -138,9 +142,9 @@ def test_last_readout_takes_each_snippets_latest_features_and_needs_m_of_them():
     assert combiner(readout="queries")(**sparse).shape == (2, 12, 48)  # learned tokens need no features
 
 
-@READOUTS
-def test_outputs_of_a_snippet_do_not_depend_on_later_snippets(readout):
-    conn = combiner(readout=readout)
+@KINDS
+def test_outputs_of_a_snippet_do_not_depend_on_later_snippets(kind):
+    conn = combiner(**kind)
     base = inputs(frames=8, clips=3)
     with torch.no_grad():
         before = conn(**base)
@@ -164,9 +168,9 @@ def test_outputs_of_a_snippet_do_not_depend_on_later_snippets(readout):
     assert all((changed[:, t * m : (t + 1) * m] - before[:, t * m : (t + 1) * m]).abs().max() > 1e-2 for t in range(4))
 
 
-@READOUTS
-def test_padding_rows_change_nothing(readout):
-    conn = combiner(readout=readout)
+@KINDS
+def test_padding_rows_change_nothing(kind):
+    conn = combiner(**kind)
     short = inputs(frames=8, clips=1, audio_s=0.3)  # rows 2, 3 of the window are padding
     with torch.no_grad():
         before = conn(**short)
@@ -176,9 +180,9 @@ def test_padding_rows_change_nothing(readout):
     torch.testing.assert_close(after, before)
 
 
-@READOUTS
-def test_items_with_different_spans_batch_like_single_items(readout):
-    conn = combiner(readout=readout)
+@KINDS
+def test_items_with_different_spans_batch_like_single_items(kind):
+    conn = combiner(**kind)
     a, b = inputs(video_s=4.0, audio_s=4.0, n=1, seed=1), inputs(video_s=2.0, audio_s=0.5, n=1, seed=2)
     batch = {
         "video": torch.cat([a["video"], b["video"]]),
@@ -195,9 +199,9 @@ def test_items_with_different_spans_batch_like_single_items(readout):
         torch.testing.assert_close(together[1:], conn(**b), rtol=1e-5, atol=1e-5)
 
 
-@READOUTS
-def test_gradients_reach_every_parameter(readout):
-    conn = combiner(out_norm=True, readout=readout).train()
+@KINDS
+def test_gradients_reach_every_parameter(kind):
+    conn = combiner(out_norm=True, **kind).train()
     conn(**inputs()).pow(2).mean().backward()
     missing = [name for name, p in conn.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing
@@ -208,6 +212,10 @@ def test_bad_inputs_name_the_problem():
         CombinerConfig(snippet_tokens=0)
     with pytest.raises(ValueError, match="combiner readout must be 'last' or 'queries', got 'cls'"):
         CombinerConfig(readout="cls")
+    with pytest.raises(ValueError, match="combiner variant must be 'transformer' or 'ttm', got 'rnn'"):
+        CombinerConfig(variant="rnn")
+    with pytest.raises(ValueError, match="combiner memory_tokens must be >= 1"):
+        CombinerConfig(variant="ttm", memory_tokens=0)
     with pytest.raises(ValueError, match="heads \\(5\\) must divide the encoder hidden size \\(32\\)"):
         TimeAlignedCombiner(CombinerConfig(heads=5), 32, 48)
     with pytest.raises(ValueError, match="video_times has 4 times for 8 frames"):
@@ -216,11 +224,11 @@ def test_bad_inputs_name_the_problem():
         combiner()(**{**inputs(), "audio_times": audio_row_times(1, 4.0, ENCODER)})
 
 
-@READOUTS
-def test_save_and_load_round_trip(tmp_path, readout):
-    conn = combiner(readout=readout)
+@KINDS
+def test_save_and_load_round_trip(tmp_path, kind):
+    conn = combiner(**kind)
     with torch.no_grad():
-        conn.snippet_embedding.add_(1.0)  # "trained": loading must keep it
+        conn.type_embedding.add_(1.0)  # "trained": loading must keep it
         before = conn(**inputs())
     conn.save_pretrained(tmp_path)
     loaded = TimeAlignedCombiner.from_pretrained(tmp_path).eval()
@@ -233,13 +241,14 @@ def test_save_and_load_round_trip(tmp_path, readout):
 
 # ------------------------------------------------------------------ as the model's video connector
 COMBINER = {"type": "combiner", "num_snippets": 2, "snippet_tokens": 3, "depth": 1, "heads": 4, "pool": 2}
+TTM = {**COMBINER, "variant": "ttm", "memory_tokens": 4, "read_tokens": 6}
 
 
-@pytest.fixture
-def combiner_model(monkeypatch):
+@pytest.fixture(params=[COMBINER, TTM], ids=["transformer", "ttm"])
+def combiner_model(monkeypatch, request):
     from helpers import tiny
 
-    monkeypatch.setattr(tiny, "TINY_CONNECTORS", {**tiny.TINY_CONNECTORS, "video": COMBINER})
+    monkeypatch.setattr(tiny, "TINY_CONNECTORS", {**tiny.TINY_CONNECTORS, "video": request.param})
     return tiny.tiny_model()
 
 
@@ -292,7 +301,7 @@ def test_model_save_and_load_round_trip(combiner_model, tmp_path):
 
     model, processor = combiner_model
     with torch.no_grad():
-        model.connectors["video"].snippet_embedding.add_(1.0)  # "trained": loading must keep it
+        model.connectors["video"].type_embedding.add_(1.0)  # "trained": loading must keep it
     assert_reloads_identically(model, processor, video_conversation(6), tmp_path, TimeAlignedCombiner)
 
 
@@ -307,3 +316,86 @@ def test_built_from_a_stage_config_override(tmp_path):
     assert processor.config.num_media_tokens("video", 4) == 8
     trained = recipe.apply_stage(model)
     assert all(p.requires_grad for p in trained.connectors["video"].parameters())
+
+
+@pytest.mark.parametrize("num_frames", [1, 2, 8])
+def test_ttm_needs_no_feature_per_snippet_and_its_processor_reads_a_fixed_count(monkeypatch, num_frames):
+    """The TTM's token count passes the processor for any frame count (1 frame: snippet 1 empty),
+    and its processor reads ``read_tokens`` tokens per snippet, once per snippet, whatever the media."""
+    from helpers import tiny
+
+    monkeypatch.setattr(tiny, "TINY_CONNECTORS", {**tiny.TINY_CONNECTORS, "video": {**TTM, "snippet_tokens": 8}})
+    model, processor = tiny.tiny_model(num_frames=num_frames)
+    batch = processor(video_conversation(12))
+    assert int((batch["input_ids"] == model.config.media_token_ids["video"]).sum()) == 16
+    seen = []
+    model.connectors["video"].ttm.process.register_forward_hook(lambda module, args, out: seen.append(args[0].shape))
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).logits).all()
+    assert seen == [torch.Size([1, 6, 32])] * 2
+
+
+def test_ttm_built_from_a_stage_config_override(tmp_path):
+    from helpers.tiny import preset_recipe
+
+    override = (
+        "model.connectors={video: {type: combiner, variant: ttm, num_snippets: 2, snippet_tokens: 4, memory_tokens: 8}}"
+    )
+    recipe = preset_recipe(tmp_path, override)
+    model, processor = recipe.build_model(quantize=False)
+    conn = model.connectors["video"]
+    assert isinstance(conn, TimeAlignedCombiner) and conn.config.variant == "ttm" and conn.ttm is not None
+    assert conn.layers is None and conn.ttm.memory.shape == (8, 32)
+    assert processor.config.num_media_tokens("video", 4) == 8
+    trained = recipe.apply_stage(model)
+    assert all(p.requires_grad for p in trained.connectors["video"].parameters())
+
+
+# ------------------------------------------------------------------ Token Turing Machine parts
+def test_token_learner_pools_convex_combinations_of_the_present_tokens():
+    torch.manual_seed(0)
+    learner = TokenLearner(8, num_outputs=3)
+    tokens = torch.randn(2, 5, 8)
+    present = torch.tensor([[True, False, False, False, False], [True, True, False, True, False]])
+    out = learner(tokens, present)
+    assert out.shape == (2, 3, 8)
+    torch.testing.assert_close(out[0], tokens[0, :1].expand(3, -1))  # one present token: every output is it
+    weights = (learner.score(tokens[1]).masked_fill(~present[1, :, None], float("-inf"))).softmax(dim=0)  # (5, 3)
+    torch.testing.assert_close(out[1], weights.T @ tokens[1])
+    changed = tokens.clone()
+    changed[:, 4] += 10.0  # absent in both items
+    torch.testing.assert_close(learner(changed, present), out)
+    constant = torch.ones(1, 5, 8) * torch.arange(8.0)
+    torch.testing.assert_close(learner(constant), constant[:, :3])  # weights sum to 1 over the tokens
+
+
+def test_group_by_snippet_gives_each_snippet_its_own_padded_row():
+    tokens = torch.arange(6.0).view(1, 6, 1).expand(2, -1, -1).clone()  # token i has value i
+    snippets = torch.tensor([[1, 0, -1, 1, 0, 1], [0, 0, 0, 0, -1, -1]])
+    grouped, present = group_by_snippet(tokens, snippets, num_snippets=3)
+    assert grouped.shape == (2, 3, 4, 1) and present.shape == (2, 3, 4)
+    assert present.sum(dim=2).tolist() == [[2, 3, 0], [4, 0, 0]]
+    assert grouped[0, 0, :2, 0].tolist() == [1, 4] and grouped[0, 1, :3, 0].tolist() == [0, 3, 5]
+    assert grouped[1, 0, :, 0].tolist() == [0, 1, 2, 3]
+    assert grouped[~present].abs().sum() == 0
+    empty, none = group_by_snippet(tokens[:1], torch.full((1, 6), -1), num_snippets=2)
+    assert empty.shape == (1, 2, 1, 1) and not none.any()
+
+
+def test_ttm_step_t_reads_its_own_snippet_and_earlier_ones_only_through_the_memory():
+    """Changing snippet 0's frames changes x_1 although Read at step 1 pools the same snippet-1
+    tokens as before: only the memory it pools with them differs."""
+    conn = combiner(variant="ttm", num_snippets=2)
+    base = {**inputs(frames=4), "audio": None, "audio_layout": None, "audio_times": None}
+    pooled = []
+    conn.ttm.read.register_forward_hook(lambda module, args, out: pooled.append(args[0]))
+    with torch.no_grad():
+        before = conn(**base)
+        video = base["video"].clone().view(2, 4, -1, 32)
+        video[:, :2] += 5.0 * torch.randn_like(video[:, :2])  # frames 0, 1: snippet 0
+        after = conn(**{**base, "video": video.flatten(1, 2)})
+    memory = CONFIG.memory_tokens
+    assert [p.shape[1] for p in pooled] == [memory + 2 * 5] * 4  # [memory; 2 frames x 5 tokens] per step
+    torch.testing.assert_close(pooled[3][:, memory:], pooled[1][:, memory:])  # step 1's own tokens: unchanged
+    assert (pooled[3][:, :memory] - pooled[1][:, :memory]).abs().max() > 1e-3  # the memory carries snippet 0
+    assert (after[:, 3:] - before[:, 3:]).abs().max() > 1e-2
