@@ -215,3 +215,35 @@ def _gather_shard(plan: ShardPlan, shard: int, sink: TextIO, position: dict[str,
     rows.sort(key=lambda row: row[0])  # stable: lines of one id keep their order
     sink.writelines(line for _, line in rows)
     return len(rows)
+
+
+def run_in_process(
+    records: Sequence[Record],
+    out: str | os.PathLike,
+    job: ShardJob,
+    *,
+    shard_size: int,
+    batch_size: int,
+    log: str | os.PathLike | None = None,
+) -> ShardedReport:
+    """:func:`~.ray_runner.run_with_ray` without Ray: the same shards, run one after another here.
+
+    For a pipeline whose output is itself sharded (``encode-features`` writes one file per
+    shard), so that one process and a Ray cluster write the same files. The job is set up (the
+    model loaded) only when a shard is pending.
+    """
+    out = Path(out)
+    log = Path(log) if log else out.with_name(out.name + ".log.jsonl")
+    plan = plan_shards(out, [job.key(r) for r in records], shard_size, batch_size)
+    report = ShardedReport(out=out, log=log, total=len(records), shards=plan.num_shards)
+    pending = plan.pending()
+    report.shards_already_done = plan.num_shards - len(pending)
+    if pending:
+        job.setup()
+    for shard in pending:
+        start, stop = plan.bounds(shard)
+        result = job.run(list(records[start:stop]), plan.output(shard), plan.log(shard))
+        mark_done(plan, shard, result)
+        report.add(result)
+    report.gathered = gather(plan, out, log)
+    return report

@@ -7,6 +7,7 @@ mico-chat data omni-caption captions.jsonl omni.jsonl --model default
 mico-chat data pseudolabel videos/ labels.jsonl --model default
 mico-chat data instruct captions.jsonl instruct.jsonl --per-record 2
 mico-chat data omni-caption captions.jsonl omni.jsonl --model default --ray --ray-workers 2   # Ray Data shards
+mico-chat data encode-features records.jsonl features/ --model default [--ray]   # encoder-feature store
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ SUBCOMMANDS = {
     "omni-caption": "write omni captions from vision/audio captions and subtitles with an LLM (VAST)",
     "pseudolabel": "label videos without text by captioning their frames (Lialin et al.)",
     "instruct": "make instruction conversations from caption records (templates, optional LLM rewriting)",
+    "encode-features": "store the frozen encoder's features of every media item (sharded safetensors) for training",
 }
 
 
@@ -44,6 +46,10 @@ def _llm_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-retries", type=int, default=2, help="retries of a rejected output (sampled)")
     group.add_argument("--log", type=Path, help="where rejected outputs are logged (default: OUT.log.jsonl)")
     group.add_argument("--no-progress", action="store_true")
+    _ray_arguments(parser)
+
+
+def _ray_arguments(parser: argparse.ArgumentParser, shard_default: str = "32 batches") -> None:
     ray = parser.add_argument_group("Ray Data (pip install 'mico-chat[scale]'): batch inference over a cluster")
     ray.add_argument(
         "--ray", nargs="?", const="local", metavar="ADDRESS",
@@ -54,7 +60,7 @@ def _llm_arguments(parser: argparse.ArgumentParser) -> None:
     ray.add_argument("--ray-workers", type=int, help="model actors (default: one per GPU, else 1)")
     ray.add_argument("--ray-cpus-per-worker", type=float, default=1.0, help="CPUs per actor (default 1)")
     ray.add_argument(
-        "--ray-shard-size", type=int, help="records per shard, a multiple of --batch-size (default 32 batches)"
+        "--ray-shard-size", type=int, help=f"records per shard, a multiple of --batch-size (default {shard_default})"
     )
     ray.add_argument(
         "--ray-object-store-mb", type=int, default=256, help="a local cluster's object store (default 256 MiB)"
@@ -161,6 +167,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--turns", type=int, default=3, help="with --rewrite: questions per conversation")
     _llm_arguments(p)
+
+    p = sub.add_parser("encode-features", help=SUBCOMMANDS["encode-features"],
+                       description=SUBCOMMANDS["encode-features"] + ". Layout and manifest: docs/scaling.md, \"Encoder-feature stores\"")  # fmt: skip
+    p.add_argument("input", type=Path, help="records (.jsonl / .json)")
+    p.add_argument("output", type=Path, help="store folder (a rerun resumes per shard)")
+    p.add_argument("--model", default="default", help="preset or saved MiCo-Chat folder whose encoder runs")
+    p.add_argument("--llm", help="with a preset: its LLM (loaded with the model; the encoder is the preset's)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", help="dtype the model runs in (default: float32 on CPU, bfloat16 on CUDA)")
+    p.add_argument("--media-root", type=Path, help="folder media paths are relative to (default: the input's folder)")
+    p.add_argument(
+        "--batch-size", type=int, default=1,
+        help="items of one modality and shape per encoder call (default 1: as the training cache; more is faster "
+        "on a GPU, equal up to float rounding)",
+    )  # fmt: skip
+    p.add_argument("--store-dtype", default="float16", choices=("float16", "bfloat16", "float32", "model"),
+                   help="dtype of the stored features (default float16; model: the dtype the encoder ran in)")  # fmt: skip
+    p.add_argument(
+        "--shard-size", type=int, help="records per shard file (default: --ray-shard-size, else 32 batches)"
+    )
+    p.add_argument("--threads", type=int,
+                   help="torch CPU threads while encoding, in this process or each Ray actor (default: as set up); "
+                   "on a CPU, one process and Ray write bit-identical stores only with the same count")  # fmt: skip
+    p.add_argument("--log", type=Path, help="records that failed, with reasons (default: OUT_DIR/failed.jsonl)")
+    p.add_argument("--no-progress", action="store_true", help="no Ray Data progress bars")
+    _ray_arguments(p)
 
 
 def _generator(args: argparse.Namespace, chat=None):
@@ -347,24 +379,79 @@ class _RewriteJob(_Job):
                        max_retries=args.max_retries, log=log, progress=self.progress)  # fmt: skip
 
 
+def _ray_options(args: argparse.Namespace, shard_size: int):
+    from mico_chat.instruct_data.ray_runner import RayOptions
+
+    return RayOptions(
+        address=None if args.ray == "local" else args.ray, workers=args.ray_workers,
+        cpus_per_worker=args.ray_cpus_per_worker, use_gpus=args.device != "cpu",
+        shard_size=shard_size, object_store_mb=args.ray_object_store_mb, progress=not args.no_progress,
+    )  # fmt: skip
+
+
 def _execute(args: argparse.Namespace, records: list, job: _Job):
     """Run ``job`` over ``records`` into ``args.output``: in this process, or sharded over Ray with ``--ray``."""
     if args.ray is None:
         job.setup()
         report = job.run(records, args.output, args.log)
     else:
-        from mico_chat.instruct_data.ray_runner import RayOptions, run_with_ray
+        from mico_chat.instruct_data.ray_runner import run_with_ray
 
-        options = RayOptions(
-            address=None if args.ray == "local" else args.ray, workers=args.ray_workers,
-            cpus_per_worker=args.ray_cpus_per_worker, use_gpus=args.device != "cpu",
-            shard_size=args.ray_shard_size or 32 * args.batch_size, object_store_mb=args.ray_object_store_mb,
-            progress=not args.no_progress,
-        )  # fmt: skip
+        options = _ray_options(args, args.ray_shard_size or 32 * args.batch_size)
         job.progress = False  # the workers' bars would interleave; Ray Data shows one per run
         report = run_with_ray(records, args.output, job, options, batch_size=args.batch_size, log=args.log)
     print(report.format())
     return report
+
+
+def _encode_features(args: argparse.Namespace) -> int:
+    """The encoder-feature store: the same shards (files) in one process or over Ray."""
+    import os
+
+    from mico_chat.instruct_data import feature_store as fs
+    from mico_chat.instruct_data.records import BadRecord, read_records
+    from mico_chat.instruct_data.shards import ShardPlan, run_in_process, shard_folder
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    records = []
+    for item in read_records(args.input):
+        if isinstance(item, BadRecord):
+            print(f"skipped: {item}", file=sys.stderr)
+        else:
+            records.append(item)
+    # Absolute: Ray actors may run in another working directory.
+    store = Path(os.path.abspath(args.output))
+    store.mkdir(parents=True, exist_ok=True)
+    media_root = Path(os.path.abspath(args.media_root or args.input.parent))
+    model = os.path.abspath(args.model) if Path(args.model).exists() else args.model  # a folder, or a preset name
+    job = fs.EncodeFeaturesJob(store=store, model=model, media_root=media_root, batch_size=args.batch_size,
+                               store_dtype=args.store_dtype, device=args.device, dtype=args.dtype, llm=args.llm,
+                               threads=args.threads)  # fmt: skip
+    shard_size = args.shard_size or args.ray_shard_size or 32 * args.batch_size
+    index, log = store / fs.INDEX, args.log or store / fs.FAILED
+    if args.ray is None:
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            report = run_in_process(records, index, job, shard_size=shard_size, batch_size=args.batch_size, log=log)
+        finally:
+            torch.set_num_threads(threads)  # --threads is for this run only (the CLI may run in-process)
+    else:
+        from mico_chat.instruct_data.ray_runner import run_with_ray
+
+        report = run_with_ray(records, index, job, _ray_options(args, shard_size), batch_size=args.batch_size, log=log)
+    if not any(shard_folder(index).glob("*.log.jsonl")) and log.exists():
+        log.unlink()  # every failure of an earlier run has been redone
+    plan = ShardPlan(shard_folder(index), shard_size, tuple(r.id for r in records))
+    manifest = fs.write_manifest(store, plan, records_file=args.input, media_root=media_root)
+    print(report.format())
+    print(f"{store}: {manifest['num_items']} media items of {report.gathered} records in {len(manifest['files'])} "
+          f"shard files ({args.store_dtype}); manifest: {store / fs.MANIFEST}")  # fmt: skip
+    if report.failed:
+        print(f"{len(report.failed)} records failed (reasons in {log}); rerun to retry their shards", file=sys.stderr)
+    return 0
 
 
 def _instruct(args: argparse.Namespace) -> int:
@@ -391,7 +478,7 @@ def _instruct(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     handlers = {"validate": _validate, "convert": _convert, "synth": _synth, "omni-caption": _omni,
-                "pseudolabel": _pseudolabel, "instruct": _instruct}  # fmt: skip
+                "pseudolabel": _pseudolabel, "instruct": _instruct, "encode-features": _encode_features}  # fmt: skip
     from mico_chat.instruct_data.ray_runner import RayNotInstalled
 
     try:

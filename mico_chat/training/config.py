@@ -113,6 +113,9 @@ class DataSection:
         cache_encoder_features: run the frozen encoder once over the data before training and
             train on its cached outputs (needs a frozen encoder; memory: see docs).
         cache_dtype: dtype the cached features are stored in.
+        feature_store: with ``cache_encoder_features``: read the features from this store (made by
+            ``mico-chat data encode-features``) instead of running the encoder before training. A
+            store made by another encoder or with other media settings is refused (its manifest).
         media_settings: overrides of the processor's media settings (``num_frames``, ...).
         limit: use only the first ``limit`` good records (smoke runs).
         merge_turns: join consecutive records about the same media (a clip's questions) into one
@@ -131,6 +134,7 @@ class DataSection:
     probe_media: bool = True
     cache_encoder_features: bool = False
     cache_dtype: str = "float32"
+    feature_store: str | None = None
     media_settings: dict = field(default_factory=dict)
     limit: int | None = None
     merge_turns: int = 1
@@ -272,6 +276,8 @@ def validate(config: TrainConfig, source: str = "config") -> None:
         fail("data.pack_length needs data.packing=true")
     if data.cache_dtype not in ("float32", "bfloat16", "float16"):
         fail(f"data.cache_dtype must be float32, bfloat16 or float16, got {data.cache_dtype!r}")
+    if data.feature_store is not None and not data.cache_encoder_features:
+        fail("data.feature_store is read only with data.cache_encoder_features: true")
     train = config.train
     if train.max_steps <= 0 and train.num_train_epochs <= 0:
         fail("set train.max_steps or train.num_train_epochs to a positive value")

@@ -420,6 +420,40 @@ def cache_encoder_features(
     return out
 
 
+def stored_encoder_features(
+    store: str | Path,
+    samples: Sequence[SampleSpec],
+    encoder: torch.nn.Module,
+    processor: MiCoChatProcessor,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> list[list[tuple[str, torch.Tensor]]]:
+    """:func:`cache_encoder_features`' result read from a feature store (``mico-chat data
+    encode-features``) instead of computed. The store's manifest must name this encoder (config
+    and weights) and these media settings; :class:`DataError` names the store otherwise, or the
+    sample whose item the store lacks.
+    """
+    from mico_chat.instruct_data.feature_store import FeatureStoreError, check_manifest, load_features
+
+    if any(p.requires_grad for p in encoder.parameters()):
+        raise ValueError("encoder features can only be cached for a frozen encoder")
+    for spec in samples:
+        if any(item.track for item in spec.media):
+            raise DataError(
+                f"{spec.source} (id {spec.record_id}): the feature cache does not hold fused video audio tracks; "
+                "set data.cache_encoder_features=false or media_settings.video_audio=false"
+            )
+    try:
+        check_manifest(store, encoder, processor)
+        wanted = [[(item.modality.value, str(item.source), item.options) for item in spec.media] for spec in samples]
+        names = [f"{spec.source} (id {spec.record_id})" for spec in samples]
+        features = load_features(store, wanted, dtype=dtype, names=names)
+    except FeatureStoreError as err:
+        raise DataError(str(err)) from err
+    logger.info("read the encoder features of %d samples from %s", len(samples), store)
+    return features
+
+
 # ---------------------------------------------------------------------------------------- sampler
 
 

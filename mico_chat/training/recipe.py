@@ -41,7 +41,14 @@ from mico_chat.modality import Modality
 
 from .collator import PackingCollator, PaddingCollator
 from .config import TrainConfig
-from .data import SampleDataset, ScanReport, cache_encoder_features, sample_labels, scan_records
+from .data import (
+    SampleDataset,
+    ScanReport,
+    cache_encoder_features,
+    sample_labels,
+    scan_records,
+    stored_encoder_features,
+)
 from .errors import NonFiniteLossError, TrainConfigError, TrainingError
 from .lexical import content_token_mask
 from .reports import peak_memory, plot_run, write_json
@@ -163,12 +170,17 @@ class TrainRecipe:
         if data.cache_encoder_features:
             encoder = self._unwrapped().encoder
             encoder.to(self._device())  # the Trainer moves the rest of the model later
-            features = cache_encoder_features(
-                SampleDataset(self.scan.samples, processor),
-                encoder,
-                dtype=DTYPES[data.cache_dtype],
-                progress=self.progress,
-            )
+            if data.feature_store:
+                features = stored_encoder_features(
+                    data.feature_store, self.scan.samples, encoder, processor, dtype=DTYPES[data.cache_dtype]
+                )
+            else:
+                features = cache_encoder_features(
+                    SampleDataset(self.scan.samples, processor),
+                    encoder,
+                    dtype=DTYPES[data.cache_dtype],
+                    progress=self.progress,
+                )
         dataset = SampleDataset(self.scan.samples, processor, features)
         content_tokens = None
         if self.stage.objective == "lexical":
