@@ -21,8 +21,8 @@ placeholder order). Tensors are stored in ``float16`` by default (``--store-dtyp
 ``manifest.json`` names the encoder: its config and a SHA-256 of that config, a SHA-256 of its
 weights (taken in bfloat16, so a float32 and a bfloat16 load of one checkpoint agree; a trained
 encoder does not), the model it was loaded from, the media settings (frames, audio windows,
-normalisation: all change the features), the records file and media root, the dtypes and the
-shard size. :func:`check_manifest` refuses a store whose encoder or media settings differ from a
+normalisation: all change the features), the records file (path and SHA-256) and media root,
+the dtypes and the shard size. :func:`check_manifest` refuses a store whose encoder or media settings differ from a
 model's, naming the store and what differs.
 
 Every shard file also carries the fingerprint in its safetensors metadata: the manifest is
@@ -251,6 +251,14 @@ class EncodeFeaturesJob:
         return RunReport(out=out, log=log, total=len(records), done=len(rows), failed=[i for i, _ in failed])
 
 
+def _file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def write_manifest(
     store: Path, plan: ShardPlan, *, records_file: str | os.PathLike, media_root: str | os.PathLike | None
 ) -> dict[str, Any]:
@@ -279,6 +287,7 @@ def write_manifest(
     manifest = {
         **found,
         "records": os.path.abspath(records_file),
+        "records_sha256": _file_sha256(records_file),
         "media_root": os.path.abspath(media_root) if media_root is not None else None,
         "key": "<record id>/<media index>",
         "shard_size": plan.shard_size,

@@ -117,7 +117,7 @@ def test_the_store_holds_the_training_caches_features(tiny, corpus, store):
     assert index[1]["media"][0]["key"] == "img0/0" and index[1]["file"] == "features-00000.safetensors"
     manifest = json.loads((store / "manifest.json").read_text())
     assert manifest["complete"] and manifest["num_items"] == 9 and manifest["store_dtype"] == "float32"
-    assert manifest["records"] == os.path.abspath(corpus) and manifest["encoder"]["source"].endswith("tiny")
+    assert manifest["records"] == os.path.abspath(corpus) and len(manifest["records_sha256"]) == 64 and manifest["encoder"]["source"].endswith("tiny")
     assert manifest["media_settings"]["num_frames"] == processor.settings.num_frames
     assert len(manifest["encoder"]["weights_sha256"]) == 64 and not (store / "failed.jsonl").exists()
 
