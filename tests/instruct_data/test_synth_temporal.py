@@ -18,6 +18,7 @@ from mico_chat.instruct_data.synth.render import SAMPLE_RATE
 from mico_chat.instruct_data.synth.scene import Scene
 from mico_chat.instruct_data.synth.world import clip_records, media_paths
 from mico_chat.media import load_audio
+from helpers.cover import greedy_cover
 
 SOUNDS = ("beeps", "chirp", "noise", "silence")
 TOPICS = {"sound-vs-event", "count-before-event", "heard-while-visible", "first-to-move", "last-to-move",
@@ -106,19 +107,14 @@ def covering_scenes(limit: int = 400) -> list[int]:
     before/after ones, and staggered rows of one, two and three objects."""
     want = {("topic", t) for t in TOPICS} | {("order", t, v) for t in ("sound-vs-event", "motion-vs-sound") for v in ("before", "after")}
     want |= {("staggered", c) for c in F.COUNTS} | {("heard", "silence"), ("heard", "sound")}
-    chosen = []
-    for i in range(limit):
+    def has(i: int) -> set:
         scene = draw_scene(i, seed=0, split="train")
         asks = temporal_asks(scene, SOUNDS)
         have = {("topic", a.topic) for a in asks} | {("order", a.topic, a.value) for a in asks if a.kind == "order"}
         have |= {("staggered", scene.count)} if scene.staggered else set()
-        have |= {("heard", "silence" if a.value == "silence" else "sound") for a in asks if a.topic == "heard-while-visible"}
-        if have & want:
-            chosen.append(i)
-            want -= have
-        if not want:
-            return chosen
-    raise AssertionError(f"not covered in {limit} scenes: {want}")
+        return have | {("heard", "silence" if a.value == "silence" else "sound") for a in asks if a.topic == "heard-while-visible"}
+
+    return greedy_cover(want, has, limit)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from mico_chat.instruct_data.synth.render import SAMPLE_RATE, rgb_frame
 from mico_chat.instruct_data.synth.world import write_view_captions
 from mico_chat.instruct_data.validate import validate_records
 from mico_chat.media import load_audio, load_depth, load_image, load_video, probe
+from helpers.cover import greedy_cover
 
 # ----------------------------------------------------------------------------- measuring the media
 
@@ -98,22 +99,18 @@ def covering_indices(split: str, seed: int, limit: int = 600) -> list[int]:
     want |= (
         {("shape", s) for s in F.SHAPES} | {("count", c) for c in F.COUNTS} | {("event", e) for e in F.VISUAL_EVENTS}
     )
-    chosen = []
-    for i in range(limit):
+
+    def has(i: int) -> set:
         s = draw_scene(i, seed=seed, split=split)
-        have = {
+        return {
             ("sound", s.sound.sound_class),
             ("motion", s.motion),
             ("shape", s.shape),
             ("count", s.count),
             ("event", s.visual_event),
         }
-        if have & want:
-            chosen.append(i)
-            want -= have
-        if not want:
-            return chosen
-    raise AssertionError(f"not covered in {limit} scenes: {want}")
+
+    return greedy_cover(want, has, limit)
 
 
 @pytest.fixture(scope="module")
