@@ -99,7 +99,7 @@ def main() -> None:
         try:
             model = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
             cpu = next((ln.split(":", 1)[1].strip() for ln in model.splitlines() if ln.startswith("Model name")), cpu)
-        except OSError:
+        except OSError:  # no lscpu on this system: keep the platform's processor name
             pass
         contended = (
             "\n\nOther jobs on this shared machine raised the load during the run, so the 2-worker figures are\n"

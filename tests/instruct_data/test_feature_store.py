@@ -28,7 +28,6 @@ from mico_chat.instruct_data.synth.world import WorldConfig
 from mico_chat.training.data import DataError, SampleDataset, cache_encoder_features, scan_records
 from mico_chat.training.data import stored_encoder_features
 
-TESTS = Path(__file__).resolve().parents[1]
 THREADS = torch.get_num_threads()
 
 
@@ -267,17 +266,6 @@ def test_training_reads_the_store_instead_of_running_the_encoder(saved, corpus, 
         assert all(torch.equal(a, b) for (_, a), (_, b) in zip(mine, theirs))
     with pytest.raises(TrainConfigError, match="data.feature_store is read only with data.cache_encoder_features"):
         config_from_dict(tiny_config(saved, corpus, tmp_path / "x", "stage1_align", data={"feature_store": "s"}))
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    pytest.importorskip("ray.data")
-    pythonpath = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})  # fmt: skip
-    yield ray
-    ray.shutdown()
 
 
 @pytest.mark.slow

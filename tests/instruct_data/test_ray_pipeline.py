@@ -22,7 +22,6 @@ from mico_chat.instruct_data.synth import generate_world
 
 from helpers.shard_jobs import Crash, EchoOmniJob, answered
 
-TESTS = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +30,6 @@ def world(tmp_path_factory):
     out = tmp_path_factory.mktemp("world")
     generate_world(out, 12, seed=11, workers=1, progress=False)
     return out, [r for r in read_records(out / "captions.jsonl")]
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A local 2-CPU cluster whose workers can import the tests' helpers; shut down after the module."""
-    ray = pytest.importorskip("ray")
-    pytest.importorskip("ray.data")
-    pythonpath = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})  # fmt: skip
-    yield ray
-    ray.shutdown()
 
 
 def single_process(job: EchoOmniJob, records, out: Path) -> list[str]:
