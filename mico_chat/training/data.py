@@ -15,6 +15,7 @@ length-grouped sampler and packing.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -109,31 +110,121 @@ def merge_turns(
     system message, up to ``max_turns`` user turns; the media placeholders stay in the first user
     turn only. ``(line, item)`` pairs in, ``(first line, item)`` out; the merged record's id is the
     first one's plus ``+N`` (N records joined). Caption pairs, bad lines and records without media
-    pass through unchanged, and ``max_turns <= 1`` changes nothing.
-    """
-    group: list[tuple[int, Record]] = []
+    pass through unchanged (and close the runs open before them), and ``max_turns <= 1`` changes
+    nothing. Records about the same media join while at most :data:`OPEN_RUNS` media are open (a
+    clip's views interleave in the world's files).
 
-    def flush() -> Iterator[tuple[int, Record]]:
-        if len(group) == 1:
-            yield group[0]
-        elif group:
-            yield group[0][0], _joined([r for _, r in group])
-        group.clear()
+    No turn may give away another's answer, or the model learns to copy from the conversation
+    instead of reading the media (and is then asked each question alone): a record joins a
+    conversation only when no turn in it asks about the same facts (the keys of ``meta["facts"]``
+    and of a multi-turn record's ``meta["turns"][i]["facts"]``, as the synthetic world writes them)
+    or asks the same question. A run of records about the same media is split greedily, in file
+    order, into as few such conversations as that allows. Inside one, long answers (more than
+    :data:`LONG_ANSWER_WORDS` words: detailed descriptions, which state more than the facts they
+    are judged on) come last, so they cannot give away the short answers either.
+    """
+    runs: dict[tuple, list[tuple[int, Record]]] = {}  # open runs by (media, system message)
+
+    def flush(key: tuple) -> Iterator[tuple[int, Record]]:
+        groups: list[list[tuple[int, Record]]] = []
+        for line, record in runs.pop(key):
+            home = next((g for g in groups if _can_join(g, record, max_turns)), None)
+            if home is None:
+                groups.append([(line, record)])
+            else:
+                home.append((line, record))
+        for group in groups:  # in the order of their first records
+            if len(group) == 1:
+                yield group[0]
+            else:
+                ordered = sorted(group, key=lambda item: _answer_words(item[1]) > LONG_ANSWER_WORDS)  # stable
+                yield group[0][0], _joined([r for _, r in ordered])
 
     for line, item in items:
         mergeable = max_turns > 1 and isinstance(item, Record) and bool(item.messages) and bool(item.media)
         if not mergeable:
-            yield from flush()
+            for key in list(runs):
+                yield from flush(key)
             yield line, item
             continue
-        if group and (
-            item.media != group[0][1].media
-            or _system(item) != _system(group[0][1])
-            or sum(_turns(r) for _, r in group) + _turns(item) > max_turns
-        ):
-            yield from flush()
-        group.append((line, item))
-    yield from flush()
+        key = (item.media, _system(item))
+        if key not in runs and len(runs) == OPEN_RUNS:
+            yield from flush(next(iter(runs)))  # the oldest
+        runs.setdefault(key, []).append((line, item))
+    for key in list(runs):
+        yield from flush(key)
+
+
+OPEN_RUNS = 4
+"""Media kept open at once by :func:`merge_turns`: a clip's records interleave its views (video
+with its track, the track alone, a still, a depth map), and each view's questions still join."""
+
+
+LONG_ANSWER_WORDS = 8
+"""Answers longer than this go last in a merged conversation (:func:`merge_turns`)."""
+
+
+def _can_join(group: Sequence[tuple[int, Record]], record: Record, max_turns: int) -> bool:
+    if sum(_turns(r) for _, r in group) + _turns(record) > max_turns:
+        return False
+    return not any(_gives_away(r, record) or _gives_away(record, r) for _, r in group)
+
+
+def _gives_away(a: Record, b: Record) -> bool:
+    """Whether ``a`` and ``b`` in one conversation could answer each other: they ask about the same
+    fact, ask the same question, or ``a``'s text (questions and answers) names a value of ``b``'s
+    facts ("How many crosses?" names the shape that "What shape is it?" asks for)."""
+    facts_a, facts_b = _facts(a), _facts(b)
+    if facts_a.keys() & facts_b.keys() or _questions(a) & _questions(b):
+        return True
+    words = _words(a)
+    return any(value in words for value in _fact_words(facts_b))
+
+
+def _facts(record: Record) -> dict[str, str]:
+    """The facts a record's answers state (``meta["facts"]``, a multi-turn record's per-turn ones
+    included). ``answer`` is left out: the world files a yes/no or option letter under it."""
+    meta = record.meta or {}
+    found = {str(k): str(v) for k, v in (meta.get("facts") or {}).items()}
+    for turn in meta.get("turns") or ():
+        if isinstance(turn, Mapping):
+            found.update({str(k): str(v) for k, v in (turn.get("facts") or {}).items()})
+    found.pop("answer", None)
+    return found
+
+
+def _fact_words(facts: Mapping[str, str]) -> set[str]:
+    """Fact values that are words (three letters or more): names a text can give away; numbers
+    and short tokens are left out (they appear in option lists and counts of other things)."""
+    return {v.lower() for v in facts.values() if len(v) >= 3 and v.replace(" ", "").isalpha()}
+
+
+def _words(record: Record) -> set[str]:
+    """Every word and word pair of a record's turns, lower case, with plurals also singular
+    ("crosses" -> "cross", "circles" -> "circle")."""
+    text = " ".join(m["content"] for m in record.messages if m["role"] != "system").lower()
+    tokens = re.findall(r"[a-z]+", text)
+    singular = [t[:-2] if t.endswith("es") and t[:-2].endswith(("s", "x", "ch", "sh")) else t[:-1] if t.endswith("s") else t
+                for t in tokens]  # fmt: skip
+    words = set(tokens) | set(singular)
+    words |= {f"{x} {y}" for x, y in zip(tokens, tokens[1:])}
+    return words
+
+
+def _questions(record: Record) -> set[str]:
+    """A record's user turns without media placeholders, whitespace squashed."""
+    out = set()
+    for msg in record.messages:
+        if msg["role"] == "user":
+            text = msg["content"]
+            for modality in Modality:
+                text = text.replace(modality.placeholder, " ")
+            out.add(" ".join(text.split()))
+    return out
+
+
+def _answer_words(record: Record) -> int:
+    return max((len(m["content"].split()) for m in record.messages if m["role"] == "assistant"), default=0)
 
 
 def _system(record: Record) -> str | None:

@@ -135,14 +135,14 @@ def test_length_grouped_sampler_is_a_seeded_function_of_the_epoch():
 
 
 # ------------------------------------------------------------------ merge_turns
-def _conversation(rid, media, question, answer, system=None):
+def _conversation(rid, media, question, answer, system=None, facts=None):
     from mico_chat.instruct_data.records import Record
 
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": "".join(f"<{m.modality.value}>\n" for m in media) + question},
         {"role": "assistant", "content": answer},
     ]
-    return Record(id=rid, media=tuple(media), messages=tuple(messages))
+    return Record(id=rid, media=tuple(media), messages=tuple(messages), meta={"facts": facts} if facts else {})
 
 
 def test_merge_turns_joins_a_clips_questions_and_keeps_placeholders_first():
@@ -155,25 +155,57 @@ def test_merge_turns_joins_a_clips_questions_and_keeps_placeholders_first():
     items = [
         (1, _conversation("q1", clip, "What colour?", "red")),
         (2, _conversation("q2", clip, "How many?", "2")),
-        (3, _conversation("q3", still, "What shape?", "circle")),  # other media: a new group
-        (4, _conversation("q4", clip, "Moving?", "yes")),
-        (5, BadRecord("f.jsonl", 5, "not JSON")),  # passes through and ends the group
+        (3, _conversation("q3", still, "What shape?", "circle")),  # other media: its own conversation
+        (4, _conversation("q4", clip, "Moving?", "yes")),  # joins q1's: the clip's run is still open
+        (5, BadRecord("f.jsonl", 5, "not JSON")),  # passes through and closes the open runs
         (6, _conversation("q6", clip, "Sound?", "beeps")),
         (7, _conversation("q7", clip, "Pitch?", "low")),
         (8, _conversation("q8", clip, "Onset?", "late")),
-        (9, _conversation("q9", clip, "Count?", "3")),  # a fourth turn: over max_turns=3, a new group
+        (9, _conversation("q9", clip, "Count?", "3")),  # a fourth turn: over max_turns=3, a new one
         (10, _conversation("q10", clip, "Other system", "x", system="Be brief.")),
         (11, Record(id="cap", media=clip, captions={"omni": "a caption"})),
     ]
     out = list(merge_turns(items, 3))
     assert [(line, getattr(r, "id", None)) for line, r in out] == [
-        (1, "q1+2"), (3, "q3"), (4, "q4"), (5, None), (6, "q6+3"), (9, "q9"), (10, "q10"), (11, "cap"),
+        (1, "q1+3"), (3, "q3"), (5, None), (6, "q6+3"), (9, "q9"), (10, "q10"), (11, "cap"),
     ]
     merged = out[0][1]
-    assert merged.media == clip and merged.meta == {"merged": ["q1", "q2"]}
-    assert [m["content"] for m in merged.messages] == ["<video>\n<audio>\nWhat colour?", "red", "How many?", "2"]
-    assert [m["role"] for m in out[4][1].messages] == ["user", "assistant"] * 3
+    assert merged.media == clip and merged.meta == {"merged": ["q1", "q2", "q4"]}
+    assert [m["content"] for m in merged.messages] == ["<video>\n<audio>\nWhat colour?", "red", "How many?", "2", "Moving?", "yes"]
+    assert [m["role"] for m in out[3][1].messages] == ["user", "assistant"] * 3
     assert list(merge_turns(items, 1)) == items  # off: unchanged
+
+
+def test_merge_turns_never_lets_one_turn_give_away_another():
+    """The synthetic world's records of one clip: a turn that states a fact (in its answer or in its
+    question's wording) never shares a conversation with a turn that asks for it, and the long
+    description goes last, where it gives nothing away."""
+    from mico_chat.instruct_data.records import MediaRef
+    from mico_chat.modality import Modality
+    from mico_chat.training.data import merge_turns
+
+    clip = (MediaRef(Modality.VIDEO, "a.mp4"),)
+    records = [
+        _conversation("bg", clip, "What colour is the background?", "black", facts={"background": "black"}),
+        _conversation("count", clip, "How many crosses are there?", "1", facts={"count": "1"}),
+        _conversation("count2", clip, "How many crosses are there?", "1", facts={"count": "1"}),  # same question
+        _conversation("describe", clip, "Describe the clip.", "On a black background, a large blue cross moves left, with beeps.",
+                      facts={"shape": "cross", "colour": "blue", "direction": "left", "sound": "beeps"}),  # fmt: skip
+        _conversation("pitch", clip, "Are the beeps high or low?", "high", facts={"pitch": "high"}),  # names the sound
+        _conversation("colour+count", clip, "What colour is the cross, and how many beeps?", "blue, 3",
+                      facts={"colour": "blue", "count": "3"}),  # fmt: skip
+        _conversation("shape", clip, "What shape is the blue object?", "cross", facts={"shape": "cross"}),
+        _conversation("yesno", clip, "Is there any sound?", "yes", facts={"answer": "yes"}),  # not a fact
+    ]
+    out = [r for _, r in merge_turns(list(enumerate(records, 1)), 16)]
+    groups = [r.meta.get("merged", [r.id]) for r in out]
+    # "crosses" in the count questions names the shape: "shape" and "describe" cannot join them.
+    assert groups == [["bg", "count", "pitch", "yesno"], ["count2"], ["describe"], ["colour+count"], ["shape"]]
+    # Each conversation keeps file order, except that a long answer goes last:
+    onset = _conversation("onset", clip, "Does the sound start late?", "after a pause", facts={"onset": "late"})
+    first = next(r for _, r in merge_turns([(1, records[3]), (2, onset)], 16))  # describe, then onset
+    assert first.meta["merged"] == ["onset", "describe"]
+    assert first.messages[0]["content"].startswith("<video>\n")  # placeholders stay in the first turn
 
 
 def test_scan_with_merge_trains_every_answer_once(tiny, tmp_path):
