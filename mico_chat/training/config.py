@@ -117,10 +117,12 @@ class DataSection:
             ``mico-chat data encode-features``) instead of running the encoder before training. A
             store made by another encoder or with other media settings is refused (its manifest).
         media_settings: overrides of the processor's media settings (``num_frames``, ...).
-        limit: use only the first ``limit`` good records (smoke runs).
-        merge_turns: join consecutive records about the same media (a clip's questions) into one
+        limit: use only the first ``limit`` good samples (records, or conversations once
+            ``merge_turns`` joins them; smoke runs and ablations).
+        merge_turns: join records about the same media (a clip's questions) into one
             conversation of up to this many user turns, so the media are read once for all of them
-            (LLaVA's multi-turn records; 1: off). See :func:`mico_chat.training.data.merge_turns`.
+            (LLaVA's multi-turn records; 1: off), never two that answer each other. See
+            :func:`mico_chat.training.data.merge_turns`.
     """
 
     train: list[str] = field(default_factory=lambda: [REQUIRED])
