@@ -102,7 +102,7 @@ def record_messages(record: Record, caption_kinds: Sequence[str], instruction: s
 def merge_turns(
     items: Iterable[tuple[int, Record | BadRecord]], max_turns: int
 ) -> Iterator[tuple[int, Record | BadRecord]]:
-    """Consecutive conversation records about the same media, joined into multi-turn conversations.
+    """Nearby conversation records about the same media, joined into multi-turn conversations.
 
     LLaVA's multi-turn records: a clip's questions become turns of one conversation, so its media
     tokens are read once per conversation instead of once per question, and every answer is still
@@ -117,8 +117,9 @@ def merge_turns(
     No turn may give away another's answer, or the model learns to copy from the conversation
     instead of reading the media (and is then asked each question alone): a record joins a
     conversation only when no turn in it asks about the same facts (the keys of ``meta["facts"]``
-    and of a multi-turn record's ``meta["turns"][i]["facts"]``, as the synthetic world writes them)
-    or asks the same question. A run of records about the same media is split greedily, in file
+    and of a multi-turn record's ``meta["turns"][i]["facts"]``, as the synthetic world writes them),
+    asks the same question, or names one of its fact values ("How many crosses?" names the shape
+    "What shape is it?" asks for). A run of records about the same media is split greedily, in file
     order, into as few such conversations as that allows. Inside one, long answers (more than
     :data:`LONG_ANSWER_WORDS` words: detailed descriptions, which state more than the facts they
     are judged on) come last, so they cannot give away the short answers either.
