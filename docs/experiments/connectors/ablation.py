@@ -36,6 +36,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mico_chat.eval.benchmarks.synth import FAMILIES
+
 AUDIO = "{type: mlp2x_gelu, tokens: all, pool: 2, out_norm: true}"  # 5 tokens: CLS + 2x2 pooled patches
 VARIANTS: dict[str, list[str]] = {
     "mlp": [
@@ -57,7 +59,6 @@ VARIANTS: dict[str, list[str]] = {
         "model.gated_xattn={layers: [0, 10, 20], gate_init: one}",
     ],
 }
-FAMILIES = ("appearance", "counting", "motion", "sound", "audio-visual", "temporal", "description", "multi-turn")
 
 
 def run(cmd: list[str], log: Path) -> None:
