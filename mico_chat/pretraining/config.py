@@ -61,6 +61,12 @@ class DatasetSpec:
             names on a ``grayscale`` dataset, so a caption does not name what the media no longer
             shows. Colour-free views: when the world's colours and shapes are correlated, they
             make the encoder hold shape apart from colour.
+        channel_shuffle: show the frames and images with their RGB channels in a random order
+            other than the original (one of five, drawn per sample): every colour becomes another
+            hue of different brightness, while black, grey and white stay. With the colour names
+            in ``drop_words`` this is a colour-free view that, unlike ``grayscale``, keeps no
+            brightness per colour; on the synthetic world it also shows shapes in colours their
+            training clips never have (the held-out split's reserved pairs among them).
     """
 
     name: str = REQUIRED
@@ -74,6 +80,7 @@ class DatasetSpec:
     limit: int | None = None
     grayscale: bool = False
     drop_words: list[str] = field(default_factory=list)
+    channel_shuffle: bool = False
 
 
 @dataclass
@@ -272,6 +279,10 @@ def validate(config: PretrainConfig, source: str = "config") -> None:
             fail(f"{where}: cross_sample needs a group of 2+ modalities and one caption kind per modality")
         if spec.grayscale and not any(m.input_kind == "rgb" for m in group):
             fail(f"{where}.grayscale: the group {[m.value for m in group]} has no frames or images to show in grey")
+        if spec.channel_shuffle and not any(m.input_kind == "rgb" for m in group):
+            fail(f"{where}.channel_shuffle: the group {[m.value for m in group]} has no frames or images to recolour")
+        if spec.channel_shuffle and spec.grayscale:
+            fail(f"{where}: channel_shuffle and grayscale together show grey frames only; choose one")
         if not all(isinstance(w, str) and w.strip() for w in spec.drop_words):
             fail(f"{where}.drop_words must list non-empty words, got {spec.drop_words!r}")
         if len(group) > 1 and config.model.init_from is None:

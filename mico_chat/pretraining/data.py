@@ -30,7 +30,7 @@ from mico_chat.encoders import MiCoEncoderConfig, PretrainingBatch, join_caption
 from mico_chat.instruct_data.records import BadRecord, Record, read_records
 from mico_chat.media import MediaError
 from mico_chat.modality import Modality
-from mico_chat.preprocess import MediaSettings, preprocess
+from mico_chat.preprocess import CLIP_MEAN, CLIP_STD, MediaSettings, preprocess
 
 from .config import DatasetSpec, PretrainConfigError
 
@@ -86,6 +86,30 @@ class WordDropper:
 def grayscale(values: torch.Tensor) -> torch.Tensor:
     """Frames or images ``(..., 3, H, W)`` with each pixel's channel mean in every channel."""
     return values.mean(dim=-3, keepdim=True).expand_as(values).contiguous()
+
+
+CHANNEL_ORDERS: tuple[tuple[int, int, int], ...] = ((0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+"""The five RGB channel orders other than the original (``channel_shuffle`` draws one per sample)."""
+
+
+def shuffle_channels(
+    values: torch.Tensor,
+    orders: Sequence[Sequence[int]],
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> torch.Tensor:
+    """Normalised frames or images ``(N, ..., 3, H, W)`` with sample ``i``'s RGB channels in the
+    order ``orders[i]``, permuted in pixel space (un-normalised with ``mean``/``std`` first, so a
+    pixel's value moves with its channel and the result is normalised as the input was)."""
+    if len(orders) != values.shape[0]:
+        raise ValueError(f"{len(orders)} channel orders for {values.shape[0]} samples")
+    shape = (3, 1, 1)
+    m = torch.tensor(mean, dtype=values.dtype).view(shape)
+    s = torch.tensor(std, dtype=values.dtype).view(shape)
+    pixels = values * s + m
+    index = torch.as_tensor(orders, dtype=torch.long)  # (N, 3)
+    index = index.view(index.shape[0], *([1] * (values.dim() - 4)), 3, 1, 1).expand_as(pixels)
+    return (torch.gather(pixels, -3, index) - m) / s
 
 
 @dataclass
@@ -294,6 +318,8 @@ class PretrainingMixture:
         sampling_contexts: attach each dataset's index as the sampling context (MiCo eq. 3).
         word_swaps: groups for :class:`WordSwapper`; when given, each batch carries one swapped
             copy of every caption (``PretrainingBatch.negative_*``) for the contrastive loss.
+        image_mean, image_std: the RGB normalisation the tables were made with (``channel_shuffle``
+            permutes channels in pixel space).
     """
 
     def __init__(
@@ -306,8 +332,11 @@ class PretrainingMixture:
         seed: int,
         sampling_contexts: bool,
         word_swaps: Sequence[Sequence[str]] = (),
+        image_mean: Sequence[float] = CLIP_MEAN,
+        image_std: Sequence[float] = CLIP_STD,
     ):
         self.tokenizer = tokenizer
+        self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
         self.swapper = WordSwapper(word_swaps) if word_swaps else None
         self.batch_size = batch_size
         self.max_text_length = max_text_length
@@ -356,6 +385,12 @@ class PretrainingMixture:
             texts = [join_captions([src.table.captions[r][0][kind] for kind in src.spec.captions]) for r in pick]
         if src.spec.grayscale:
             media = {m: grayscale(v) if Modality.parse(m).input_kind == "rgb" else v for m, v in media.items()}
+        if src.spec.channel_shuffle:
+            orders = [CHANNEL_ORDERS[int(i)] for i in rng.integers(len(CHANNEL_ORDERS), size=b)]
+            media = {
+                m: shuffle_channels(v, orders, self.image_mean, self.image_std) if Modality.parse(m).input_kind == "rgb" else v
+                for m, v in media.items()
+            }  # fmt: skip
         if src.dropper is not None:
             texts = [src.dropper(t) for t in texts]
         tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_text_length, return_tensors="pt")

@@ -100,6 +100,8 @@ class PretrainRecipe:
             seed=cfg.train.seed,
             sampling_contexts=self.model.config.encoder_config.num_sampling_contexts > 0,
             word_swaps=cfg.data.word_swaps,
+            image_mean=self.settings.image_mean,
+            image_std=self.settings.image_std,
         )
         for prefix in cfg.model.freeze:
             hits = [p for n, p in self.model.named_parameters() if n.startswith(prefix)]

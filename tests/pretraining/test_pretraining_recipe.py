@@ -353,3 +353,59 @@ def test_colour_free_dataset_shows_grey_frames_and_drops_colour_words(world, tmp
     raw["data"]["datasets"] = [{**audio_only, "grayscale": True}]
     with pytest.raises(PretrainConfigError, match="grayscale"):
         config_from_dict(raw)
+
+
+def test_shuffle_channels_moves_each_pixel_value_with_its_channel():
+    from mico_chat.preprocess import CLIP_MEAN, CLIP_STD
+    from mico_chat.pretraining.data import CHANNEL_ORDERS, shuffle_channels
+
+    assert len(set(CHANNEL_ORDERS)) == 5 and (0, 1, 2) not in CHANNEL_ORDERS
+    pixels = torch.zeros(2, 3, 3, 2, 2)  # (N, T, 3, H, W) in [0, 1]
+    pixels[:, :, 0] = 0.9  # red
+    pixels[:, :, 1] = 0.2
+    pixels[:, :, 2] = 0.1
+    pixels[1, :, :, 0, 0] = 0.5  # a grey pixel stays grey in any order
+    m, s = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
+    out = shuffle_channels((pixels - m) / s, [(2, 1, 0), (1, 2, 0)], CLIP_MEAN, CLIP_STD) * s + m
+    assert torch.allclose(out[0, :, :, 0, 0], torch.tensor([0.1, 0.2, 0.9]).expand(3, 3), atol=1e-6)  # red -> blue
+    assert torch.allclose(out[1, :, :, 0, 1], torch.tensor([0.2, 0.1, 0.9]).expand(3, 3), atol=1e-6)
+    assert torch.allclose(out[1, :, :, 0, 0], torch.full((3, 3), 0.5), atol=1e-6)
+    with pytest.raises(ValueError, match="2 channel orders for 1 samples"):
+        shuffle_channels(pixels[:1], [(2, 1, 0), (1, 2, 0)], CLIP_MEAN, CLIP_STD)
+
+
+def test_recoloured_dataset_permutes_channels_and_drops_colour_words(world, tmp_path):
+    root, records, bert = world
+    raw = tiny_run_config(records, bert, tmp_path / "out")
+    vision = next(d for d in raw["data"]["datasets"] if d["name"] == "vision")
+    colours = ["red", "green", "blue", "yellow"]
+    raw["data"]["datasets"] = [{**vision, "name": "recolour", "channel_shuffle": True, "drop_words": colours}]
+    config = config_from_dict(raw)
+    from mico_chat.encoders import MiCoEncoderConfig
+
+    table = build_media_table(
+        records, ["video", "audio"], MediaSettings(num_frames=2), MiCoEncoderConfig(**TINY_RUN_ENCODER), progress=False
+    )
+    tok = tiny_bert_tokenizer()
+    args = dict(batch_size=4, max_text_length=24, seed=0, sampling_contexts=True)
+    plain_spec = config_from_dict({**raw, "data": {**raw["data"], "datasets": [vision]}}).data.datasets[0]
+    plain = PretrainingMixture([(plain_spec, table)], tok, **args)
+    shuffled = PretrainingMixture([(s, table) for s in config.data.datasets], tok, **args)
+    _, a = plain.batch(3)
+    _, b = shuffled.batch(3)
+    va, vb = a.media["video"], b.media["video"]  # same rows: the order draw comes after the row draw
+    assert va.shape == vb.shape and not torch.equal(va, vb)
+    m = torch.tensor(MediaSettings().image_mean).view(3, 1, 1)
+    s = torch.tensor(MediaSettings().image_std).view(3, 1, 1)
+    pa, pb = (va * s + m), (vb * s + m)
+    from mico_chat.pretraining.data import CHANNEL_ORDERS
+
+    for i in range(va.shape[0]):  # each sample shows its own frames in one of the five other channel orders
+        assert any(torch.allclose(pb[i], pa[i][:, list(order)], atol=1e-3) for order in CHANNEL_ORDERS)
+    texts = tok.batch_decode(b.input_ids, skip_special_tokens=True)
+    assert not any(w in t.split() for t in texts for w in colours), texts
+    audio_only = next(d for d in raw["data"]["datasets"] if d["name"] == "recolour") | {"group": ["audio"], "captions": ["audio"]}
+    with pytest.raises(PretrainConfigError, match="channel_shuffle"):
+        config_from_dict({**raw, "data": {**raw["data"], "datasets": [audio_only]}})
+    with pytest.raises(PretrainConfigError, match="choose one"):
+        config_from_dict({**raw, "data": {**raw["data"], "datasets": [{**vision, "channel_shuffle": True, "grayscale": True}]}})
