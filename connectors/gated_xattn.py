@@ -19,7 +19,11 @@ Separable cross-attention (section 4.2), exactly as implemented here::
     SepXAttn(q, m) = W [attn_t(q, time); attn_s(q, space)]   # (B, L, 2D) -> (B, L, D)
 
 so a query attends over the T frames and, separately, over the S spatial tokens, at cost
-``O(L(T + S))`` instead of ``O(LTS)`` for full cross-attention. This is the paper's variant
+``O(L(T + S))`` instead of ``O(LTS)`` for full cross-attention. Several media items per sequence
+(a video and its audio track) are read together: each item gets its modality's learned embedding
+(zero at the start), is pooled as above, and the queries attend over all items' frame tokens at
+once and over all items' spatial tokens at once (``time = [time_video; time_audio]``, likewise
+``space``); the paper's adapters read video only, this is the natural extension. This is the paper's variant
 (max-pool one axis, layer-norm, attend over the other, concatenate, one linear map), not a
 two-step "within each frame, then over frames" attention, which would cost ``O(LTS)`` again.
 
@@ -38,7 +42,7 @@ the adapters' weights live beside it. Media are set per forward call with :meth:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -61,12 +65,15 @@ class GatedXAttnConfig:
         ffn_mult: hidden width of each adapter's FFN, in multiples of the LLM's hidden size.
         gate_init: ``"zero"`` starts every gate at ``tanh(0) = 0`` (the model is then exactly the
             plain LLM); ``"one"`` at ``tanh(1)`` (the paper's tanh(1)-initialisation finding).
+        modalities: the modalities the adapters may read, each with a learned embedding added to
+            its features, so that items read together (a video and its audio track) stay apart.
     """
 
     layers: list[int] = field(default_factory=lambda: [0])
     heads: int = 4
     ffn_mult: int = 4
     gate_init: GateInit = "zero"
+    modalities: list[str] = field(default_factory=lambda: ["image", "video", "audio", "depth"])
 
     def __post_init__(self) -> None:
         self.layers = [int(i) for i in self.layers]
@@ -77,6 +84,9 @@ class GatedXAttnConfig:
                 raise ValueError(f"gated_xattn {name} must be >= 1, got {getattr(self, name)}")
         if self.gate_init not in ("zero", "one"):
             raise ValueError(f"gated_xattn gate_init must be 'zero' or 'one', got {self.gate_init!r}")
+        self.modalities = [str(m) for m in self.modalities]
+        if not self.modalities or len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"gated_xattn modalities must name distinct modalities, got {self.modalities}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | GatedXAttnConfig) -> GatedXAttnConfig:
@@ -105,10 +115,11 @@ class SeparableCrossAttention(nn.Module):
         self.attn_space = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.out = nn.Linear(2 * dim, dim)
 
-    def forward(self, query: torch.Tensor, media: torch.Tensor) -> torch.Tensor:
-        """``query (B, L, D)``, ``media (B, T, S, D)`` -> ``(B, L, D)``."""
-        time = self.norm_time(media.amax(dim=2))  # (B, T, D)
-        space = self.norm_space(media.amax(dim=1))  # (B, S, D)
+    def forward(self, query: torch.Tensor, media: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``query (B, L, D)``, ``media``: items ``(B, T_i, S_i, D)`` -> ``(B, L, D)``; the keys are
+        all items' frame tokens (``sum T_i``) and all items' spatial tokens (``sum S_i``)."""
+        time = self.norm_time(torch.cat([m.amax(dim=2) for m in media], dim=1))  # (B, sum T_i, D)
+        space = self.norm_space(torch.cat([m.amax(dim=1) for m in media], dim=1))  # (B, sum S_i, D)
         over_time = self.attn_time(query, time, time, need_weights=False)[0]  # (B, L, D)
         over_space = self.attn_space(query, space, space, need_weights=False)[0]  # (B, L, D)
         return self.out(torch.cat([over_time, over_space], dim=-1))  # (B, L, 2D) -> (B, L, D)
@@ -127,13 +138,14 @@ class GatedXAttnAdapter(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_mult * dim), nn.GELU(), nn.Linear(ffn_mult * dim, dim))
         self.gate_ffn = nn.Parameter(torch.full((dim,), start))
 
-    def forward(self, hidden: torch.Tensor, media: torch.Tensor) -> torch.Tensor:
-        """``hidden (B, L, D)``, ``media (B, T, S, D)`` -> ``(B, L, D)``."""
-        if media.shape[0] != hidden.shape[0]:
-            raise ValueError(
-                f"gated_xattn: {media.shape[0]} media items for a batch of {hidden.shape[0]} sequences; "
-                "give one (B, T, S, D) item per sequence"
-            )
+    def forward(self, hidden: torch.Tensor, media: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``hidden (B, L, D)``, ``media``: items ``(B, T_i, S_i, D)`` -> ``(B, L, D)``."""
+        for item in media:
+            if item.shape[0] != hidden.shape[0]:
+                raise ValueError(
+                    f"gated_xattn: {item.shape[0]} media items for a batch of {hidden.shape[0]} sequences; "
+                    "give one (B, T, S, D) item per sequence"
+                )
         hidden = hidden + torch.tanh(self.gate_attn) * self.xattn(self.norm_attn(hidden), media)
         return hidden + torch.tanh(self.gate_ffn) * self.ffn(self.norm_ffn(hidden))
 
@@ -146,8 +158,8 @@ class GatedXAttn(nn.Module):
 
         gx = GatedXAttn(config, media_dim=D_enc, llm_dim=D_llm, num_layers=len(decoder_layers))
         gx.attach(decoder_layers)                  # once, after building or loading
-        with gx.media(features):                   # features (B, T, S, D_enc), one item per sequence
-            logits = llm(input_ids).logits         # input_ids hold no media tokens
+        with gx.media(features):                   # features (B, T, S, D_enc), one item per sequence,
+            logits = llm(input_ids).logits         # or {"video": ..., "audio": ...}; no media tokens in input_ids
     """
 
     def __init__(self, config: GatedXAttnConfig, media_dim: int, llm_dim: int, num_layers: int):
@@ -158,10 +170,13 @@ class GatedXAttn(nn.Module):
                 raise ValueError(f"gated_xattn layer {i} is out of range for an LLM with {num_layers} decoder layers")
         layers = sorted({i % num_layers for i in config.layers})
         self.proj = nn.Linear(media_dim, llm_dim)
+        self.modality_embeddings = nn.ParameterDict(
+            {m: nn.Parameter(torch.zeros(llm_dim)) for m in config.modalities}
+        )  # added after the projection; zero at the start
         self.adapters = nn.ModuleDict(
             {str(i): GatedXAttnAdapter(llm_dim, config.heads, config.ffn_mult, config.gate_init) for i in layers}
         )
-        self._media: torch.Tensor | None = None  # (B, T, S, D_llm) while inside ``media(...)``
+        self._media: list[torch.Tensor] | None = None  # items (B, T_i, S_i, D_llm) while inside ``media(...)``
         self._handles: list[RemovableHandle] = []
 
     def attach(self, decoder_layers: Sequence[nn.Module]) -> None:
@@ -186,22 +201,34 @@ class GatedXAttn(nn.Module):
                 return None
             if args:
                 hidden = args[0]
-                return (adapter(hidden, self._media.to(hidden.dtype)), *args[1:]), kwargs
+                return (adapter(hidden, [m.to(hidden.dtype) for m in self._media]), *args[1:]), kwargs
             if "hidden_states" not in kwargs:
                 raise TypeError("gated_xattn: the decoder layer was called without hidden_states")
             hidden = kwargs["hidden_states"]
-            return args, {**kwargs, "hidden_states": adapter(hidden, self._media.to(hidden.dtype))}
+            return args, {**kwargs, "hidden_states": adapter(hidden, [m.to(hidden.dtype) for m in self._media])}
 
         return hook
 
     @contextmanager
-    def media(self, features: torch.Tensor | None) -> Iterator[None]:
-        """Within the block, the adapters cross-attend to ``features (B, T, S, D_enc)`` (projected to
-        the LLM's width once, here); ``None`` leaves the LLM plain. ``B`` must match the LLM's batch."""
-        if features is not None and features.dim() != 4:
-            raise ValueError(f"gated_xattn media must be (B, T, S, D), got {tuple(features.shape)}")
+    def media(self, features: torch.Tensor | Mapping[str, torch.Tensor] | None) -> Iterator[None]:
+        """Within the block, the adapters cross-attend to ``features``: one item ``(B, T, S, D_enc)``,
+        or ``{modality: (B, T_m, S_m, D_enc)}`` for several items per sequence (each gets its
+        modality's embedding; a bare tensor gets none). Projected to the LLM's width once, here;
+        ``None`` or ``{}`` leaves the LLM plain. ``B`` must match the LLM's batch."""
+        items = {} if features is None else ({"": features} if isinstance(features, torch.Tensor) else dict(features))
+        for name, item in items.items():
+            if item.dim() != 4:
+                where = f"{name} " if name else ""
+                raise ValueError(f"gated_xattn {where}media must be (B, T, S, D), got {tuple(item.shape)}")
+            if name and name not in self.modality_embeddings:
+                raise ValueError(f"gated_xattn reads {list(self.modality_embeddings)}, not {name!r}")
+        sizes = {item.shape[0] for item in items.values()}
+        if len(sizes) > 1:
+            raise ValueError(f"gated_xattn: media items of different batch sizes {sorted(sizes)}")
         previous = self._media
-        self._media = None if features is None else self.proj(features)  # (B, T, S, D_llm)
+        self._media = [
+            self.proj(item) + (self.modality_embeddings[name] if name else 0) for name, item in items.items()
+        ] or None  # items (B, T, S, D_llm)
         try:
             yield
         finally:

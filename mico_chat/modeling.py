@@ -196,18 +196,17 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         encoder_features: Mapping[str | Modality, torch.Tensor] | None = None,
     ) -> AbstractContextManager:
         """With ``gated_xattn``: a context in which the adapters attend to these media's encoder
-        features, reshaped per item to ``(N, T=S segments, 1+P tokens, D)`` (time x space). One
-        modality per call, one item per sequence (``N`` = the batch); no media: the plain LLM."""
+        features, reshaped per item to ``(N, T=S segments, 1+P tokens, D)`` (time x space). One item
+        per modality and sequence (``N`` = the batch; a video and its audio track are read together,
+        each with its modality's embedding); no media: the plain LLM."""
         if self.gated_xattn is None:
             raise ValueError("adapter_media needs a model built with gated_xattn")
         features, layouts = self._encoder_features(media, encoder_features)
-        if len(features) > 1:
-            raise ValueError(f"gated_xattn takes one modality per call, got {', '.join(sorted(map(str, features)))}")
-        if not features:
-            return self.gated_xattn.media(None)
-        (modality, feats), = features.items()
-        layout = layouts[modality]
-        return self.gated_xattn.media(feats.view(feats.shape[0], layout.num_segments, layout.tokens_per_segment, -1))
+        items = {}
+        for modality, feats in sorted(features.items(), key=lambda kv: kv[0].value):
+            layout = layouts[modality]
+            items[modality.value] = feats.view(feats.shape[0], layout.num_segments, layout.tokens_per_segment, -1)
+        return self.gated_xattn.media(items or None)
 
     def embed_inputs(
         self,

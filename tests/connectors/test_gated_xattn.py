@@ -66,7 +66,8 @@ def test_no_media_set_leaves_the_llm_plain_and_detach_removes_the_hooks():
 
 def test_shapes_and_layer_keys():
     attn = SeparableCrossAttention(48, 4)
-    assert attn(torch.randn(2, 7, 48), torch.randn(2, 3, 5, 48)).shape == (2, 7, 48)
+    assert attn(torch.randn(2, 7, 48), [torch.randn(2, 3, 5, 48)]).shape == (2, 7, 48)
+    assert attn(torch.randn(2, 7, 48), [torch.randn(2, 3, 5, 48), torch.randn(2, 1, 9, 48)]).shape == (2, 7, 48)
     _, gx = build(layers=(0, -1, 1))
     assert sorted(gx.adapters) == ["0", "1"]  # -1 is layer 1 of 2; duplicates merge
     assert gx.adapters["0"].gate_attn.shape == gx.adapters["0"].gate_ffn.shape == (48,)  # vector gates
@@ -87,10 +88,49 @@ def test_gradients_reach_the_adapters_and_their_gates_at_zero_init():
 def test_gradients_reach_every_adapter_parameter_at_tanh_one():
     llm, gx = build("one")
     ids, media = inputs()
-    with gx.media(media):
+    with gx.media({"video": media, "audio": torch.randn(2, 1, 9, ENC_DIM)}):
         llm(ids, labels=ids).loss.backward()
     for name, param in gx.named_parameters():
+        if name in ("modality_embeddings.image", "modality_embeddings.depth"):  # not read here
+            assert param.grad is None, name
+            continue
         assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_a_video_and_its_audio_track_are_read_together():
+    llm, gx = build("one")
+    ids, video = inputs()
+    audio = torch.randn(2, 1, 9, ENC_DIM)
+    with torch.no_grad():
+        for p in gx.modality_embeddings.values():
+            p.normal_()  # "trained": the embeddings tell the items' modalities apart
+        with gx.media({"video": video}):
+            video_only = llm(ids).logits
+        with gx.media({"video": video, "audio": audio}):
+            both = llm(ids).logits
+        with gx.media({"audio": audio, "video": video}):
+            both_reordered = llm(ids).logits
+        with gx.media({"video": audio, "audio": video}):
+            swapped = llm(ids).logits  # the same features under each other's modality
+    assert not torch.allclose(video_only, both)
+    torch.testing.assert_close(both, both_reordered, rtol=1e-4, atol=1e-4)  # keys are a set: time and space attention ignore order
+    assert not torch.allclose(both, swapped)
+    with pytest.raises(ValueError, match="not 'smell'"):
+        with gx.media({"smell": video}):
+            pass
+    with pytest.raises(ValueError, match="different batch sizes"):
+        with gx.media({"video": video, "audio": audio[:1]}):
+            pass
+    with pytest.raises(ValueError, match=r"audio media must be \(B, T, S, D\)"):
+        with gx.media({"video": video, "audio": audio[0]}):
+            pass
+    zero_llm, zero_gx = build("zero")
+    with torch.no_grad():
+        plain = zero_llm(ids).logits
+        with zero_gx.media({"video": video, "audio": audio}):
+            assert torch.equal(zero_llm(ids).logits, plain)
+    with pytest.raises(ValueError, match="distinct modalities"):
+        GatedXAttnConfig(modalities=["video", "video"])
 
 
 def test_save_load_round_trip(tmp_path):
@@ -240,9 +280,10 @@ def test_gradient_checkpointing_gives_the_adapters_the_same_gradients():
     def adapter_grads():
         model.zero_grad()
         model(input_ids=batch["input_ids"], media=batch["media"], labels=batch["labels"], use_cache=False).loss.backward()
-        return {n: p.grad.clone() for n, p in model.gated_xattn.named_parameters()}
+        return {n: p.grad.clone() for n, p in model.gated_xattn.named_parameters() if p.grad is not None}
 
     plain = adapter_grads()
+    assert "modality_embeddings.video" in plain and "modality_embeddings.audio" not in plain  # video only here
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     checkpointed = adapter_grads()
     for name, grad in plain.items():

@@ -55,7 +55,7 @@ VARIANTS: dict[str, list[str]] = {
         % AUDIO,
         "data.cache_encoder_features=false",  # the Combiner reads the track inside the model
     ],
-    "gated_xattn": [  # fails on the world's records for now: the adapters take one modality per sequence
+    "gated_xattn": [  # the adapters read the clip and its audio track together
         "model.gated_xattn={layers: [0, 10, 20], gate_init: one}",
     ],
 }
