@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import os
 import wave
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from mico_chat.media.mp4 import write_mp4
+
 from . import factors as F
 from .scene import Scene
 
 SAMPLE_RATE = 16_000
-AUDIO_FRAME = 1024
 # x264: one thread (determinism; parallelism comes from worker processes), a keyframe every second
 # so any frame is cheap to seek to, near-lossless quality for flat colours.
 X264_OPTIONS = {"preset": "ultrafast", "crf": "18", "threads": "1"}
@@ -150,18 +150,10 @@ def waveform(scene: Scene, speech: np.ndarray | None = None) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ writing
 def write_clip(path: str | os.PathLike, scene: Scene, audio: np.ndarray) -> None:
     """Write the scene as mp4: H.264 yuv420p at ``scene.fps`` + AAC mono 16 kHz, atomically."""
-    import av
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     tables = yuv420_tables(_yuv_lut(palette(scene)))
     mask = shape_mask(scene.shape, scene.side)
-    with av.open(str(tmp), "w", format="mp4") as container:
-        video = container.add_stream("libx264", rate=scene.fps, options={**X264_OPTIONS, "g": str(scene.fps)})
-        video.width, video.height, video.pix_fmt = scene.width, scene.height, "yuv420p"
-        video.codec_context.thread_count = 1
-        sound = container.add_stream("aac", rate=SAMPLE_RATE, options=AAC_OPTIONS)
-        sound.layout = "mono"
+
+    def frames():
         previous_boxes, planes = None, None
         for i in range(scene.num_frames):
             t = scene.frame_time(i)
@@ -169,23 +161,13 @@ def write_clip(path: str | os.PathLike, scene: Scene, audio: np.ndarray) -> None
             if boxes != previous_boxes:  # still objects: re-use the last frame's planes
                 planes = yuv420_frame(label_map(scene, t, mask), tables)
                 previous_boxes = boxes
-            frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
-            frame.pts = i
-            for packet in video.encode(frame):
-                container.mux(packet)
-        for packet in video.encode():
-            container.mux(packet)
-        samples = np.ascontiguousarray(audio, dtype=np.float32)
-        for start in range(0, len(samples), AUDIO_FRAME):
-            frame = av.AudioFrame.from_ndarray(samples[None, start : start + AUDIO_FRAME], format="fltp", layout="mono")
-            frame.sample_rate = SAMPLE_RATE
-            frame.pts = start
-            frame.time_base = Fraction(1, SAMPLE_RATE)
-            for packet in sound.encode(frame):
-                container.mux(packet)
-        for packet in sound.encode():
-            container.mux(packet)
-    tmp.replace(path)
+            yield planes
+
+    write_mp4(
+        path, frames(), fps=scene.fps, size=(scene.width, scene.height), frame_format="yuv420p",
+        audio=audio, sample_rate=SAMPLE_RATE, video_options={**X264_OPTIONS, "g": str(scene.fps)},
+        audio_options=AAC_OPTIONS, threads=1,
+    )  # fmt: skip
 
 
 def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
