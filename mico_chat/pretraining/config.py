@@ -67,6 +67,12 @@ class DatasetSpec:
             in ``drop_words`` this is a colour-free view that, unlike ``grayscale``, keeps no
             brightness per colour; on the synthetic world it also shows shapes in colours their
             training clips never have (the held-out split's reserved pairs among them).
+        reverse_time: the share of samples (0 to 1) whose video plays backwards, their captions
+            rewritten by ``reverse_words``. The same clip then comes with both directions of
+            motion, so direction has to be read from the order of the frames, not from what moves.
+        reverse_words: pairs of words or phrases a reversed clip's caption exchanges (whole words,
+            case ignored), e.g. ``[[to the left, to the right], [upward, downward],
+            [appearing, disappearing]]``.
     """
 
     name: str = REQUIRED
@@ -81,6 +87,8 @@ class DatasetSpec:
     grayscale: bool = False
     drop_words: list[str] = field(default_factory=list)
     channel_shuffle: bool = False
+    reverse_time: float = 0.0
+    reverse_words: list[list[str]] = field(default_factory=list)
 
 
 @dataclass
@@ -281,6 +289,14 @@ def validate(config: PretrainConfig, source: str = "config") -> None:
             fail(f"{where}.grayscale: the group {[m.value for m in group]} has no frames or images to show in grey")
         if spec.channel_shuffle and not any(m.input_kind == "rgb" for m in group):
             fail(f"{where}.channel_shuffle: the group {[m.value for m in group]} has no frames or images to recolour")
+        if not 0.0 <= spec.reverse_time <= 1.0:
+            fail(f"{where}.reverse_time is a share of samples in [0, 1], got {spec.reverse_time}")
+        if spec.reverse_time and [m.value for m in group] != ["video"]:
+            fail(f"{where}.reverse_time plays a video backwards: the group must be [video] alone, got {[m.value for m in group]}")
+        if any(len(pair) != 2 or not all(isinstance(w, str) and w.strip() for w in pair) for pair in spec.reverse_words):
+            fail(f"{where}.reverse_words must list [word, word] pairs, got {spec.reverse_words!r}")
+        if spec.reverse_words and not spec.reverse_time:
+            fail(f"{where}.reverse_words without reverse_time would never apply")
         if spec.channel_shuffle and spec.grayscale:
             fail(f"{where}: channel_shuffle and grayscale together show grey frames only; choose one")
         if not all(isinstance(w, str) and w.strip() for w in spec.drop_words):

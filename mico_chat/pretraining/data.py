@@ -70,6 +70,26 @@ class WordSwapper:
         return text[: hit.start()] + new + text[hit.end() :]
 
 
+class WordExchanger:
+    """Exchanges the two members of each pair wherever either occurs (whole words, case ignored,
+    an initial capital kept), in one pass: with ``[[to the left, to the right], [upward, downward]]``
+    ``"A cross moves to the left."`` becomes ``"A cross moves to the right."``."""
+
+    def __init__(self, pairs: Sequence[Sequence[str]]):
+        self.partner: dict[str, str] = {}
+        for a, b in pairs:
+            self.partner[a.strip().lower()], self.partner[b.strip().lower()] = b.strip(), a.strip()
+        alternatives = "|".join(re.escape(w) for w in sorted(self.partner, key=len, reverse=True))
+        self.pattern = re.compile(rf"\b({alternatives})\b", re.IGNORECASE)
+
+    def _replace(self, hit: re.Match) -> str:
+        old, new = hit.group(0), self.partner[hit.group(0).lower()]
+        return new[:1].upper() + new[1:] if old[:1].isupper() else new
+
+    def __call__(self, text: str) -> str:
+        return self.pattern.sub(self._replace, text)
+
+
 class WordDropper:
     """Removes whole words (case ignored) from captions and tidies the spaces and the initial
     capital: ``"A large blue cross moves left."`` without ``[blue]`` is ``"A large cross moves left."``."""
@@ -303,6 +323,7 @@ class _Source:
     group: tuple[Modality, ...]
     rows: tuple[np.ndarray, ...]  # usable rows per modality (one array when not cross-sampled)
     dropper: WordDropper | None = None
+    exchanger: WordExchanger | None = None
 
 
 class PretrainingMixture:
@@ -357,7 +378,13 @@ class PretrainingMixture:
                     raise PretrainConfigError(
                         f"dataset {spec.name}: {len(r)} records have captions {spec.captions}; a batch needs {batch_size}"
                     )
-            self.sources.append(_Source(spec, table, group, rows, WordDropper(spec.drop_words) if spec.drop_words else None))
+            self.sources.append(
+                _Source(
+                    spec, table, group, rows,
+                    WordDropper(spec.drop_words) if spec.drop_words else None,
+                    WordExchanger(spec.reverse_words) if spec.reverse_words else None,
+                )
+            )  # fmt: skip
         ratios = np.array([s.spec.ratio for s in self.sources], dtype=np.float64)
         self.probabilities = ratios / ratios.sum()
 
@@ -383,6 +410,12 @@ class PretrainingMixture:
             rows = torch.as_tensor(pick)
             media = {m.value: src.table.tensors[m.value][rows].float() for m in src.group}
             texts = [join_captions([src.table.captions[r][0][kind] for kind in src.spec.captions]) for r in pick]
+        if src.spec.reverse_time:
+            backwards = torch.as_tensor(rng.random(b) < src.spec.reverse_time)
+            video = media["video"]  # (N, T, 3, H, W)
+            media["video"] = torch.where(backwards.view(-1, 1, 1, 1, 1), video.flip(1), video)
+            if src.exchanger is not None:
+                texts = [src.exchanger(t) if back else t for t, back in zip(texts, backwards.tolist())]
         if src.spec.grayscale:
             media = {m: grayscale(v) if Modality.parse(m).input_kind == "rgb" else v for m, v in media.items()}
         if src.spec.channel_shuffle:

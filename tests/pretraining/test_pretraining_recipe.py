@@ -409,3 +409,46 @@ def test_recoloured_dataset_permutes_channels_and_drops_colour_words(world, tmp_
         config_from_dict({**raw, "data": {**raw["data"], "datasets": [audio_only]}})
     with pytest.raises(PretrainConfigError, match="choose one"):
         config_from_dict({**raw, "data": {**raw["data"], "datasets": [{**vision, "channel_shuffle": True, "grayscale": True}]}})
+
+
+def test_word_exchanger_swaps_both_ways_in_one_pass():
+    from mico_chat.pretraining.data import WordExchanger
+
+    swap = WordExchanger([["to the left", "to the right"], ["upward", "downward"], ["appearing", "disappearing"]])
+    assert swap("A cross moves to the left, disappearing partway through.") == (
+        "A cross moves to the right, appearing partway through."
+    )
+    assert swap("Upward it goes, then downward.") == "Downward it goes, then upward."
+    assert swap("Two squares stay still.") == "Two squares stay still."
+
+
+def test_reversed_dataset_plays_video_backwards_and_rewrites_directions(world, tmp_path):
+    root, records, bert = world
+    raw = tiny_run_config(records, bert, tmp_path / "out")
+    vision = next(d for d in raw["data"]["datasets"] if d["name"] == "vision")
+    spec = {**vision, "name": "reversed", "reverse_time": 1.0, "reverse_words": [["left", "right"]]}
+    config = config_from_dict({**raw, "data": {**raw["data"], "datasets": [spec]}})
+    plain_spec = config_from_dict({**raw, "data": {**raw["data"], "datasets": [vision]}}).data.datasets[0]
+    from mico_chat.encoders import MiCoEncoderConfig
+
+    table = build_media_table(
+        records, ["video", "audio"], MediaSettings(num_frames=2), MiCoEncoderConfig(**TINY_RUN_ENCODER), progress=False
+    )
+    tok = tiny_bert_tokenizer()
+    args = dict(batch_size=4, max_text_length=24, seed=0, sampling_contexts=True)
+    _, a = PretrainingMixture([(plain_spec, table)], tok, **args).batch(5)
+    _, b = PretrainingMixture([(config.data.datasets[0], table)], tok, **args).batch(5)
+    assert torch.equal(b.media["video"], a.media["video"].flip(1))  # every sample, frames in reverse order
+    before = tok.batch_decode(a.input_ids, skip_special_tokens=True)
+    after = tok.batch_decode(b.input_ids, skip_special_tokens=True)
+    for x, y in zip(before, after):  # the tiny world's captions: "a red square moves left" and the like
+        assert y == x.replace("left", "@").replace("right", "left").replace("@", "right"), (x, y)
+    assert any("left" in x for x in before) or any("right" in x for x in before), before
+    for bad, match in [
+        ({"reverse_time": 1.5}, "share of samples"),
+        ({"reverse_time": 0.5, "group": ["audio"], "captions": ["audio"]}, r"must be \[video\] alone"),
+        ({"reverse_words": [["left"]], "reverse_time": 0.5}, r"\[word, word\] pairs"),
+        ({"reverse_words": [["left", "right"]]}, "never apply"),
+    ]:
+        with pytest.raises(PretrainConfigError, match=match):
+            config_from_dict({**raw, "data": {**raw["data"], "datasets": [{**vision, **bad}]}})
