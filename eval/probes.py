@@ -38,6 +38,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -121,6 +122,7 @@ def encode_world(
     progress: bool = True,
     *,
     batch_size: int = 8,
+    recolour_seed: int | None = None,
 ) -> tuple[dict[str, torch.Tensor], Labels]:
     """Encode the clips of a synthetic world (the first ``limit``) with a frozen encoder.
 
@@ -129,6 +131,9 @@ def encode_world(
         processor_or_settings: the media settings (a chat model's processor carries them).
         world_dir: a folder holding ``world.jsonl`` (``mico-chat data synth --out``).
         batch_size: clips encoded together.
+        recolour_seed: show each clip's frames with their RGB channels in one of the five other
+            orders (drawn per clip from this seed; :func:`mico_chat.pretraining.data.shuffle_channels`),
+            so that colour labels no longer follow the pixels; ``None``: as they are.
 
     Returns:
         ``(features, labels)``: ``features["video"]`` is ``(N, (3 + T) * D)`` float32 with
@@ -162,6 +167,13 @@ def encode_world(
                     inputs[modality].append(preprocess(Modality(modality), path, settings, config))
             except (MediaError, FileNotFoundError, ValueError) as err:
                 raise ValueError(f"{world}: clip {entry['id']}: {err}") from err
+        if recolour_seed is not None:
+            from mico_chat.pretraining.data import CHANNEL_ORDERS, shuffle_channels
+
+            picks = np.random.default_rng([recolour_seed, start]).integers(len(CHANNEL_ORDERS), size=len(batch))
+            video = torch.stack(inputs["video"])  # (B, S, 3, H, W)
+            orders = [CHANNEL_ORDERS[int(i)] for i in picks]
+            inputs["video"] = list(shuffle_channels(video, orders, settings.image_mean, settings.image_std))
         for modality, tensors in inputs.items():
             values = torch.stack(tensors).to(param.device, param.dtype)  # (B, S, ...)
             encoded = encoder({modality: values})[Modality(modality)]  # (B, S*(1+P), D)
@@ -393,6 +405,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-frames", type=int, help="override the media settings' frames per video")
     parser.add_argument("--l2", type=float, default=DEFAULT_L2, help=f"L2 penalty of the probes (default {DEFAULT_L2})")
     parser.add_argument("--batch-size", type=int, default=8, help="clips encoded together")
+    parser.add_argument(
+        "--recolour-train", action="store_true",
+        help="fit the probes on training clips with their RGB channels shuffled (one of five other orders "
+        "per clip), so colour cannot stand in for shape: does the encoder hold shape apart from colour?",
+    )  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
     parser.add_argument("--no-progress", action="store_true")
@@ -402,7 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.num_frames is not None:
         settings = MediaSettings.from_dict({**settings.to_dict(), "num_frames": args.num_frames})
     common = dict(progress=not args.no_progress, batch_size=args.batch_size)
-    train = encode_world(encoder, settings, args.train, limit=args.train_limit, **common)
+    train = encode_world(
+        encoder, settings, args.train, limit=args.train_limit, recolour_seed=0 if args.recolour_train else None, **common
+    )
     heldout = encode_world(encoder, settings, args.heldout, limit=args.heldout_limit, **common)
     results = probe_factors(train, heldout, l2=args.l2)
     print(format_table(results))
@@ -415,6 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "n_heldout_clips": len(heldout[0]["video"]),
             "media_settings": settings.to_dict(),
             "l2": args.l2,
+            "recolour_train": args.recolour_train,
             "results": [r.to_json() for r in results],
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -94,6 +94,17 @@ def test_feature_shapes(encoded, worlds, encoder):
     torch.testing.assert_close(head["video"], encoded[0][0]["video"][:5], rtol=1e-4, atol=1e-5)  # batching-invariant
 
 
+def test_recoloured_encoding_changes_the_video_features_only(encoded, worlds, encoder):
+    (plain, labels) = encoded[0]
+    recoloured, same_labels = encode_world(encoder, SETTINGS, worlds[0], limit=6, progress=False, recolour_seed=0)
+    again, _ = encode_world(encoder, SETTINGS, worlds[0], limit=6, progress=False, recolour_seed=0)
+    assert {k: v[:6] for k, v in labels.items()} == same_labels
+    torch.testing.assert_close(recoloured["audio"], plain["audio"][:6], rtol=1e-4, atol=1e-5)
+    for i in range(6):  # every clip shows another channel order, so its video features move
+        assert not torch.allclose(recoloured["video"][i], plain["video"][i], atol=1e-3)
+    torch.testing.assert_close(again["video"], recoloured["video"])  # seeded
+
+
 def test_readout_order():
     layout = MediaLayout(num_segments=3, grid_h=1, grid_w=2)  # 3 tokens per segment
     # token value = 10 * segment + position in segment, in every one of 2 dims
