@@ -102,6 +102,61 @@ class GatedXAttnConfig:
         return asdict(self)
 
 
+@dataclass
+class MediaKeys:
+    """One forward call's media as the adapters read them, pooled once for all adapters.
+
+    Attributes:
+        time: ``(B, Kt, D)`` each item's frames (max over its spatial tokens), a row's items
+            concatenated and zero-padded to the longest row.
+        space: ``(B, Ks, D)`` each item's spatial tokens (max over its frames), likewise.
+        time_item, space_item: ``(B, K)`` the item each key comes from; ``-1`` on padding.
+        item_position: ``(I,)`` where each item's placeholder sits in its row, or ``None``: every
+            position of a row reads every item of the row.
+        item_sample: ``(I,)`` the packed sample each item belongs to (with ``samples``), or ``None``.
+        samples: ``(B, L)`` the packed sample of each position (several samples in one row), or ``None``.
+        length: the sequence length the positions refer to; a call with another length (a decoding
+            step after the prompt) reads every item of its row.
+    """
+
+    time: torch.Tensor
+    space: torch.Tensor
+    time_item: torch.Tensor
+    space_item: torch.Tensor
+    item_position: torch.Tensor | None = None
+    item_sample: torch.Tensor | None = None
+    samples: torch.Tensor | None = None
+    length: int | None = None
+
+    def masks(
+        self, length: int, device: torch.device
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """``(time_mask, space_mask, reads)`` for ``length`` queries: ``(B, L, K)`` bool, True
+        where a query may attend a key (Flamingo's rule: the items placed before it in its own
+        sample), and ``reads (B, L)``: whether the query may read any item (a query that may not
+        is pointed at key 0, and its output is discarded by the adapter). ``(None, None, None)``
+        when every query reads every key."""
+        causal = self.item_position is not None and length == self.length
+        if not causal and bool((self.time_item >= 0).all()) and bool((self.space_item >= 0).all()):
+            return None, None, None
+        queries = torch.arange(length, device=device)
+
+        def allowed(item_of_key: torch.Tensor) -> torch.Tensor:
+            allow = (item_of_key >= 0)[:, None, :].expand(-1, length, -1)  # (B, L, K)
+            if causal:
+                item = item_of_key.clamp(min=0)
+                allow = allow & (self.item_position[item][:, None, :] < queries[None, :, None])
+                allow = allow & (self.item_sample[item][:, None, :] == self.samples[:, :, None])
+            return allow
+
+        time, space = allowed(self.time_item), allowed(self.space_item)
+        reads = time.any(dim=-1)  # (B, L); the same items give both key sets
+        idle = (~reads)[:, :, None]
+        time = time | (idle & (torch.arange(time.shape[-1], device=device) == 0))
+        space = space | (idle & (torch.arange(space.shape[-1], device=device) == 0))
+        return time, space, reads
+
+
 class SeparableCrossAttention(nn.Module):
     """Section 4.2: attend over frames (space max-pooled) and over positions (time max-pooled)."""
 
@@ -118,10 +173,27 @@ class SeparableCrossAttention(nn.Module):
     def forward(self, query: torch.Tensor, media: Sequence[torch.Tensor]) -> torch.Tensor:
         """``query (B, L, D)``, ``media``: items ``(B, T_i, S_i, D)`` -> ``(B, L, D)``; the keys are
         all items' frame tokens (``sum T_i``) and all items' spatial tokens (``sum S_i``)."""
-        time = self.norm_time(torch.cat([m.amax(dim=2) for m in media], dim=1))  # (B, sum T_i, D)
-        space = self.norm_space(torch.cat([m.amax(dim=1) for m in media], dim=1))  # (B, sum S_i, D)
-        over_time = self.attn_time(query, time, time, need_weights=False)[0]  # (B, L, D)
-        over_space = self.attn_space(query, space, space, need_weights=False)[0]  # (B, L, D)
+        time = torch.cat([m.amax(dim=2) for m in media], dim=1)  # (B, sum T_i, D)
+        space = torch.cat([m.amax(dim=1) for m in media], dim=1)  # (B, sum S_i, D)
+        return self.attend(query, time, space)
+
+    def attend(
+        self,
+        query: torch.Tensor,
+        time: torch.Tensor,
+        space: torch.Tensor,
+        time_mask: torch.Tensor | None = None,
+        space_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``query (B, L, D)`` over pooled keys ``time (B, Kt, D)`` and ``space (B, Ks, D)``;
+        ``*_mask (B, L, K)`` bool, True where a query may attend a key (``None``: everywhere; every
+        query must be allowed at least one key)."""
+        time, space = self.norm_time(time), self.norm_space(space)
+        heads = self.attn_time.num_heads
+        blocked_t = None if time_mask is None else (~time_mask).repeat_interleave(heads, dim=0)  # (B*h, L, Kt)
+        blocked_s = None if space_mask is None else (~space_mask).repeat_interleave(heads, dim=0)
+        over_time = self.attn_time(query, time, time, attn_mask=blocked_t, need_weights=False)[0]  # (B, L, D)
+        over_space = self.attn_space(query, space, space, attn_mask=blocked_s, need_weights=False)[0]  # (B, L, D)
         return self.out(torch.cat([over_time, over_space], dim=-1))  # (B, L, 2D) -> (B, L, D)
 
 
@@ -138,16 +210,24 @@ class GatedXAttnAdapter(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_mult * dim), nn.GELU(), nn.Linear(ffn_mult * dim, dim))
         self.gate_ffn = nn.Parameter(torch.full((dim,), start))
 
-    def forward(self, hidden: torch.Tensor, media: Sequence[torch.Tensor]) -> torch.Tensor:
-        """``hidden (B, L, D)``, ``media``: items ``(B, T_i, S_i, D)`` -> ``(B, L, D)``."""
-        for item in media:
-            if item.shape[0] != hidden.shape[0]:
-                raise ValueError(
-                    f"gated_xattn: {item.shape[0]} media items for a batch of {hidden.shape[0]} sequences; "
-                    "give one (B, T, S, D) item per sequence"
-                )
-        hidden = hidden + torch.tanh(self.gate_attn) * self.xattn(self.norm_attn(hidden), media)
-        return hidden + torch.tanh(self.gate_ffn) * self.ffn(self.norm_ffn(hidden))
+    def forward(self, hidden: torch.Tensor, keys: MediaKeys) -> torch.Tensor:
+        """``hidden (B, L, D)`` reading the pooled media ``keys`` (see :class:`MediaKeys`) -> ``(B, L, D)``.
+        A position that may read no media item (text before the first one) is left unchanged."""
+        if keys.time.shape[0] != hidden.shape[0]:
+            raise ValueError(
+                f"gated_xattn: media for {keys.time.shape[0]} sequences in a batch of {hidden.shape[0]} sequences; "
+                "give one (B, T, S, D) item per sequence, or place the items with their rows"
+            )
+        time_mask, space_mask, reads = keys.masks(hidden.shape[1], hidden.device)
+        attended = self.xattn.attend(self.norm_attn(hidden), keys.time.to(hidden.dtype), keys.space.to(hidden.dtype),
+                                     time_mask, space_mask)  # fmt: skip
+        if reads is not None:
+            attended = attended * reads.unsqueeze(-1).to(hidden.dtype)  # (B, L, D): nothing to read, no change
+        hidden = hidden + torch.tanh(self.gate_attn) * attended
+        ffn = self.ffn(self.norm_ffn(hidden))
+        if reads is not None:
+            ffn = ffn * reads.unsqueeze(-1).to(hidden.dtype)
+        return hidden + torch.tanh(self.gate_ffn) * ffn
 
 
 class GatedXAttn(nn.Module):
@@ -176,7 +256,7 @@ class GatedXAttn(nn.Module):
         self.adapters = nn.ModuleDict(
             {str(i): GatedXAttnAdapter(llm_dim, config.heads, config.ffn_mult, config.gate_init) for i in layers}
         )
-        self._media: list[torch.Tensor] | None = None  # items (B, T_i, S_i, D_llm) while inside ``media(...)``
+        self._media: MediaKeys | None = None  # while inside ``media(...)``
         self._handles: list[RemovableHandle] = []
 
     def attach(self, decoder_layers: Sequence[nn.Module]) -> None:
@@ -200,21 +280,46 @@ class GatedXAttn(nn.Module):
             if self._media is None:
                 return None
             if args:
-                hidden = args[0]
-                return (adapter(hidden, [m.to(hidden.dtype) for m in self._media]), *args[1:]), kwargs
+                return (adapter(args[0], self._media), *args[1:]), kwargs
             if "hidden_states" not in kwargs:
                 raise TypeError("gated_xattn: the decoder layer was called without hidden_states")
-            hidden = kwargs["hidden_states"]
-            return args, {**kwargs, "hidden_states": adapter(hidden, [m.to(hidden.dtype) for m in self._media])}
+            return args, {**kwargs, "hidden_states": adapter(kwargs["hidden_states"], self._media)}
 
         return hook
 
     @contextmanager
-    def media(self, features: torch.Tensor | Mapping[str, torch.Tensor] | None) -> Iterator[None]:
-        """Within the block, the adapters cross-attend to ``features``: one item ``(B, T, S, D_enc)``,
-        or ``{modality: (B, T_m, S_m, D_enc)}`` for several items per sequence (each gets its
-        modality's embedding; a bare tensor gets none). Projected to the LLM's width once, here;
-        ``None`` or ``{}`` leaves the LLM plain. ``B`` must match the LLM's batch."""
+    def media(
+        self,
+        features: torch.Tensor | Mapping[str, torch.Tensor] | None,
+        *,
+        rows: Mapping[str, torch.Tensor] | None = None,
+        positions: Mapping[str, torch.Tensor] | None = None,
+        samples: torch.Tensor | None = None,
+        batch_size: int | None = None,
+    ) -> Iterator[None]:
+        """Within the block, the adapters cross-attend to ``features``.
+
+        Args:
+            features: one item per sequence ``(B, T, S, D_enc)``, or ``{modality: (N_m, T_m, S_m,
+                D_enc)}`` (each item gets its modality's embedding; a bare tensor gets none).
+                Projected to the LLM's width once, here. ``None`` or ``{}`` leaves the LLM plain.
+            rows: ``{modality: (N_m,)}`` the row of each item; ``None``: item ``k`` is row ``k``
+                (then every modality has ``B`` items).
+            positions: ``{modality: (N_m,)}`` where each item's placeholder sits in its row: a
+                position then reads only the items placed before it (in its own packed sample,
+                with ``samples``), as in Flamingo; ``None``: every position reads its row's items.
+            samples: ``(B, L)`` packed-sample index of every position; required with ``positions``
+                (zeros for rows of one sample each; its ``L`` is the length the positions refer to).
+            batch_size: the number of rows ``B`` (with ``rows``; default: the largest row + 1).
+        """
+        previous = self._media
+        self._media = self._keys(features, rows, positions, samples, batch_size)
+        try:
+            yield
+        finally:
+            self._media = previous
+
+    def _keys(self, features, rows, positions, samples, batch_size) -> MediaKeys | None:
         items = {} if features is None else ({"": features} if isinstance(features, torch.Tensor) else dict(features))
         for name, item in items.items():
             if item.dim() != 4:
@@ -222,15 +327,64 @@ class GatedXAttn(nn.Module):
                 raise ValueError(f"gated_xattn {where}media must be (B, T, S, D), got {tuple(item.shape)}")
             if name and name not in self.modality_embeddings:
                 raise ValueError(f"gated_xattn reads {list(self.modality_embeddings)}, not {name!r}")
-        sizes = {item.shape[0] for item in items.values()}
-        if len(sizes) > 1:
-            raise ValueError(f"gated_xattn: media items of different batch sizes {sorted(sizes)}")
-        previous = self._media
-        self._media = [
-            self.proj(item) + (self.modality_embeddings[name] if name else 0) for name, item in items.items()
-        ] or None  # items (B, T, S, D_llm)
-        try:
-            yield
-        finally:
-            self._media = previous
+        if not items:
+            return None
+        if positions is not None and (samples is None or samples.dim() != 2):
+            raise ValueError("gated_xattn: positions need samples, the (B, L) packed-sample index of every position")
+        if rows is None:
+            sizes = {item.shape[0] for item in items.values()}
+            if len(sizes) > 1:
+                raise ValueError(f"gated_xattn: media items of different batch sizes {sorted(sizes)}")
+            rows = {name: torch.arange(item.shape[0]) for name, item in items.items()}
+        for name, item in items.items():
+            for what, given in (("rows", rows), ("positions", positions)):
+                if given is not None and (name not in given or given[name].shape != (item.shape[0],)):
+                    raise ValueError(f"gated_xattn: {what} must give one entry per {name or 'media'} item ({item.shape[0]})")
+        num_rows = batch_size if batch_size is not None else 1 + max(int(r.max()) for r in rows.values() if r.numel())
+        per_row_time: list[list[torch.Tensor]] = [[] for _ in range(num_rows)]
+        per_row_space: list[list[torch.Tensor]] = [[] for _ in range(num_rows)]
+        item_ids_time: list[list[int]] = [[] for _ in range(num_rows)]
+        item_ids_space: list[list[int]] = [[] for _ in range(num_rows)]
+        item_position, item_sample = [], []
+        for name, item in items.items():
+            projected = self.proj(item)  # (N, T, S, D_llm)
+            if name:
+                projected = projected + self.modality_embeddings[name]
+            for k in range(item.shape[0]):
+                row = int(rows[name][k])
+                if not 0 <= row < num_rows:
+                    raise ValueError(f"gated_xattn: {name or 'media'} item {k} is placed in row {row} of {num_rows}")
+                index = len(item_position)
+                per_row_time[row].append(projected[k].amax(dim=1))  # (T, D)
+                per_row_space[row].append(projected[k].amax(dim=0))  # (S, D)
+                item_ids_time[row] += [index] * projected.shape[1]
+                item_ids_space[row] += [index] * projected.shape[2]
+                position = -1 if positions is None else int(positions[name][k])
+                item_position.append(position)
+                item_sample.append(-1 if positions is None else int(samples[row, position]))
+        dim = self.proj.out_features
+        reference = next(iter(items.values()))
 
+        def stack(parts: list[list[torch.Tensor]]) -> torch.Tensor:
+            width = max(sum(p.shape[0] for p in row) for row in parts)
+            out = []
+            for row in parts:
+                keys = torch.cat(row) if row else reference.new_zeros(0, dim, dtype=self.proj.weight.dtype)
+                out.append(torch.nn.functional.pad(keys, (0, 0, 0, width - keys.shape[0])))
+            return torch.stack(out)  # (B, K, D)
+
+        def index(ids: list[list[int]]) -> torch.Tensor:
+            width = max(len(r) for r in ids)
+            return torch.tensor([r + [-1] * (width - len(r)) for r in ids], device=reference.device)
+
+        device = reference.device
+        return MediaKeys(
+            time=stack(per_row_time),
+            space=stack(per_row_space),
+            time_item=index(item_ids_time),
+            space_item=index(item_ids_space),
+            item_position=None if positions is None else torch.tensor(item_position, device=device),
+            item_sample=None if positions is None else torch.tensor(item_sample, device=device),
+            samples=None if positions is None else samples,
+            length=None if positions is None else samples.shape[1],
+        )

@@ -83,11 +83,12 @@ class MiCoChatConfig(PreTrainedConfig):
         return ConnectorConfig.from_dict(self.connectors[modality.value])
 
     def num_media_tokens(self, modality: str | Modality, num_segments: int) -> int:
-        """How many LLM tokens one ``modality`` item with ``num_segments`` segments becomes (0 with
-        ``gated_xattn``: the media reach the LLM through its adapters, not its sequence)."""
+        """How many LLM tokens one ``modality`` item with ``num_segments`` segments becomes (1 with
+        ``gated_xattn``: the media reach the LLM through its adapters, and the one placeholder token
+        only marks where the item stands, whatever its number of frames)."""
         layout: MediaLayout = self.encoder_config.layout(modality, num_segments)
         if self.gated_xattn is not None:
-            return 0
+            return 1
         config = self.connector_config(modality)
         return connector_class(config.type).num_tokens(config, layout)
 

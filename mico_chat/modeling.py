@@ -194,11 +194,18 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         self,
         media: Mapping[str | Modality, torch.Tensor] | None = None,
         encoder_features: Mapping[str | Modality, torch.Tensor] | None = None,
+        input_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
     ) -> AbstractContextManager:
         """With ``gated_xattn``: a context in which the adapters attend to these media's encoder
-        features, reshaped per item to ``(N, T=S segments, 1+P tokens, D)`` (time x space). One item
-        per modality and sequence (``N`` = the batch; a video and its audio track are read together,
-        each with its modality's embedding); no media: the plain LLM."""
+        features, reshaped per item to ``(T=S segments, 1+P tokens, D)`` (time x space).
+
+        With ``input_ids``, each item is placed where its placeholder token sits (the ``k``-th item
+        of a modality at the ``k``-th placeholder of that modality, row by row): a text position
+        reads only the items placed before it in its own sample (packed samples restart their
+        ``position_ids`` at 0), so a conversation may hold several items, a video and its audio
+        track among them. Without ``input_ids``, item ``k`` belongs to row ``k`` and every position
+        reads it. No media: the plain LLM."""
         if self.gated_xattn is None:
             raise ValueError("adapter_media needs a model built with gated_xattn")
         features, layouts = self._encoder_features(media, encoder_features)
@@ -206,7 +213,23 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         for modality, feats in sorted(features.items(), key=lambda kv: kv[0].value):
             layout = layouts[modality]
             items[modality.value] = feats.view(feats.shape[0], layout.num_segments, layout.tokens_per_segment, -1)
-        return self.gated_xattn.media(items or None)
+        if not items or input_ids is None:
+            return self.gated_xattn.media(items or None)
+        rows, positions = {}, {}
+        for name, item in items.items():
+            token_id = self.config.media_token_ids.get(name)
+            where = (input_ids == token_id).nonzero() if token_id is not None else input_ids.new_zeros(0, 2)  # (N, 2)
+            if where.shape[0] != item.shape[0]:
+                raise MediaTokenMismatchError(
+                    f"{name}: the prompt has {where.shape[0]} {Modality(name).placeholder} tokens but {item.shape[0]} "
+                    f"{name} items are given; one placeholder token per item (MiCoChatProcessor puts them)"
+                )
+            rows[name], positions[name] = where[:, 0], where[:, 1]
+        if position_ids is None:
+            samples = torch.zeros_like(input_ids)
+        else:
+            samples = (position_ids.expand_as(input_ids) == 0).long().cumsum(dim=1) - 1  # (B, L)
+        return self.gated_xattn.media(items, rows=rows, positions=positions, samples=samples, batch_size=input_ids.shape[0])
 
     def embed_inputs(
         self,
@@ -219,19 +242,13 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         """LLM input embeddings ``(B, L, d_llm)`` with each placeholder run replaced by its media
         features (``video_audio``/``video_spans``: the videos' fused tracks, see :meth:`encode_media`).
 
-        With ``gated_xattn`` the text must hold no placeholder tokens and the media are not merged
-        here (they go to the adapters, see :meth:`adapter_media`): the plain token embeddings.
+        With ``gated_xattn`` the media are not merged here (they go to the adapters, see
+        :meth:`adapter_media`): the plain token embeddings, each item's one placeholder token included.
         """
         embeds = self.get_input_embeddings()(input_ids)  # (B, L, d)
         if self.gated_xattn is not None:
             if video_audio is not None:
                 raise ValueError("video_audio is for a video connector that fuses tracks, not gated_xattn")
-            ids = torch.tensor(list(self.config.media_token_ids.values()), dtype=torch.long, device=input_ids.device)
-            if torch.isin(input_ids, ids).any():
-                raise MediaTokenMismatchError(
-                    "this model takes media through gated cross-attention adapters: the text must hold no "
-                    "media placeholder tokens (MiCoChatProcessor drops them for such a model)"
-                )
             return embeds
         projected = self.encode_media(media, encoder_features, video_audio, video_spans)
         token_ids = self.config.media_token_ids
@@ -290,7 +307,11 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
             inputs_embeds = self.embed_inputs(input_ids, media, encoder_features, video_audio, video_spans)
         elif (media or encoder_features or video_audio is not None) and self.gated_xattn is None:
             raise ValueError("media must be merged before passing inputs_embeds (use embed_inputs)")
-        adapters = nullcontext() if self.gated_xattn is None else self.adapter_media(media, encoder_features)
+        adapters = (
+            nullcontext()
+            if self.gated_xattn is None
+            else self.adapter_media(media, encoder_features, input_ids=input_ids, position_ids=position_ids)
+        )
         with adapters:
             return self._forward_llm(
                 inputs_embeds, attention_mask, position_ids, past_key_values, labels, use_cache, logits_to_keep, **kwargs
@@ -360,7 +381,7 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         inputs_embeds = self.embed_inputs(input_ids, media, video_audio=video_audio, video_spans=video_spans)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        with nullcontext() if self.gated_xattn is None else self.adapter_media(media):
+        with nullcontext() if self.gated_xattn is None else self.adapter_media(media, input_ids=input_ids):
             return self.language_model.generate(
                 inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
             )

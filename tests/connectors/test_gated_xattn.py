@@ -177,9 +177,19 @@ def test_clear_errors():
     with pytest.raises(ValueError, match=r"\(B, T, S, D\)"):
         with gx.media(torch.randn(2, 5, ENC_DIM)):
             pass
-    with pytest.raises(ValueError, match="media items for a batch"):
+    with pytest.raises(ValueError, match="media for 3 sequences in a batch of 2"):
         with gx.media(torch.randn(3, 2, 5, ENC_DIM)):
             llm(inputs()[0])
+    with pytest.raises(ValueError, match="positions need samples"):
+        with gx.media({"video": torch.randn(1, 2, 5, ENC_DIM)}, rows={"video": torch.tensor([0])},
+                      positions={"video": torch.tensor([0])}):  # fmt: skip
+            pass
+    with pytest.raises(ValueError, match="one entry per video item"):
+        with gx.media({"video": torch.randn(2, 2, 5, ENC_DIM)}, rows={"video": torch.tensor([0])}):
+            pass
+    with pytest.raises(ValueError, match="placed in row 3 of 2"):
+        with gx.media({"video": torch.randn(1, 2, 5, ENC_DIM)}, rows={"video": torch.tensor([3])}, batch_size=2):
+            pass
 
 
 # ---------------------------------------------------------------- in the assembled model
@@ -198,15 +208,15 @@ def video_batch(processor, n_frames=6):
     return processor([conv])
 
 
-def test_model_processor_puts_no_media_tokens_in_the_text():
+def test_model_processor_puts_one_marker_token_per_item():
     model, processor = gated_model()
     batch = video_batch(processor)
-    assert model.config.num_media_tokens("video", 4) == 0
-    placeholder_ids = list(model.config.media_token_ids.values())
-    assert not torch.isin(batch["input_ids"], torch.tensor(placeholder_ids)).any()
-    assert batch["media"]["video"].shape[:2] == (1, 4)  # the media still come, beside the text
+    assert model.config.num_media_tokens("video", 4) == 1 == model.config.num_media_tokens("video", 16)
+    video_id = model.config.media_token_ids["video"]
+    assert int((batch["input_ids"] == video_id).sum()) == 1  # the item's place, not its features
+    assert batch["media"]["video"].shape[:2] == (1, 4)  # the media come beside the text
     text_only = processor([[{"role": "user", "content": "What moves?"}]])
-    assert batch["input_ids"].shape[1] == text_only["input_ids"].shape[1] + 1  # only the placeholder's newline
+    assert batch["input_ids"].shape[1] == text_only["input_ids"].shape[1] + 2  # the marker and its newline
 
 
 def test_model_with_zero_gates_equals_its_plain_llm_exactly():
@@ -230,11 +240,67 @@ def test_model_with_tanh_one_gates_uses_the_media_and_generates():
     assert new.shape == (1, 3)
 
 
-def test_model_rejects_placeholders_in_the_text():
+def test_model_rejects_markers_that_do_not_match_the_items():
     model, processor = gated_model()
-    ids = torch.tensor([[5, model.config.media_token_ids["video"], 6]])
-    with pytest.raises(MediaTokenMismatchError, match="no media placeholder tokens"):
-        model(input_ids=ids)
+    batch = video_batch(processor)
+    video_id = model.config.media_token_ids["video"]
+    ids = torch.tensor([[5, video_id, 6, video_id, 7]])  # two markers, one video
+    with pytest.raises(MediaTokenMismatchError, match="2 <video> tokens but 1 video items"):
+        model(input_ids=ids, media=batch["media"])
+
+
+def test_text_before_an_item_does_not_read_it_and_text_after_does():
+    # Flamingo's rule: a position reads only the items placed before it (in its own packed sample).
+    model, processor = gated_model("one")
+    batch = video_batch(processor)
+    ids = batch["input_ids"]
+    marker = int((ids[0] == model.config.media_token_ids["video"]).nonzero()[0, 0])
+    with torch.no_grad():
+        gated = model(input_ids=ids, media=batch["media"]).logits
+        plain = model.language_model(input_ids=ids).logits
+    assert torch.equal(gated[:, : marker + 1], plain[:, : marker + 1])  # up to and including the marker
+    assert not torch.allclose(gated[:, marker + 1 :], plain[:, marker + 1 :])
+
+
+def test_masks_follow_placement_and_packed_samples():
+    from mico_chat.connectors.gated_xattn import MediaKeys
+
+    # Row 0: item 0 (2 frames, 3 positions) placed at 1. Row 1 packs two samples (positions 0-2, 3-5):
+    # item 1 at 1 (sample 0), item 2 at 4 (sample 1).
+    keys = MediaKeys(
+        time=torch.zeros(2, 4, 8), space=torch.zeros(2, 6, 8),
+        time_item=torch.tensor([[0, 0, -1, -1], [1, 1, 2, 2]]),
+        space_item=torch.tensor([[0, 0, 0, -1, -1, -1], [1, 1, 1, 2, 2, 2]]),
+        item_position=torch.tensor([1, 1, 4]), item_sample=torch.tensor([0, 0, 1]),
+        samples=torch.tensor([[0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 1, 1]]), length=6,
+    )  # fmt: skip
+    time, space, reads = keys.masks(6, torch.device("cpu"))
+    assert reads.tolist() == [[False, False, True, True, True, True], [False, False, True, False, False, True]]
+    assert time[0, 3].tolist() == [True, True, False, False]
+    assert time[1, 2].tolist() == [True, True, False, False]  # sample 0 reads its own item only
+    assert time[1, 5].tolist() == [False, False, True, True]  # sample 1 reads item 2, not sample 0's item 1
+    assert space[1, 5].tolist() == [False, False, False, True, True, True]
+    assert time[1, 3].tolist() == [True, False, False, False]  # reads nothing: pointed at key 0, output discarded
+    step_time, _, step_reads = keys.masks(1, torch.device("cpu"))  # a decoding step reads every item of its row
+    assert step_reads.tolist() == [[True], [True]] and step_time[0, 0].tolist() == [True, True, False, False]
+
+
+def test_a_batch_mixing_rows_with_and_without_media_trains():
+    model, processor = gated_model("one")
+    frames = np.random.default_rng(0).integers(0, 255, size=(6, 40, 48, 3), dtype=np.uint8)
+    with_video = [
+        {"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": "What moves?"}]},
+        {"role": "assistant", "content": "A red square."},
+    ]
+    text_only = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi."}]
+    batch = processor([text_only, with_video], add_generation_prompt=False, with_labels=True, padding_side="right")
+    out = model(input_ids=batch["input_ids"], media=batch["media"], labels=batch["labels"],
+                attention_mask=batch["attention_mask"])  # fmt: skip
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and model.gated_xattn.proj.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        plain = model.language_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert torch.equal(out.logits[0], plain[0])  # the text-only row reads nothing
 
 
 def test_model_save_load_round_trip(tmp_path):
