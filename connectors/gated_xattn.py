@@ -34,6 +34,11 @@ at ``tanh(0) = 0`` (Flamingo; the model starts as the plain LLM, exactly) or ``t
 issue 23 calls section 5's: closer to 1 helped markedly when fine-tuning without adapter
 pre-training); :class:`GatedXAttnConfig`'s ``gate_init`` chooses.
 
+Placement (Flamingo's rule): given where each item's placeholder token sits, a text position reads
+only the items placed before it in its own sample (:class:`MediaKeys`), so several items per
+conversation, packed rows and batches mixing rows with and without media all work; a position that
+may read nothing is left exactly as the plain LLM computes it.
+
 The hook into the LLM is a forward pre-hook on each chosen decoder layer (:meth:`GatedXAttn.attach`):
 the LLM's modules and parameter names are untouched, so its pretrained weights load as before and
 the adapters' weights live beside it. Media are set per forward call with :meth:`GatedXAttn.media`
