@@ -202,6 +202,15 @@ def gated_model(gate_init="zero"):
     return tiny_model(gated_xattn={"layers": [0, 1], "heads": 4, "ffn_mult": 2, "gate_init": gate_init})
 
 
+def video_turns(n_frames=6):
+    """A user turn with a random video and its answer (for labelled batches)."""
+    frames = np.random.default_rng(0).integers(0, 255, size=(n_frames, 40, 48, 3), dtype=np.uint8)
+    return [
+        {"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": "What moves?"}]},
+        {"role": "assistant", "content": "A red square."},
+    ]
+
+
 def video_batch(processor, n_frames=6):
     frames = np.random.default_rng(0).integers(0, 255, size=(n_frames, 40, 48, 3), dtype=np.uint8)
     conv = [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": "What moves?"}]}]
@@ -287,13 +296,8 @@ def test_masks_follow_placement_and_packed_samples():
 
 def test_a_batch_mixing_rows_with_and_without_media_trains():
     model, processor = gated_model("one")
-    frames = np.random.default_rng(0).integers(0, 255, size=(6, 40, 48, 3), dtype=np.uint8)
-    with_video = [
-        {"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": "What moves?"}]},
-        {"role": "assistant", "content": "A red square."},
-    ]
     text_only = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi."}]
-    batch = processor([text_only, with_video], add_generation_prompt=False, with_labels=True, padding_side="right")
+    batch = processor([text_only, video_turns()], add_generation_prompt=False, with_labels=True, padding_side="right")
     out = model(input_ids=batch["input_ids"], media=batch["media"], labels=batch["labels"],
                 attention_mask=batch["attention_mask"])  # fmt: skip
     out.loss.backward()
@@ -335,12 +339,7 @@ def test_chat_model_replies_with_and_without_media():
 def test_gradient_checkpointing_gives_the_adapters_the_same_gradients():
     # The media are set for the forward call only; a checkpointed layer's recomputation must still see them.
     model, processor = gated_model("one")
-    frames = np.random.default_rng(0).integers(0, 255, size=(6, 40, 48, 3), dtype=np.uint8)
-    conv = [
-        {"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": "What moves?"}]},
-        {"role": "assistant", "content": "A red square."},
-    ]
-    batch = processor([conv], add_generation_prompt=False, with_labels=True, padding_side="right")
+    batch = processor([video_turns()], add_generation_prompt=False, with_labels=True, padding_side="right")
     model.train()
 
     def adapter_grads():
