@@ -10,7 +10,8 @@ frozen) from the same pretrained encoder (``RUN/pretrain/encoder``) on the same 
 (``RUN/data/train/records.jsonl``, the first ``--records``), for the same number of steps, with
 fresh connectors, and is scored on the same first ``--eval-limit`` items of ``RUN/data/heldout``
 (``mico-chat eval synth``). No stage 1: the lexical stage needs media tokens, which the gated
-cross-attention adapters do not have, so no variant gets one.
+cross-attention adapters do not have, so no variant gets one. The gated variants' adapters, like
+every connector, train at the connectors' rate.
 
 The budget: 21 LLM tokens per clip with sound. 16 for the video (8 frames), 5 for its audio track
 (``tokens: all, pool: 2``: CLS + 2x2 pooled patches), except where the connector decides:
@@ -21,7 +22,8 @@ The budget: 21 LLM tokens per clip with sound. 16 for the video (8 frames), 5 fo
 | ``resampler`` | 16 learned queries over all frames' tokens, frame time embeddings | 5 |
 | ``vidla`` | [CLS] + 3 levels x 5 [MST] tokens | 5 |
 | ``combiner`` | video and its track fused by timestamp: 3 snippets x 7 tokens | (in the 21) |
-| ``gated_xattn`` | no tokens: adapters before LLM layers 0, 10, 20 cross-attend to all features | none |
+| ``gated_xattn`` | one marker token per item: adapters before LLM layers 0, 10, 20, tanh(1) gates | 1 marker |
+| ``gated_xattn_zero`` | the same with tanh(0) gates (the model starts as the plain LLM) | 1 marker |
 
 Each variant is one folder under ``--out`` (``model/``, ``eval/``, logs) and is skipped when its
 results exist, so a killed run resumes. ``--report`` writes ``results.md`` (accuracy per family)
@@ -57,6 +59,9 @@ VARIANTS: dict[str, list[str]] = {
     ],
     "gated_xattn": [  # the adapters read the clip and its audio track together
         "model.gated_xattn={layers: [0, 10, 20], gate_init: one}",
+    ],
+    "gated_xattn_zero": [  # the same, gates at tanh(0): training starts from the plain LLM
+        "model.gated_xattn={layers: [0, 10, 20], gate_init: zero}",
     ],
 }
 
