@@ -2,10 +2,10 @@
 
 The adapter-based video-conditioned language model of the pseudo-label captioning paper (section 4,
 Figure 4; the idea is Flamingo's gated xattn-dense, Alayrac et al., 2022). Where every other
-connector turns media into tokens that replace placeholders in the text, here the text sequence
-holds *no* media tokens: chosen decoder layers get an adapter that cross-attends from the text
-hidden states to the media features before the layer runs, so the media cost the LLM's sequence
-nothing whatever the number of frames.
+connector turns media into tokens that replace placeholders in the text, here the text keeps one
+marker token per item (where it stands) and no media features: chosen decoder layers get an
+adapter that cross-attends from the text hidden states to the media features before the layer
+runs, so the media cost the LLM's sequence one token whatever the number of frames.
 
 One adapter, for text hidden states ``x (B, L, D)`` and media ``m (B, T, S, D)``::
 
@@ -19,13 +19,14 @@ Separable cross-attention (section 4.2), exactly as implemented here::
     SepXAttn(q, m) = W [attn_t(q, time); attn_s(q, space)]   # (B, L, 2D) -> (B, L, D)
 
 so a query attends over the T frames and, separately, over the S spatial tokens, at cost
-``O(L(T + S))`` instead of ``O(LTS)`` for full cross-attention. Several media items per sequence
-(a video and its audio track) are read together: each item gets its modality's learned embedding
-(zero at the start), is pooled as above, and the queries attend over all items' frame tokens at
-once and over all items' spatial tokens at once (``time = [time_video; time_audio]``, likewise
-``space``); the paper's adapters read video only, this is the natural extension. This is the paper's variant
+``O(L(T + S))`` instead of ``O(LTS)`` for full cross-attention. This is the paper's variant
 (max-pool one axis, layer-norm, attend over the other, concatenate, one linear map), not a
 two-step "within each frame, then over frames" attention, which would cost ``O(LTS)`` again.
+Several media items per sequence (a video and its audio track) are read together: each item gets
+its modality's learned embedding (zero at the start), is pooled as above, and the queries attend
+over all items' frame tokens at once and over all items' spatial tokens at once (``time =
+[time_video; time_audio]``, likewise ``space``); the paper's adapters read video only, this is our
+extension.
 
 Gates are vectors, one per hidden dimension (section 4.1; the paper's "Additional findings: vector
 gates improve training stability": scalar gates diverged at learning rates above 1e-3), initialised
@@ -132,6 +133,7 @@ class MediaKeys:
     item_sample: torch.Tensor | None = None
     samples: torch.Tensor | None = None
     length: int | None = None
+    _masks: dict = field(default_factory=dict, repr=False, compare=False)  # per query length
 
     def masks(
         self, length: int, device: torch.device
@@ -140,7 +142,15 @@ class MediaKeys:
         where a query may attend a key (Flamingo's rule: the items placed before it in its own
         sample), and ``reads (B, L)``: whether the query may read any item (a query that may not
         is pointed at key 0, and its output is discarded by the adapter). ``(None, None, None)``
-        when every query reads every key."""
+        when every query reads every key. Computed once per length: every adapter of a forward call
+        asks for the same ones."""
+        if length not in self._masks:
+            self._masks[length] = self._compute_masks(length, device)
+        return self._masks[length]
+
+    def _compute_masks(
+        self, length: int, device: torch.device
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         causal = self.item_position is not None and length == self.length
         if not causal and bool((self.time_item >= 0).all()) and bool((self.space_item >= 0).all()):
             return None, None, None
