@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,8 @@ def run_options(task: type[Benchmark]) -> tuple[CliOption, ...]:
         CliOption("--limit", type=int, help="only the first N items (whole groups where scoring needs them)"),
         CliOption("--batch-size", type=int, default=8),
         CliOption("--max-new-tokens", type=int, help=f"default: {task.config.max_new_tokens}"),
+        CliOption("--media-contrast", type=float, default=0.0,
+                  help="alpha of media-contrastive decoding (mico_chat.contrast, VCD; 0: off, VCD's default 1)"),
         CliOption("--device", help="cpu, cuda, cuda:1 (default: auto; with several processes cuda:LOCAL_RANK)"),
         CliOption("--dtype", help="float32, bfloat16 (default: auto)"),
         CliOption("--overwrite", switch=True, help="discard a prediction cache made differently"),
@@ -221,6 +224,7 @@ def _run_benchmark(task: type[Benchmark], args: argparse.Namespace, parallel: Da
         )
     chat = ChatModel.load(args.model, llm=args.llm, device=parallel.device(args.device), dtype=args.dtype)
     settings = with_max_new_tokens(resolve_settings(bench, None), args.max_new_tokens)
+    settings = replace(settings, media_contrast=args.media_contrast)
     result = evaluate(
         bench,
         chat,

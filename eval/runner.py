@@ -228,7 +228,8 @@ def evaluate(
     header = {
         "model": model_info.get("name") or model_info.get("llm"),
         "items": len(items),
-        "decoding": "greedy" if settings.greedy else f"temperature={settings.temperature}",
+        "decoding": ("greedy" if settings.greedy else f"temperature={settings.temperature}")
+        + (f", media contrast {settings.media_contrast:g}" if settings.media_contrast > 0 else ""),
         "max_new_tokens": settings.max_new_tokens,
         "batch_size": batch_size,
     }

@@ -41,12 +41,19 @@ class GenerationSettings:
     top_k: int = 0
     repetition_penalty: float = 1.0
     seed: int | None = None
+    media_contrast: float = 0.0
+    media_contrast_cutoff: float = 0.1
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
+        if self.media_contrast < 0 or not 0 < self.media_contrast_cutoff <= 1:
+            raise ValueError(
+                f"need media_contrast >= 0 and 0 < media_contrast_cutoff <= 1, "
+                f"got {self.media_contrast}, {self.media_contrast_cutoff}"
+            )
 
     @property
     def greedy(self) -> bool:
@@ -58,6 +65,8 @@ class GenerationSettings:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
             kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or None)
+        if self.media_contrast > 0:  # media-contrastive decoding (mico_chat.contrast)
+            kwargs.update(media_contrast=self.media_contrast, media_contrast_cutoff=self.media_contrast_cutoff)
         return kwargs
 
     def to_dict(self) -> dict[str, Any]:

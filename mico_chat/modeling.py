@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM, LogitsProcessorList, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 
 from mico_chat.connectors import GatedXAttn, GatedXAttnConfig, build_connector
@@ -26,6 +26,7 @@ from mico_chat.encoders import MiCoEncoder
 from mico_chat.modality import MediaLayout, Modality
 
 from .configuration import MiCoChatConfig
+from .contrast import MediaContrastLogitsProcessor, noise_like, noise_like_media
 
 
 class MediaTokenMismatchError(ValueError):
@@ -370,6 +371,8 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         media: Mapping[str, torch.Tensor] | None = None,
         video_audio: torch.Tensor | None = None,
         video_spans: torch.Tensor | None = None,
+        media_contrast: float = 0.0,
+        media_contrast_cutoff: float = 0.1,
         **generate_kwargs,
     ) -> torch.LongTensor:
         """Generate continuations; returns only the new tokens, ``(B, new)``.
@@ -377,10 +380,27 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         The media are encoded once and merged into the prompt embeddings (with ``gated_xattn``:
         set for the adapters for the whole decode); the LLM's own ``generate`` then decodes
         (greedy, sampling, streamers and stopping criteria all apply).
+
+        ``media_contrast`` > 0 decodes media-contrastively (:mod:`mico_chat.contrast`, VCD): each
+        step's scores are contrasted with those of the same prompt over Gaussian-noise media, with
+        that strength (alpha) and plausibility cutoff ``media_contrast_cutoff``.
         """
         inputs_embeds = self.embed_inputs(input_ids, media, video_audio=video_audio, video_spans=video_spans)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        if media_contrast > 0:
+            if self.gated_xattn is not None:
+                raise ValueError("media_contrast needs media tokens in the prompt; gated_xattn models have none")
+            if generate_kwargs.get("num_beams", 1) > 1 or generate_kwargs.get("num_return_sequences", 1) > 1:
+                raise ValueError("media_contrast decodes one sequence per prompt (no beams, one return sequence)")
+            track = None if video_audio is None else noise_like(video_audio, seed=1)
+            negative = self.embed_inputs(input_ids, noise_like_media(media), video_audio=track, video_spans=video_spans)
+            contrast = MediaContrastLogitsProcessor(
+                self.language_model, negative, attention_mask, alpha=media_contrast, cutoff=media_contrast_cutoff
+            )
+            generate_kwargs["logits_processor"] = LogitsProcessorList(
+                [*generate_kwargs.get("logits_processor", []), contrast]
+            )
         with nullcontext() if self.gated_xattn is None else self.adapter_media(media, input_ids=input_ids):
             return self.language_model.generate(
                 inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
