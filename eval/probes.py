@@ -123,6 +123,7 @@ def encode_world(
     *,
     batch_size: int = 8,
     recolour_seed: int | None = None,
+    grey: bool = False,
 ) -> tuple[dict[str, torch.Tensor], Labels]:
     """Encode the clips of a synthetic world (the first ``limit``) with a frozen encoder.
 
@@ -134,6 +135,8 @@ def encode_world(
         recolour_seed: show each clip's frames with their RGB channels in one of the five other
             orders (drawn per clip from this seed; :func:`mico_chat.pretraining.data.shuffle_channels`),
             so that colour labels no longer follow the pixels; ``None``: as they are.
+        grey: show the frames in grey (:func:`mico_chat.pretraining.data.grayscale`, as the
+            pretraining's colour-free view does), after any recolouring.
 
     Returns:
         ``(features, labels)``: ``features["video"]`` is ``(N, (3 + T) * D)`` float32 with
@@ -174,6 +177,10 @@ def encode_world(
             video = torch.stack(inputs["video"])  # (B, S, 3, H, W)
             orders = [CHANNEL_ORDERS[int(i)] for i in picks]
             inputs["video"] = list(shuffle_channels(video, orders, settings.image_mean, settings.image_std))
+        if grey:
+            from mico_chat.pretraining.data import grayscale
+
+            inputs["video"] = [grayscale(v) for v in inputs["video"]]
         for modality, tensors in inputs.items():
             values = torch.stack(tensors).to(param.device, param.dtype)  # (B, S, ...)
             encoded = encoder({modality: values})[Modality(modality)]  # (B, S*(1+P), D)
@@ -410,6 +417,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="fit the probes on training clips with their RGB channels shuffled (one of five other orders "
         "per clip), so colour cannot stand in for shape: does the encoder hold shape apart from colour?",
     )  # fmt: skip
+    parser.add_argument(
+        "--grey", choices=("train", "heldout", "both"),
+        help="show these clips' frames in grey (the pretraining's colour-free view): do the encoder's features "
+        "of grey frames hold shape for held-out pairs (both), and do they transfer to colour frames (train)?",
+    )  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
     parser.add_argument("--no-progress", action="store_true")
@@ -419,10 +431,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.num_frames is not None:
         settings = MediaSettings.from_dict({**settings.to_dict(), "num_frames": args.num_frames})
     common = dict(progress=not args.no_progress, batch_size=args.batch_size)
+    recolour = 0 if args.recolour_train else None
+    grey_train, grey_heldout = args.grey in ("train", "both"), args.grey in ("heldout", "both")
     train = encode_world(
-        encoder, settings, args.train, limit=args.train_limit, recolour_seed=0 if args.recolour_train else None, **common
+        encoder, settings, args.train, limit=args.train_limit, recolour_seed=recolour, grey=grey_train, **common
     )
-    heldout = encode_world(encoder, settings, args.heldout, limit=args.heldout_limit, **common)
+    heldout = encode_world(encoder, settings, args.heldout, limit=args.heldout_limit, grey=grey_heldout, **common)
     results = probe_factors(train, heldout, l2=args.l2)
     print(format_table(results))
     if args.out:
@@ -435,6 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "media_settings": settings.to_dict(),
             "l2": args.l2,
             "recolour_train": args.recolour_train,
+            "grey": args.grey,
             "results": [r.to_json() for r in results],
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,10 +22,10 @@ from mico_chat.eval.probes import (
     probe_factors,
     readout,
 )
-from mico_chat.instruct_data.synth import SceneConfig, WorldConfig, generate_world
+from mico_chat.instruct_data.synth import SceneConfig, WorldConfig, generate_world, read_world
 from mico_chat.instruct_data.synth import factors as F
-from mico_chat.modality import MediaLayout
-from mico_chat.preprocess import MediaSettings
+from mico_chat.modality import MediaLayout, Modality
+from mico_chat.preprocess import MediaSettings, preprocess
 
 # Smallest frames the generator draws, one short duration, few frames per second, no records:
 # 36 clips render in well under a second.
@@ -202,3 +202,20 @@ def test_load_encoder_reads_the_saved_settings(tmp_path, encoder, tiny_chat):
     assert settings == tiny_chat.processor.settings
     for name, value in tiny_chat.model.encoder.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
+
+
+def test_grey_encoding_equals_encoding_grey_frames(encoded, worlds, encoder):
+    from mico_chat.pretraining.data import grayscale
+
+    (plain, labels) = encoded[0]
+    grey, same_labels = encode_world(encoder, SETTINGS, worlds[0], limit=4, progress=False, grey=True)
+    assert {k: v[:4] for k, v in labels.items()} == same_labels
+    torch.testing.assert_close(grey["audio"], plain["audio"][:4], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(grey["video"], plain["video"][:4], atol=1e-3)
+    # The same as encoding the grey frames by hand: each pixel's channel mean in every channel.
+    entry = read_world(worlds[0])[0]
+    frames = preprocess(Modality.VIDEO, worlds[0] / entry["media"]["video"], SETTINGS, encoder.config)
+    with torch.no_grad():
+        out = encoder({"video": grayscale(frames)[None]})[Modality.VIDEO]
+    layout = encoder.layout("video", frames.shape[0])
+    torch.testing.assert_close(grey["video"][0], readout(out, layout, per_segment=True)[0], rtol=1e-4, atol=1e-5)
