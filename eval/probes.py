@@ -47,7 +47,7 @@ from mico_chat.encoders import MiCoEncoder, MiCoEncoderConfig
 from mico_chat.instruct_data.synth import Scene, read_world
 from mico_chat.media import MediaError
 from mico_chat.modality import MediaLayout, Modality
-from mico_chat.preprocess import MediaSettings, preprocess
+from mico_chat.preprocess import MediaSettings, grayscale, preprocess
 from mico_chat.processing import MiCoChatProcessor
 
 VISION_FACTORS: tuple[str, ...] = (
@@ -135,7 +135,7 @@ def encode_world(
         recolour_seed: show each clip's frames with their RGB channels in one of the five other
             orders (drawn per clip from this seed; :func:`mico_chat.pretraining.data.shuffle_channels`),
             so that colour labels no longer follow the pixels; ``None``: as they are.
-        grey: show the frames in grey (:func:`mico_chat.pretraining.data.grayscale`, as the
+        grey: show the frames in grey (:func:`mico_chat.preprocess.grayscale`, as the
             pretraining's colour-free view does), after any recolouring.
 
     Returns:
@@ -178,8 +178,6 @@ def encode_world(
             orders = [CHANNEL_ORDERS[int(i)] for i in picks]
             inputs["video"] = list(shuffle_channels(video, orders, settings.image_mean, settings.image_std))
         if grey:
-            from mico_chat.pretraining.data import grayscale
-
             inputs["video"] = [grayscale(v) for v in inputs["video"]]
         for modality, tensors in inputs.items():
             values = torch.stack(tensors).to(param.device, param.dtype)  # (B, S, ...)

@@ -7,7 +7,7 @@ and tests all call it. Loading a *saved* MiCo-Chat folder is ``from_pretrained``
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -50,6 +50,7 @@ def build_model(
     llm_name: str | None = None,
     llm_load_kwargs: Mapping[str, Any] | None = None,
     gated_xattn: Mapping[str, Any] | None = None,
+    grey_views: Sequence[str] = (),
 ) -> tuple[MiCoChatForConditionalGeneration, MiCoChatProcessor]:
     """A MiCo-Chat model with the LLM's pretrained weights and freshly initialised encoder/connectors.
 
@@ -71,6 +72,7 @@ def build_model(
             ``device_map``); a quantized LLM keeps its own dtypes and placement.
         gated_xattn: a :class:`~mico_chat.connectors.GatedXAttnConfig` dict: media reach the LLM
             through gated cross-attention adapters instead of as tokens (see ``MiCoChatConfig``).
+        grey_views: modalities also read in grey, their tokens after the item's own (``MiCoChatConfig``).
 
     Returns:
         ``(model, processor)``; the model is in eval mode.
@@ -99,6 +101,7 @@ def build_model(
         system_prompt=system_prompt,
         llm_name_or_path=llm_name,
         gated_xattn=None if gated_xattn is None else dict(gated_xattn),
+        grey_views=list(grey_views),
     )
     attn_implementation = language_model.config._attn_implementation or "sdpa"
     with torch.random.fork_rng(devices=[]):

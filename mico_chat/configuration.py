@@ -31,6 +31,12 @@ class MiCoChatConfig(PreTrainedConfig):
             gated cross-attention adapters in the LLM's decoder layers instead of as tokens: the
             processor then puts no media tokens in the text (:meth:`num_media_tokens` is 0) and
             the per-modality connectors are not used. ``None`` (default): media as tokens.
+        grey_views: modalities with colour input (``video``, ``image``) whose items the model also
+            reads in grey: the encoder runs a second time on the frames with each pixel's channel
+            mean in every channel, and the connector's tokens of that colour-free view follow the
+            item's own (twice the item's tokens). Where training pairs colours with shapes, an
+            encoder's features of colour frames can hold shape only together with colour, while its
+            features of grey frames hold it alone (docs/default_model.md).
     """
 
     model_type = "mico_chat"
@@ -48,6 +54,7 @@ class MiCoChatConfig(PreTrainedConfig):
     llm_name_or_path: str | None = None
     tie_word_embeddings: bool = False
     gated_xattn: dict | None = None
+    grey_views: list | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -64,8 +71,19 @@ class MiCoChatConfig(PreTrainedConfig):
         self.media_token_ids = {str(Modality.parse(m)): int(i) for m, i in (self.media_token_ids or {}).items()}
         if self.gated_xattn is not None:
             self.gated_xattn = GatedXAttnConfig.from_dict(self.gated_xattn).to_dict()
+        self.set_grey_views(self.grey_views or [])
         if self.chat_template not in TEMPLATES:
             raise ValueError(f"unknown chat_template {self.chat_template!r}; registered: {', '.join(TEMPLATES)}")
+
+    def set_grey_views(self, modalities: list[str]) -> None:
+        """Set ``grey_views`` (see the class docstring), checking each is a colour input."""
+        views = sorted({Modality.parse(m).value for m in modalities})
+        for m in views:
+            if m not in self.encoder_config.modalities or Modality(m).input_kind != "rgb":
+                raise ValueError(f"grey_views: {m} is not a colour input of this encoder ({self.encoder_config.modalities})")
+        if views and self.gated_xattn is not None:
+            raise ValueError("grey_views adds media tokens; gated_xattn models have none")
+        self.grey_views = views
 
     @property
     def modalities(self) -> list[Modality]:
@@ -85,12 +103,14 @@ class MiCoChatConfig(PreTrainedConfig):
     def num_media_tokens(self, modality: str | Modality, num_segments: int) -> int:
         """How many LLM tokens one ``modality`` item with ``num_segments`` segments becomes (1 with
         ``gated_xattn``: the media reach the LLM through its adapters, and the one placeholder token
-        only marks where the item stands, whatever its number of frames)."""
+        only marks where the item stands, whatever its number of frames); twice the connector's
+        tokens for a modality in ``grey_views``."""
         layout: MediaLayout = self.encoder_config.layout(modality, num_segments)
         if self.gated_xattn is not None:
             return 1
         config = self.connector_config(modality)
-        return connector_class(config.type).num_tokens(config, layout)
+        views = 2 if Modality.parse(modality).value in self.grey_views else 1
+        return views * connector_class(config.type).num_tokens(config, layout)
 
 
 # Auto classes (AutoConfig, and AutoTokenizer reading a saved folder) know this model type.

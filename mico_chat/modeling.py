@@ -24,6 +24,7 @@ from transformers.modeling_outputs import ModelOutput
 from mico_chat.connectors import GatedXAttn, GatedXAttnConfig, build_connector
 from mico_chat.encoders import MiCoEncoder
 from mico_chat.modality import MediaLayout, Modality
+from mico_chat.preprocess import grayscale
 
 from .configuration import MiCoChatConfig
 from .contrast import MediaContrastLogitsProcessor, noise_like, noise_like_media
@@ -133,9 +134,16 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         projected = {}
         for modality, feats in features.items():
             if modality is Modality.VIDEO and video_audio is not None:
+                if modality.value in self.config.grey_views:
+                    raise ValueError("grey_views and a video connector that fuses the audio track do not combine")
                 projected[modality] = self._fuse_track(feats, layouts[modality], video_audio, video_spans)
                 continue
-            projected[modality] = self.connectors[modality.value](feats, layouts[modality])  # (N, M, d_llm)
+            connector = self.connectors[modality.value]
+            if modality.value in self.config.grey_views:  # [colour; grey] features: each view its own tokens
+                colour, grey = feats.chunk(2, dim=1)
+                projected[modality] = torch.cat([connector(colour, layouts[modality]), connector(grey, layouts[modality])], 1)
+                continue
+            projected[modality] = connector(feats, layouts[modality])  # (N, M, d_llm)
         return projected
 
     def _fuse_track(
@@ -173,23 +181,41 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         media: Mapping[str | Modality, torch.Tensor] | None,
         encoder_features: Mapping[str | Modality, torch.Tensor] | None,
     ) -> tuple[dict[Modality, torch.Tensor], dict[Modality, MediaLayout]]:
-        """Encoder outputs ``{modality: (N, S*(1+P), D)}`` and their layouts, from media or cached features."""
+        """Encoder outputs ``{modality: (N, S*(1+P), D)}`` and their layouts, from media or cached features.
+
+        For a modality in ``config.grey_views`` the features are ``(N, 2*S*(1+P), D)``: those of the
+        frames as they are, then those of the same frames in grey (cached features hold both so);
+        the layout is one view's.
+        """
         inputs = {Modality.parse(m): v for m, v in (media or {}).items() if v is not None and v.numel() > 0}
         cached = {Modality.parse(m): f for m, f in (encoder_features or {}).items() if f is not None and f.numel() > 0}
         both = sorted(str(m) for m in set(inputs) & set(cached))
         if both:
             raise ValueError(f"{', '.join(both)}: give media or encoder_features for a modality, not both")
-        features: dict[Modality, torch.Tensor] = self.encoder(inputs) if inputs else {}
+        features: dict[Modality, torch.Tensor] = self.encode_items(inputs) if inputs else {}
         layouts = {m: self.encoder.layout(m, self.encoder.as_segments(m, v).shape[1]) for m, v in inputs.items()}
         for modality, feats in cached.items():
             per_segment = self.encoder.layout(modality, 1).tokens_per_segment
-            if feats.dim() != 3 or feats.shape[1] % per_segment:
+            views = 2 if modality.value in self.config.grey_views else 1
+            if feats.dim() != 3 or feats.shape[1] % (views * per_segment):
                 raise ValueError(
-                    f"{modality} encoder_features must be (N, S*{per_segment}, D), got {tuple(feats.shape)}"
+                    f"{modality} encoder_features must be (N, {views}*S*{per_segment}, D), got {tuple(feats.shape)}"
                 )
             features[modality] = feats
-            layouts[modality] = self.encoder.layout(modality, feats.shape[1] // per_segment)
+            layouts[modality] = self.encoder.layout(modality, feats.shape[1] // (views * per_segment))
         return features, layouts
+
+    def encode_items(self, inputs: Mapping[str | Modality, torch.Tensor]) -> dict[Modality, torch.Tensor]:
+        """The encoder's outputs for the processor's tensors, ``{modality: (N, S*(1+P), D)}``; for a
+        modality in ``config.grey_views``, the outputs for its frames in grey appended along the
+        tokens, ``(N, 2*S*(1+P), D)`` (what a feature cache stores for it)."""
+        inputs = {Modality.parse(m): v for m, v in inputs.items()}
+        features = self.encoder(inputs)
+        grey = {m: grayscale(v) for m, v in inputs.items() if m.value in self.config.grey_views}
+        if grey:
+            for modality, feats in self.encoder(grey).items():
+                features[modality] = torch.cat([features[modality], feats], dim=1)
+        return features
 
     def adapter_media(
         self,

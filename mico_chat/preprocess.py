@@ -137,6 +137,12 @@ def _resize_map(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
 
 
+def grayscale(values: torch.Tensor) -> torch.Tensor:
+    """Frames or images ``(..., 3, H, W)`` with each pixel's channel mean in every channel (the
+    colour-free view of pretraining's grey datasets and of a model's ``grey_views``)."""
+    return values.mean(dim=-3, keepdim=True).expand_as(values).contiguous()
+
+
 def preprocess_image(source: Source, settings: MediaSettings, encoder: MiCoEncoderConfig) -> torch.Tensor:
     pixels = np.asarray(source) if _is_array(source) else media_io.load_image(source, limits=settings.limits)
     return _rgb_to_tensor(pixels[None], encoder.image_size, settings)  # (1, 3, S, S)

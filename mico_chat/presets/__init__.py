@@ -49,6 +49,7 @@ class PresetSpec:
         llm: a known fetchable LLM name or a local folder.
         encoder: :class:`~mico_chat.encoders.MiCoEncoderConfig` fields, or ``{"preset": name, ...}``.
         connectors: ``{modality: connector config}`` (:class:`~mico_chat.connectors.ConnectorConfig`).
+        grey_views: modalities also read in grey (:class:`~mico_chat.configuration.MiCoChatConfig`).
         chat_template: ``"llm"`` (the LLM's own) or a template name.
         system_prompt: the default system prompt (``None``: the template's).
         media_settings: :class:`~mico_chat.preprocess.MediaSettings` fields.
@@ -64,6 +65,7 @@ class PresetSpec:
     llm: str
     encoder: dict[str, Any]
     connectors: dict[str, Any] = field(default_factory=dict)
+    grey_views: list[str] = field(default_factory=list)
     chat_template: str = "llm"
     system_prompt: str | None = None
     media_settings: dict[str, Any] = field(default_factory=dict)
@@ -96,7 +98,7 @@ class PresetSpec:
         if missing:
             raise ConfigError(f"{source}: missing preset key(s) {', '.join(missing)}")
         kinds = {
-            "llm": str, "encoder": dict, "connectors": (dict, type(None)), "chat_template": str,
+            "llm": str, "encoder": dict, "connectors": (dict, type(None)), "grey_views": list, "chat_template": str,
             "system_prompt": (str, type(None)), "media_settings": dict, "seed": int, "weights": (str, type(None)),
             "trained": bool, "description": str, "note": str, "card": (str, type(None)), "eval": dict,
         }  # fmt: skip
@@ -167,6 +169,7 @@ def load_preset(
         path,
         encoder=spec.encoder,
         connectors=spec.connectors or None,
+        grey_views=spec.grey_views,
         chat_template=spec.chat_template,
         system_prompt=spec.system_prompt,
         settings=MediaSettings.from_dict(spec.media_settings),

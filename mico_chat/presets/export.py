@@ -133,6 +133,7 @@ def export_preset(
         "system_prompt": config.system_prompt,
         "encoder": encoder_spec(config.encoder_config),
         "connectors": {k: dict(v) for k, v in config.connectors.items()},
+        "grey_views": list(config.grey_views),
         "media_settings": processor.settings.to_dict(),
         "seed": 0,
         "weights": None,

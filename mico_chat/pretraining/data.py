@@ -30,7 +30,7 @@ from mico_chat.encoders import MiCoEncoderConfig, PretrainingBatch, join_caption
 from mico_chat.instruct_data.records import BadRecord, Record, read_records
 from mico_chat.media import MediaError
 from mico_chat.modality import Modality
-from mico_chat.preprocess import CLIP_MEAN, CLIP_STD, MediaSettings, preprocess
+from mico_chat.preprocess import CLIP_MEAN, CLIP_STD, MediaSettings, grayscale, preprocess
 
 from .config import DatasetSpec, PretrainConfigError
 
@@ -101,11 +101,6 @@ class WordDropper:
     def __call__(self, text: str) -> str:
         out = re.sub(r"\s+([,.;:!?])", r"\1", re.sub(r"\s{2,}", " ", self.pattern.sub("", text))).strip()
         return out[:1].upper() + out[1:] if text[:1].isupper() else out
-
-
-def grayscale(values: torch.Tensor) -> torch.Tensor:
-    """Frames or images ``(..., 3, H, W)`` with each pixel's channel mean in every channel."""
-    return values.mean(dim=-3, keepdim=True).expand_as(values).contiguous()
 
 
 CHANNEL_ORDERS: tuple[tuple[int, int, int], ...] = ((0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))

@@ -76,6 +76,10 @@ class ModelSection:
         dtype: parameter dtype: ``auto`` (bfloat16 when training in bf16 on a GPU, else
             float32), ``float32``, ``bfloat16``, ``float16``.
         attn_implementation: the LLM's attention backend (``sdpa``, ``flash_attention_2``, ``eager``).
+        grey_views: set the model's colour-free views (``[video]``: each video is also read in
+            grey, its tokens after the video's own; see :class:`~mico_chat.configuration.MiCoChatConfig`);
+            ``None`` keeps the model's. A connector reads both views, so a saved folder's trained
+            connector serves the grey tokens from the first step.
     """
 
     preset: str | None = "default"
@@ -89,6 +93,7 @@ class ModelSection:
     system_prompt: str | None = None
     dtype: str = "auto"
     attn_implementation: str = "sdpa"
+    grey_views: list[str] | None = None
 
 
 @dataclass

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from mico_chat import media as media_io
 from mico_chat.instruct_data.records import BadRecord, Record, read_records
 from mico_chat.modality import Modality
+from mico_chat.preprocess import grayscale
 from mico_chat.processing import (
     IGNORE_INDEX,
     MediaItem,
@@ -474,16 +475,26 @@ class SampleDataset(Dataset):
         return out
 
     def _count(self, modality: Modality, feats: torch.Tensor) -> int:
-        per_segment = self.processor.config.encoder_config.layout(modality, 1).tokens_per_segment
-        return self.processor.config.num_media_tokens(modality, feats.shape[0] // per_segment)
+        config = self.processor.config
+        per_segment = config.encoder_config.layout(modality, 1).tokens_per_segment
+        views = 2 if modality.value in config.grey_views else 1  # cached [colour; grey] features
+        return config.num_media_tokens(modality, feats.shape[0] // (views * per_segment))
 
 
 @torch.no_grad()
 def cache_encoder_features(
-    dataset: SampleDataset, encoder: torch.nn.Module, *, dtype: torch.dtype = torch.float32, progress: bool = True
+    dataset: SampleDataset,
+    encoder: torch.nn.Module,
+    *,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    grey_views: Sequence[str] = (),
 ) -> list[list[tuple[str, torch.Tensor]]]:
     """Run the (frozen) encoder once over every sample's media; returns per-sample
-    ``[(modality, (S*(1+P), D))]`` in placeholder order, stored in ``dtype`` on the CPU.
+    ``[(modality, (S*(1+P), D))]`` in placeholder order, stored in ``dtype`` on the CPU. For a
+    modality in ``grey_views``, the features of its frames in grey follow along the tokens,
+    ``(2*S*(1+P), D)``, as :meth:`~mico_chat.modeling.MiCoChatForConditionalGeneration.encode_items`
+    gives them.
 
     The encoder must not train: its outputs would go stale after the first step.
     """
@@ -505,7 +516,10 @@ def cache_encoder_features(
             raise DataError(f"{spec.source} (id {spec.record_id}): {err}") from err
         feats = []
         for item, tensor in zip(spec.media, tensors):
-            encoded = encoder({item.modality: tensor[None].to(param.device, param.dtype)})[item.modality]  # (1, L, D)
+            views = [tensor[None].to(param.device, param.dtype)]
+            if item.modality.value in grey_views:
+                views.append(grayscale(views[0]))
+            encoded = torch.cat([encoder({item.modality: v})[item.modality] for v in views], dim=1)  # (1, L, D)
             feats.append((item.modality.value, encoded[0].to("cpu", dtype)))
         out.append(feats)
     encoder.train(was_training)

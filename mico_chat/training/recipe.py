@@ -170,6 +170,9 @@ class TrainRecipe:
         if data.cache_encoder_features:
             encoder = self._unwrapped().encoder
             encoder.to(self._device())  # the Trainer moves the rest of the model later
+            grey_views = self._unwrapped().config.grey_views
+            if data.feature_store and grey_views:
+                raise TrainConfigError("data.feature_store holds no grey views; unset it for a model with grey_views")
             if data.feature_store:
                 features = stored_encoder_features(
                     data.feature_store, self.scan.samples, encoder, processor, dtype=DTYPES[data.cache_dtype]
@@ -180,6 +183,7 @@ class TrainRecipe:
                     encoder,
                     dtype=DTYPES[data.cache_dtype],
                     progress=self.progress,
+                    grey_views=grey_views,
                 )
         dataset = SampleDataset(self.scan.samples, processor, features)
         content_tokens = None
@@ -277,6 +281,11 @@ class TrainRecipe:
             model.config.chat_template = template
         if cfg.system_prompt is not None:
             model.config.system_prompt = cfg.system_prompt
+        if cfg.grey_views is not None:
+            try:
+                model.config.set_grey_views(cfg.grey_views)
+            except ValueError as err:
+                raise TrainConfigError(f"model.grey_views: {err}") from None
         processor = MiCoChatProcessor(processor.tokenizer, model.config, settings)
         return model, processor
 

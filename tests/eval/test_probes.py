@@ -205,7 +205,7 @@ def test_load_encoder_reads_the_saved_settings(tmp_path, encoder, tiny_chat):
 
 
 def test_grey_encoding_equals_encoding_grey_frames(encoded, worlds, encoder):
-    from mico_chat.pretraining.data import grayscale
+    from mico_chat.preprocess import grayscale
 
     (plain, labels) = encoded[0]
     grey, same_labels = encode_world(encoder, SETTINGS, worlds[0], limit=4, progress=False, grey=True)
