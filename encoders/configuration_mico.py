@@ -66,7 +66,9 @@ class MiCoEncoderConfig(PreTrainedConfig):
         pooling: the item's global feature (:meth:`MiCoEncoder.pool`): ``"cls"``, the mean over
             segments of each segment's CLS token (``hidden_size`` wide), or ``"cls_max"``, that
             mean concatenated with the maximum over every patch token (``2 * hidden_size``): a small
-            object a few patches wide survives a max where a mean over all patches dilutes it.
+            object a few patches wide survives a max where a mean over all patches dilutes it;
+            ``"cls_max_delta"`` adds the last segment's CLS minus the first's (``3 * hidden_size``),
+            the one order-dependent part, so that pretraining heads can read a direction of motion.
     """
 
     model_type = "mico_encoder"
@@ -94,7 +96,7 @@ class MiCoEncoderConfig(PreTrainedConfig):
     patch_bias: bool = True
     pre_layernorm: bool = False
     patch_embedding: Literal["linear", "conv"] = "linear"
-    pooling: Literal["cls", "cls_max"] = "cls"
+    pooling: Literal["cls", "cls_max", "cls_max_delta"] = "cls"
 
     def __post_init__(self, **kwargs):
         if self.modalities is None:
@@ -118,8 +120,8 @@ class MiCoEncoderConfig(PreTrainedConfig):
         self._check_long_items()
         if self.patch_embedding not in ("linear", "conv"):
             raise ValueError(f"patch_embedding must be 'linear' or 'conv', got {self.patch_embedding!r}")
-        if self.pooling not in ("cls", "cls_max"):
-            raise ValueError(f"pooling must be 'cls' or 'cls_max', got {self.pooling!r}")
+        if self.pooling not in ("cls", "cls_max", "cls_max_delta"):
+            raise ValueError(f"pooling must be 'cls', 'cls_max' or 'cls_max_delta', got {self.pooling!r}")
         if self.patch_embedding == "conv":
             for kind, size in (("image", self.patch_size), ("audio", self.audio_patch_size)):
                 if size < 2 or size & (size - 1):
@@ -171,7 +173,7 @@ class MiCoEncoderConfig(PreTrainedConfig):
     @property
     def pooled_size(self) -> int:
         """Width of :meth:`MiCoEncoder.pool`'s global feature."""
-        return 2 * self.hidden_size if self.pooling == "cls_max" else self.hidden_size
+        return {"cls": 1, "cls_max": 2, "cls_max_delta": 3}[self.pooling] * self.hidden_size
 
     @property
     def max_patches(self) -> int:

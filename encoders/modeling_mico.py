@@ -306,12 +306,17 @@ class MiCoEncoder(MiCoEncoderPreTrainedModel):
     def pool(features: torch.Tensor, layout: MediaLayout, mode: str = "cls") -> torch.Tensor:
         """Global item embedding (``config.pooling``): the mean over segments of each segment's CLS
         token, ``(N, D)``; with ``mode="cls_max"`` followed by the maximum over all patch tokens of
-        all segments, ``(N, 2 * D)``."""
+        all segments, ``(N, 2 * D)``; with ``"cls_max_delta"`` followed by the last segment's CLS
+        minus the first's, ``(N, 3 * D)``: the only part that depends on the segments' order, so
+        a head on it can tell a clip from the same clip played backwards (a direction of motion)."""
         n = features.shape[0]
         tokens = features.view(n, layout.num_segments, layout.tokens_per_segment, -1)  # (N, S, 1+P, D)
         cls = tokens[:, :, 0].mean(dim=1)  # (N, D)
         if mode == "cls":
             return cls
-        if mode == "cls_max":
-            return torch.cat([cls, tokens[:, :, 1:].amax(dim=(1, 2))], dim=-1)  # (N, 2D)
-        raise ValueError(f"pooling must be 'cls' or 'cls_max', got {mode!r}")
+        if mode in ("cls_max", "cls_max_delta"):
+            parts = [cls, tokens[:, :, 1:].amax(dim=(1, 2))]
+            if mode == "cls_max_delta":
+                parts.append(tokens[:, -1, 0] - tokens[:, 0, 0])
+            return torch.cat(parts, dim=-1)  # (N, 2D) or (N, 3D)
+        raise ValueError(f"pooling must be 'cls', 'cls_max' or 'cls_max_delta', got {mode!r}")

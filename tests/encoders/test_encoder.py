@@ -156,6 +156,20 @@ def test_pool_cls_max_appends_the_patch_maximum():
     assert MiCoEncoderConfig(**{**TINY_ENCODER, "pooling": "cls_max"}).pooled_size == 64
 
 
+def test_pool_cls_max_delta_is_the_only_part_that_sees_the_order():
+    feats = torch.randn(2, 3 * 17, 4)
+    layout = MediaLayout(3, 4, 4)
+    tokens = feats.view(2, 3, 17, 4)
+    pooled = MiCoEncoder.pool(feats, layout, "cls_max_delta")
+    assert pooled.shape == (2, 12)
+    torch.testing.assert_close(pooled[:, :8], MiCoEncoder.pool(feats, layout, "cls_max"))
+    torch.testing.assert_close(pooled[:, 8:], tokens[:, 2, 0] - tokens[:, 0, 0])
+    backwards = MiCoEncoder.pool(tokens.flip(1).reshape(2, 3 * 17, 4), layout, "cls_max_delta")
+    torch.testing.assert_close(backwards[:, :8], pooled[:, :8])  # order-free parts unchanged
+    torch.testing.assert_close(backwards[:, 8:], -pooled[:, 8:])  # the clip played backwards
+    assert MiCoEncoderConfig(**{**TINY_ENCODER, "pooling": "cls_max_delta"}).pooled_size == 96
+
+
 @pytest.mark.parametrize(
     "fields, message",
     [
