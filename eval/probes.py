@@ -92,9 +92,13 @@ def factor_labels(scene: Scene) -> dict[str, str | None]:
     }
 
 
-def readout(encoded: torch.Tensor, layout: MediaLayout, *, per_segment: bool) -> torch.Tensor:
+def readout(encoded: torch.Tensor, layout: MediaLayout, *, per_segment: bool, grid: int = 0) -> torch.Tensor:
     """Encoder output ``(N, S*(1+P), D)`` -> clip features ``(N, 3*D)``, or ``(N, (3+S)*D)`` with
-    ``per_segment``: mean CLS over segments, mean and max patch token, then each segment's CLS in order."""
+    ``per_segment``: mean CLS over segments, mean and max patch token, then each segment's CLS in order.
+
+    ``grid`` > 0 (with ``per_segment``) appends each segment's patches average-pooled to a
+    ``grid x grid`` map, in order, ``(N, S*grid*grid*D)`` more: where things are in each frame, as
+    the chat model's connector (``pool: 2``) hands them to the LLM."""
     n = encoded.shape[0]
     tokens = encoded.view(n, layout.num_segments, layout.tokens_per_segment, -1)  # (N, S, 1+P, D)
     cls = tokens[:, :, 0]  # (N, S, D)
@@ -102,6 +106,10 @@ def readout(encoded: torch.Tensor, layout: MediaLayout, *, per_segment: bool) ->
     parts = [cls.mean(dim=1), patches.mean(dim=(1, 2)), patches.amax(dim=(1, 2))]  # 3 x (N, D)
     if per_segment:
         parts.append(cls.flatten(1))  # (N, S*D)
+        if grid:
+            maps = patches.reshape(n * layout.num_segments, layout.grid_h, layout.grid_w, -1).permute(0, 3, 1, 2)
+            pooled = F.adaptive_avg_pool2d(maps, grid)  # (N*S, D, grid, grid)
+            parts.append(pooled.reshape(n, -1))
     return torch.cat(parts, dim=1)
 
 
@@ -124,6 +132,7 @@ def encode_world(
     batch_size: int = 8,
     recolour_seed: int | None = None,
     grey: bool = False,
+    grid: int = 0,
 ) -> tuple[dict[str, torch.Tensor], Labels]:
     """Encode the clips of a synthetic world (the first ``limit``) with a frozen encoder.
 
@@ -137,10 +146,12 @@ def encode_world(
             so that colour labels no longer follow the pixels; ``None``: as they are.
         grey: show the frames in grey (:func:`mico_chat.preprocess.grayscale`, as the
             pretraining's colour-free view does), after any recolouring.
+        grid: add each frame's patches pooled to a ``grid x grid`` map to the video features
+            (:func:`readout`).
 
     Returns:
         ``(features, labels)``: ``features["video"]`` is ``(N, (3 + T) * D)`` float32 with
-        ``T = settings.num_frames``, ``features["audio"]`` is ``(N, 3 * D)`` (see :func:`readout`);
+        ``T = settings.num_frames`` (``(N, (3 + T + T * grid**2) * D)`` with ``grid``), ``features["audio"]`` is ``(N, 3 * D)`` (see :func:`readout`);
         ``labels`` maps every factor of :data:`FACTOR_MODALITY` to N labels (:func:`factor_labels`).
 
     A clip whose media cannot be read raises ``ValueError`` naming it: a probe over a silently
@@ -183,7 +194,8 @@ def encode_world(
             values = torch.stack(tensors).to(param.device, param.dtype)  # (B, S, ...)
             encoded = encoder({modality: values})[Modality(modality)]  # (B, S*(1+P), D)
             layout = encoder.layout(modality, values.shape[1])
-            columns[modality].append(readout(encoded, layout, per_segment=modality == "video").float().cpu())
+            video = modality == "video"
+            columns[modality].append(readout(encoded, layout, per_segment=video, grid=grid if video else 0).float().cpu())
         bar.update(len(batch))
     bar.close()
     encoder.train(was_training)
@@ -420,6 +432,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="show these clips' frames in grey (the pretraining's colour-free view): do the encoder's features "
         "of grey frames hold shape for held-out pairs (both), and do they transfer to colour frames (train)?",
     )  # fmt: skip
+    parser.add_argument(
+        "--grid", type=int, default=0,
+        help="add each frame's patches pooled to a GRID x GRID map (2: what the default connector keeps)",
+    )  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
     parser.add_argument("--no-progress", action="store_true")
@@ -428,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     encoder, settings = load_encoder(args.encoder, device=args.device)
     if args.num_frames is not None:
         settings = MediaSettings.from_dict({**settings.to_dict(), "num_frames": args.num_frames})
-    common = dict(progress=not args.no_progress, batch_size=args.batch_size)
+    common = dict(progress=not args.no_progress, batch_size=args.batch_size, grid=args.grid)
     recolour = 0 if args.recolour_train else None
     grey_train, grey_heldout = args.grey in ("train", "both"), args.grey in ("heldout", "both")
     train = encode_world(
@@ -448,6 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "l2": args.l2,
             "recolour_train": args.recolour_train,
             "grey": args.grey,
+            "grid": args.grid,
             "results": [r.to_json() for r in results],
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -219,3 +219,17 @@ def test_grey_encoding_equals_encoding_grey_frames(encoded, worlds, encoder):
         out = encoder({"video": grayscale(frames)[None]})[Modality.VIDEO]
     layout = encoder.layout("video", frames.shape[0])
     torch.testing.assert_close(grey["video"][0], readout(out, layout, per_segment=True)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_readout_grid_appends_each_frames_pooled_map_in_order():
+    layout = MediaLayout(num_segments=2, grid_h=2, grid_w=4)  # 8 patches per frame
+    encoded = torch.randn(3, 2 * 9, 5)
+    base = readout(encoded, layout, per_segment=True)
+    out = readout(encoded, layout, per_segment=True, grid=2)
+    assert out.shape == (3, base.shape[1] + 2 * 4 * 5)
+    torch.testing.assert_close(out[:, : base.shape[1]], base)
+    patches = encoded.view(3, 2, 9, 5)[:, :, 1:].reshape(3, 2, 2, 4, 5)  # (N, S, h, w, D)
+    # frame 1's top-right cell: rows 0, columns 2-3, averaged
+    top_right = patches[:, 1, 0:1, 2:4].mean(dim=(1, 2))  # (N, D)
+    cells = out[:, base.shape[1] :].view(3, 2, 5, 2, 2)  # (N, S, D, grid, grid)
+    torch.testing.assert_close(cells[:, 1, :, 0, 1], top_right)
