@@ -145,10 +145,14 @@ def test_conv_stem_keeps_the_token_grid_and_reloads(tmp_path):
         torch.testing.assert_close(again({"video": video})[Modality.VIDEO], enc({"video": video})[Modality.VIDEO])
 
 
-def test_pool_cls_max_appends_the_patch_maximum():
+def _three_segments_of_17_tokens():
+    """``(features (2, 51, 4), layout, tokens (2, 3, 17, 4))``: 2 items of 3 segments of a 4x4 grid + CLS."""
     feats = torch.randn(2, 3 * 17, 4)
-    layout = MediaLayout(3, 4, 4)
-    tokens = feats.view(2, 3, 17, 4)
+    return feats, MediaLayout(3, 4, 4), feats.view(2, 3, 17, 4)
+
+
+def test_pool_cls_max_appends_the_patch_maximum():
+    feats, layout, tokens = _three_segments_of_17_tokens()
     pooled = MiCoEncoder.pool(feats, layout, "cls_max")
     assert pooled.shape == (2, 8)
     torch.testing.assert_close(pooled[:, :4], tokens[:, :, 0].mean(1))
@@ -157,9 +161,7 @@ def test_pool_cls_max_appends_the_patch_maximum():
 
 
 def test_pool_cls_max_delta_is_the_only_part_that_sees_the_order():
-    feats = torch.randn(2, 3 * 17, 4)
-    layout = MediaLayout(3, 4, 4)
-    tokens = feats.view(2, 3, 17, 4)
+    feats, layout, tokens = _three_segments_of_17_tokens()
     pooled = MiCoEncoder.pool(feats, layout, "cls_max_delta")
     assert pooled.shape == (2, 12)
     torch.testing.assert_close(pooled[:, :8], MiCoEncoder.pool(feats, layout, "cls_max"))
