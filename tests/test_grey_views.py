@@ -100,3 +100,16 @@ def test_presets_and_the_builder_carry_grey_views():
         grey_views=spec.grey_views,
     )  # fmt: skip
     assert model.config.grey_views == ["video"] and processor.config.grey_views == ["video"]
+
+
+def test_a_stage_config_sets_grey_views_and_names_a_wrong_one(tmp_path):
+    from helpers.tiny import preset_recipe
+
+    from mico_chat.training.errors import TrainConfigError
+
+    model, processor = preset_recipe(tmp_path / "a", "model.grey_views=[video]").build_model(quantize=False)
+    assert model.config.grey_views == ["video"] and processor.config is model.config
+    plain = tiny_model()[0].config.num_media_tokens("video", 4)
+    assert processor.config.num_media_tokens("video", 4) == 2 * plain
+    with pytest.raises(TrainConfigError, match="model.grey_views: audio is not a colour input"):
+        preset_recipe(tmp_path / "b", "model.grey_views=[audio]").build_model(quantize=False)

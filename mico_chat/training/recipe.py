@@ -285,7 +285,7 @@ class TrainRecipe:
             try:
                 model.config.set_grey_views(cfg.grey_views)
             except ValueError as err:
-                raise TrainConfigError(f"model.grey_views: {err}") from None
+                raise TrainConfigError(f"model.{err}") from None  # "model.grey_views: ..."
         processor = MiCoChatProcessor(processor.tokenizer, model.config, settings)
         return model, processor
 
