@@ -14,10 +14,7 @@ from .configuration_mico import MiCoEncoderConfig
 from .configuration_text import MiCoTextConfig
 from .context import group_key, parse_group
 
-OBJECTIVES: tuple[str, ...] = ("contrastive", "matching", "generation", "words")
-"""MiCo's three objectives (contrastive, matching, generation), and ``words``: the caption's words
-predicted from the media's global feature alone (a bag-of-words classifier; see
-:meth:`~encoders.modeling_pretraining.MiCoForPretraining.word_logits`). Datasets opt in to it."""
+OBJECTIVES: tuple[str, ...] = ("contrastive", "matching", "generation")
 
 
 class MiCoPretrainingConfig(PreTrainedConfig):

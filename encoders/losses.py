@@ -130,24 +130,3 @@ def mask_caption_tokens(
 def generation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the masked positions only: ``logits (K, V)`` for ``labels (K,)``."""
     return F.cross_entropy(logits, labels)
-
-
-def bag_of_words_loss(
-    logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, first_word_id: int
-) -> torch.Tensor:
-    """Softmax cross-entropy of ``logits (N, V)`` against each caption's distinct words as a uniform
-    target distribution (Joulin et al., 2016: weakly supervised visual features from captions).
-
-    Words are the caption's token ids at attended positions from ``first_word_id`` on (below it sit
-    [PAD], [CLS], [SEP], [MASK] and unused ids). The loss is at least the entropy of the target,
-    ``log(number of distinct words)``, reached when the prediction equals it.
-    """
-    n, vocab = logits.shape
-    words = (input_ids >= first_word_id) & attention_mask.bool()  # (N, L)
-    if not bool(words.any(dim=1).all()):
-        raise ValueError("words objective: a caption has no word tokens (empty after drop_words?)")
-    target = torch.zeros(n, vocab, dtype=logits.dtype, device=logits.device)
-    target.scatter_(1, torch.where(words, input_ids, torch.zeros_like(input_ids)), words.to(logits.dtype))
-    target = target.clamp(max=1.0)  # a word twice in a caption counts once
-    target = target / target.sum(dim=1, keepdim=True)
-    return -(target * F.log_softmax(logits.float(), dim=-1).to(logits.dtype)).sum(dim=1).mean()

@@ -11,13 +11,7 @@ One training step takes a batch of one modality group (see :mod:`.context`) with
    condition tokens; a two-layer head tells matched pairs from hard negatives mined from the
    contrastive similarities (one negative medium per caption, one negative caption per medium);
 4. **generation** (eq. 6): 60 % of caption tokens masked, causal self-attention, cross-attention to
-   the media; BERT's prediction head reconstructs the masked tokens;
-5. **words** (not in MiCo; opt-in per dataset): which words the caption holds, predicted from the
-   media's global feature alone, a softmax classifier over the vocabulary with the caption's
-   distinct words as a uniform target (the weakly supervised image-text objective of Joulin et al.,
-   2016; CatLIP, 2024, for a recent form). Unlike generation, no caption word is visible to the
-   prediction, so "circle" cannot be guessed from "red" in the same caption: the encoder has to
-   see it.
+   the media; BERT's prediction head reconstructs the masked tokens.
 
 The total loss is the unweighted sum of the objectives a dataset asks for.
 """
@@ -43,14 +37,7 @@ from .configuration_mico import MiCoEncoderConfig
 from .configuration_pretraining import OBJECTIVES, MiCoPretrainingConfig
 from .configuration_text import MiCoTextConfig
 from .context import group_key, parse_group
-from .losses import (
-    bag_of_words_loss,
-    contrastive_loss,
-    generation_loss,
-    mask_caption_tokens,
-    matching_loss,
-    sample_hard_negatives,
-)
+from .losses import contrastive_loss, generation_loss, mask_caption_tokens, matching_loss, sample_hard_negatives
 from .modeling_mico import MiCoEncoder
 from .modeling_text import BertPredictionHead, MiCoTextModel
 
@@ -200,12 +187,6 @@ class MiCoForPretraining(MiCoForPretrainingPreTrainedModel):
             {m: ConditionAdapter(enc.hidden_size, txt.hidden_size, enc.max_segments) for m in enc.modalities}
         )
         self.matching_head = MatchingHead(txt.hidden_size, txt.hidden_act)
-        # words: each modality's global feature into the text tower's width, summed over the
-        # group's modalities, then a prediction head tied to the (frozen or not) word embeddings.
-        self.word_projections = nn.ModuleDict(
-            {m: nn.Linear(enc.pooled_size, txt.hidden_size) for m in enc.modalities}
-        )
-        self.word_head = BertPredictionHead(txt)
         self.post_init()
 
     # ------------------------------------------------------------------ media side
@@ -256,16 +237,6 @@ class MiCoForPretraining(MiCoForPretrainingPreTrainedModel):
                 tokens = torch.stack([tokens[:, :, 0], tokens[:, :, 1:].mean(2)], dim=2)  # (N, S, 2, D)
             parts.append(self.condition_adapters[modality.value](tokens))
         return torch.cat(parts, dim=1)
-
-    def word_logits(self, encoded: Encoded) -> torch.Tensor:
-        """Vocabulary logits ``(N, V)`` of the words each sample's caption holds, from the group's
-        pooled media features only (the ``words`` objective)."""
-        mode = self.encoder.config.pooling
-        hidden = sum(
-            self.word_projections[m.value](MiCoEncoder.pool(feats, layout, mode))
-            for m, (feats, layout) in encoded.items()
-        )  # (N, D_text)
-        return self.word_head(hidden, self.text.embeddings.word_embeddings.weight)
 
     # ------------------------------------------------------------------ text side
     def encode_text(
@@ -358,10 +329,6 @@ class MiCoForPretraining(MiCoForPretrainingPreTrainedModel):
                 losses["matching"] = self._matching_loss(batch, lower, condition, logits, generator)
         if "generation" in batch.objectives:
             losses["generation"] = self._generation_loss(batch, condition, generator)
-        if "words" in batch.objectives:
-            losses["words"] = bag_of_words_loss(
-                self.word_logits(encoded), batch.input_ids, batch.attention_mask, first_word_id=self.config.random_token_start
-            )
         loss = sum(losses.values())
         return PretrainingOutput(loss=loss, losses={k: v.detach() for k, v in losses.items()}, logits=logits)
 

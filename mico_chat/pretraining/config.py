@@ -49,8 +49,7 @@ class DatasetSpec:
         ratio: relative probability that a step draws its batch from this dataset (VAST/MiCo
             sample one corpus per step).
         objectives: the objectives trained on this dataset (``contrastive``, ``matching``,
-            ``generation``, and ``words``: the caption's words predicted from the media's global
-            feature alone, see :mod:`mico_chat.encoders.modeling_pretraining`).
+            ``generation``).
         cross_sample: cross-dataset joint sampling (MiCo eq. 3): each modality of the group comes
             from an independently drawn record, and the text joins each one's caption of the
             kind at the same position in ``captions`` (so ``captions`` needs one kind per modality,

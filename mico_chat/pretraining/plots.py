@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-OBJECTIVE_KEYS = ("loss", "contrastive", "matching", "generation", "words")
+OBJECTIVE_KEYS = ("loss", "contrastive", "matching", "generation")
 
 
 def read_loss_log(path: str | os.PathLike) -> list[dict]:

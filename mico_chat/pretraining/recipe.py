@@ -292,7 +292,7 @@ class PretrainRecipe:
                 }
                 if self.accelerator.is_main_process:
                     log.write(json.dumps(row) + "\n")
-                for k in ("loss", "contrastive", "matching", "generation", "words"):
+                for k in ("loss", "contrastive", "matching", "generation"):
                     if k in row:
                         window.setdefault(k, []).append(row[k])
                 if self.step % cfg.logging_steps == 0:

@@ -17,7 +17,7 @@ from mico_chat.encoders import (
     join_captions,
     parse_group,
 )
-from mico_chat.encoders.losses import bag_of_words_loss, contrastive_loss, mask_caption_tokens, sample_hard_negatives
+from mico_chat.encoders.losses import contrastive_loss, mask_caption_tokens, sample_hard_negatives
 from mico_chat.modality import Modality
 from helpers.tiny_pretraining import (
     CAPTIONS,
@@ -381,46 +381,3 @@ def test_conv_stem_and_max_pooling_train_under_every_objective():
         assert torch.isfinite(out.loss)
         out.loss.backward()
         assert model.encoder.patch_embeddings["rgb"].stem[0].weight.grad.abs().sum() > 0
-
-
-def test_bag_of_words_loss_by_hand():
-    # Captions [CLS] 1000 1001 1000 [SEP] and [CLS] 1002 [SEP] [PAD]: distinct words {1000, 1001}, {1002}.
-    ids = torch.tensor([[101, 1000, 1001, 1000, 102], [101, 1002, 102, 0, 0]])
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
-    logits = torch.randn(2, 1005, generator=torch.Generator().manual_seed(0))
-    logp = torch.log_softmax(logits, dim=-1)
-    expected = (-(logp[0, 1000] + logp[0, 1001]) / 2 - logp[1, 1002]) / 2
-    torch.testing.assert_close(bag_of_words_loss(logits, ids, mask, first_word_id=999), expected)
-    # The optimum is the target itself, where the loss is the target's entropy.
-    best = torch.full((2, 1005), -1e4)
-    best[0, [1000, 1001]] = 0.0
-    best[1, 1002] = 0.0
-    loss = bag_of_words_loss(best, ids, mask, first_word_id=999)
-    assert loss.item() == pytest.approx(math.log(2) / 2, abs=1e-4)
-    with pytest.raises(ValueError, match="no word tokens"):
-        bag_of_words_loss(logits, torch.tensor([[101, 102]]), torch.tensor([[1, 1]]), first_word_id=999)
-
-
-def test_words_objective_reads_only_the_media(tiny_pt):
-    model, tok = tiny_pt
-    model.train()
-    model.zero_grad()
-    batch = _batch(tok, ("audio", "video"), objectives=("words",))
-    out = model(batch)
-    assert set(out.losses) == {"words"} and torch.isfinite(out.loss)
-    out.loss.backward()
-    for name in ("encoder.layers.0.mlp.fc1.weight", "word_projections.audio.weight", "word_projections.video.weight",
-                 "word_head.transform.dense.weight", "word_head.bias"):  # fmt: skip
-        assert model.get_parameter(name).grad.abs().sum() > 0, name
-    # No text pass: the caption is only the target, so no text-tower or other head gets a gradient.
-    assert model.text.embeddings.word_embeddings.weight.grad is not None  # the tied decoder
-    assert model.text.encoder.layer[0].attention.self.query.weight.grad is None
-    assert model.lm_head.bias.grad is None and model.matching_head.linear1.weight.grad is None
-    # Same media, captions shuffled: the logits are the same, only the targets change.
-    model.eval()
-    with torch.no_grad():
-        encoded = model.encode_group(batch.group, batch.media, sampling_context=batch.sampling_context)
-        logits = model.word_logits(encoded)
-        assert logits.shape == (4, model.config.text_config.vocab_size)
-        swapped = dataclasses.replace(batch, input_ids=batch.input_ids.flip(0), attention_mask=batch.attention_mask.flip(0))
-        assert model(swapped).loss.item() != pytest.approx(model(batch).loss.item())
