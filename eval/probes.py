@@ -151,7 +151,8 @@ def encode_world(
 
     Returns:
         ``(features, labels)``: ``features["video"]`` is ``(N, (3 + T) * D)`` float32 with
-        ``T = settings.num_frames`` (``(N, (3 + T + T * grid**2) * D)`` with ``grid``), ``features["audio"]`` is ``(N, 3 * D)`` (see :func:`readout`);
+        ``T = settings.num_frames`` (``(N, (3 + T + T * grid**2) * D)`` with ``grid``),
+        ``features["audio"]`` is ``(N, 3 * D)`` (see :func:`readout`);
         ``labels`` maps every factor of :data:`FACTOR_MODALITY` to N labels (:func:`factor_labels`).
 
     A clip whose media cannot be read raises ``ValueError`` naming it: a probe over a silently

@@ -12,7 +12,7 @@ text holds no media tokens and the connectors are not used.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -28,6 +28,20 @@ from mico_chat.preprocess import grayscale
 
 from .configuration import MiCoChatConfig
 from .contrast import MediaContrastLogitsProcessor, noise_like, noise_like_media
+
+
+def encode_views(
+    encoder: nn.Module, inputs: Mapping[str | Modality, torch.Tensor], grey_views: Sequence[str] = ()
+) -> dict[Modality, torch.Tensor]:
+    """``encoder``'s outputs ``{modality: (N, S*(1+P), D)}``; for a modality in ``grey_views`` the
+    outputs for its values in grey appended along the tokens, ``(N, 2*S*(1+P), D)``."""
+    inputs = {Modality.parse(m): v for m, v in inputs.items()}
+    features = encoder(inputs)
+    grey = {m: grayscale(v) for m, v in inputs.items() if m.value in grey_views}
+    if grey:
+        for modality, feats in encoder(grey).items():
+            features[modality] = torch.cat([features[modality], feats], dim=1)
+    return features
 
 
 class MediaTokenMismatchError(ValueError):
@@ -209,13 +223,7 @@ class MiCoChatForConditionalGeneration(MiCoChatPreTrainedModel):
         """The encoder's outputs for the processor's tensors, ``{modality: (N, S*(1+P), D)}``; for a
         modality in ``config.grey_views``, the outputs for its frames in grey appended along the
         tokens, ``(N, 2*S*(1+P), D)`` (what a feature cache stores for it)."""
-        inputs = {Modality.parse(m): v for m, v in inputs.items()}
-        features = self.encoder(inputs)
-        grey = {m: grayscale(v) for m, v in inputs.items() if m.value in self.config.grey_views}
-        if grey:
-            for modality, feats in self.encoder(grey).items():
-                features[modality] = torch.cat([features[modality], feats], dim=1)
-        return features
+        return encode_views(self.encoder, inputs, self.config.grey_views)
 
     def adapter_media(
         self,

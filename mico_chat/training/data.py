@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from mico_chat import media as media_io
 from mico_chat.instruct_data.records import BadRecord, Record, read_records
 from mico_chat.modality import Modality
-from mico_chat.preprocess import grayscale
+from mico_chat.modeling import encode_views
 from mico_chat.processing import (
     IGNORE_INDEX,
     MediaItem,
@@ -516,10 +516,8 @@ def cache_encoder_features(
             raise DataError(f"{spec.source} (id {spec.record_id}): {err}") from err
         feats = []
         for item, tensor in zip(spec.media, tensors):
-            views = [tensor[None].to(param.device, param.dtype)]
-            if item.modality.value in grey_views:
-                views.append(grayscale(views[0]))
-            encoded = torch.cat([encoder({item.modality: v})[item.modality] for v in views], dim=1)  # (1, L, D)
+            values = {item.modality: tensor[None].to(param.device, param.dtype)}
+            encoded = encode_views(encoder, values, grey_views)[item.modality]  # (1, L, D)
             feats.append((item.modality.value, encoded[0].to("cpu", dtype)))
         out.append(feats)
     encoder.train(was_training)
