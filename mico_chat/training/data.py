@@ -14,6 +14,7 @@ length-grouped sampler and packing.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -490,11 +491,15 @@ def cache_encoder_features(
     progress: bool = True,
     grey_views: Sequence[str] = (),
 ) -> list[list[tuple[str, torch.Tensor]]]:
-    """Run the (frozen) encoder once over every sample's media; returns per-sample
+    """Run the (frozen) encoder once over every distinct media item; returns per-sample
     ``[(modality, (S*(1+P), D))]`` in placeholder order, stored in ``dtype`` on the CPU. For a
     modality in ``grey_views``, the features of its frames in grey follow along the tokens,
     ``(2*S*(1+P), D)``, as :meth:`~mico_chat.modeling.MiCoChatForConditionalGeneration.encode_items`
     gives them.
+
+    Samples that read the same file with the same options (a clip's questions split over several
+    conversations) share one encoding and one tensor: preprocessing is deterministic, so this
+    changes no value, and it saves the time and memory of encoding a clip once per conversation.
 
     The encoder must not train: its outputs would go stale after the first step.
     """
@@ -503,6 +508,7 @@ def cache_encoder_features(
     was_training = encoder.training
     encoder.eval()
     param = next(encoder.parameters())
+    encoded: dict[tuple[str, str, str], torch.Tensor] = {}
     out = []
     for spec in tqdm(dataset.samples, desc="caching encoder features", unit="sample", disable=not progress):
         if any(item.track for item in spec.media):
@@ -510,18 +516,31 @@ def cache_encoder_features(
                 f"{spec.source} (id {spec.record_id}): the feature cache does not hold fused video audio tracks; "
                 "set data.cache_encoder_features=false or media_settings.video_audio=false"
             )
-        try:
-            tensors = dataset.processor.load_media(spec.media)
-        except (media_io.MediaError, ValueError) as err:
-            raise DataError(f"{spec.source} (id {spec.record_id}): {err}") from err
         feats = []
-        for item, tensor in zip(spec.media, tensors):
-            values = {item.modality: tensor[None].to(param.device, param.dtype)}
-            encoded = encode_views(encoder, values, grey_views)[item.modality]  # (1, L, D)
-            feats.append((item.modality.value, encoded[0].to("cpu", dtype)))
+        for item in spec.media:
+            key = _media_key(item)
+            feature = encoded.get(key) if key is not None else None
+            if feature is None:
+                try:
+                    tensor = dataset.processor.load_media([item])[0]
+                except (media_io.MediaError, ValueError) as err:
+                    raise DataError(f"{spec.source} (id {spec.record_id}): {err}") from err
+                values = {item.modality: tensor[None].to(param.device, param.dtype)}
+                feature = encode_views(encoder, values, grey_views)[item.modality][0].to("cpu", dtype)  # (L, D)
+                if key is not None:
+                    encoded[key] = feature
+            feats.append((item.modality.value, feature))
         out.append(feats)
     encoder.train(was_training)
     return out
+
+
+def _media_key(item: MediaItem) -> tuple[str, str, str] | None:
+    """What makes two media items the same input: modality, file and options (None: an in-memory
+    source, never shared)."""
+    if not isinstance(item.source, (str, Path)):
+        return None
+    return item.modality.value, str(item.source), json.dumps(item.options, sort_keys=True, default=str)
 
 
 def stored_encoder_features(

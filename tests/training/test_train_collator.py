@@ -142,6 +142,29 @@ def test_cached_encoder_features_give_the_same_loss(tiny, batch_samples):
         cache_encoder_features(batch_samples, model.encoder, progress=False)
 
 
+def test_the_feature_cache_encodes_each_file_once(tiny, batch_samples):
+    """Samples d and e both read images[3]: one encoder call and one tensor serve both."""
+    from mico_chat.modeling import encode_views
+
+    model, processor = tiny
+    calls = []
+    hook = model.encoder.register_forward_hook(lambda module, args, out: calls.append(1))
+    model.encoder.requires_grad_(False)
+    try:
+        features = cache_encoder_features(batch_samples, model.encoder, progress=False)
+    finally:
+        model.encoder.requires_grad_(True)
+        hook.remove()
+    assert len(calls) == 4  # five image items, four distinct files
+    shared = features[3][1][1]
+    assert features[4][0][1] is shared
+    item = batch_samples.samples[4].media[0]
+    alone = processor.load_media([item])[0][None]
+    with torch.no_grad():
+        expected = encode_views(model.encoder, {item.modality: alone}, ())[item.modality][0]
+    torch.testing.assert_close(shared, expected, rtol=0, atol=0)
+
+
 def test_padding_masks_pads_and_packing_restarts_positions(batch_samples, tiny):
     pad = tiny[1].tokenizer.pad_token_id
     samples = [batch_samples[i] for i in (0, 2)]
