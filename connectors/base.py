@@ -33,8 +33,11 @@ class ConnectorConfig:
     Args:
         type: registered connector name (``linear``, ``mlp2x_gelu``, ...).
         tokens: per segment, read the CLS token, the patch tokens, or both (``all``).
-        pool: average-pool each segment's patch grid down to at most ``pool x pool`` tokens
-            (``None`` keeps every patch).
+        pool: pool each segment's patch grid down to at most ``pool x pool`` tokens (``None``
+            keeps every patch).
+        pool_mode: how ``pool`` pools, ``avg`` or ``max`` (per channel, the strongest patch of
+            each cell: a small object keeps its own response instead of being averaged with the
+            background around it, as the encoder's ``cls_max`` global feature does).
         out_norm: end with an RMSNorm whose gain starts at the LLM's own input-embedding scale
             (set by :func:`mico_chat.builder.build_model`), so media tokens enter the LLM at the
             size of its word embeddings. Without it a connector trained at a high rate inflates
@@ -45,6 +48,7 @@ class ConnectorConfig:
     type: str = "mlp2x_gelu"
     tokens: TokenSelection = "all"
     pool: int | None = None
+    pool_mode: Literal["avg", "max"] = "avg"
     out_norm: bool = False
 
     def __post_init__(self) -> None:
@@ -52,6 +56,8 @@ class ConnectorConfig:
             raise ValueError(f"connector tokens must be 'cls', 'patches' or 'all', got {self.tokens!r}")
         if self.pool is not None and self.pool < 1:
             raise ValueError(f"connector pool must be >= 1 or None, got {self.pool}")
+        if self.pool_mode not in ("avg", "max"):
+            raise ValueError(f"connector pool_mode must be 'avg' or 'max', got {self.pool_mode!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | ConnectorConfig) -> ConnectorConfig:
@@ -135,7 +141,8 @@ class Connector(nn.Module):
             grid = self.pooled_grid(self.config, layout)
             if grid != (layout.grid_h, layout.grid_w):
                 maps = patches.reshape(n * layout.num_segments, layout.grid_h, layout.grid_w, dim).permute(0, 3, 1, 2)
-                maps = F.adaptive_avg_pool2d(maps, grid)  # (N*S, D, h, w)
+                pool = F.adaptive_max_pool2d if self.config.pool_mode == "max" else F.adaptive_avg_pool2d
+                maps = pool(maps, grid)  # (N*S, D, h, w)
                 patches = maps.permute(0, 2, 3, 1).reshape(n, layout.num_segments, grid[0] * grid[1], dim)
             parts.append(patches)
         return torch.cat(parts, dim=2).flatten(1, 2)  # (N, M, D)

@@ -35,6 +35,18 @@ def test_pooling_averages_patch_blocks():
     torch.testing.assert_close(picked, expected)
 
 
+def test_max_pooling_keeps_each_blocks_strongest_patch_per_channel():
+    conn = build_connector(ConnectorConfig(type="linear", tokens="patches", pool=2, pool_mode="max"), 2, 1)
+    grid = torch.randn(4, 4, 2)
+    feats = torch.cat([torch.zeros(1, 2), grid.reshape(16, 2)]).view(1, 17, 2)  # one segment: CLS + 4x4
+    picked = conn.select(feats, MediaLayout(1, 4, 4))[0]
+    blocks = [grid[:2, :2], grid[:2, 2:], grid[2:, :2], grid[2:, 2:]]
+    expected = torch.stack([b.reshape(4, 2).max(dim=0).values for b in blocks])
+    torch.testing.assert_close(picked, expected)
+    with pytest.raises(ValueError, match="pool_mode"):
+        ConnectorConfig(pool=2, pool_mode="median")
+
+
 def test_cls_selection_picks_each_segment_cls():
     conn = build_connector(ConnectorConfig(type="linear", tokens="cls"), 1, 1)
     feats = torch.arange(LAYOUT.num_tokens, dtype=torch.float32).view(1, -1, 1)
