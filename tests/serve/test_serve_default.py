@@ -67,7 +67,9 @@ def test_browser_chat_about_an_uploaded_clip(default_server, serve_media, tmp_pa
                 "document.querySelector('#media-status').innerText.includes('Cannot use this upload')", timeout=30_000
             )
             assert "corrupt.mp4" in page.locator("#media-status").inner_text()
-            page.locator("#video-input button[aria-label='Clear']").first.click()
+            # The click event itself: the video player's overlay icon can lie over the button while
+            # the failed upload's preview settles, and a pointer click then lands on the overlay.
+            page.locator("#video-input button[aria-label='Clear']").first.dispatch_event("click")
 
             # A good clip: the preview shows the frames the model samples and the waveform it hears.
             video_input.set_input_files(str(serve_media["clip"]))
