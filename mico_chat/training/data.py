@@ -14,7 +14,6 @@ length-grouped sampler and packing.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -536,11 +535,13 @@ def cache_encoder_features(
 
 
 def _media_key(item: MediaItem) -> tuple[str, str, str] | None:
-    """What makes two media items the same input: modality, file and options (None: an in-memory
-    source, never shared)."""
+    """What makes two media items the same input, as a feature store finds them
+    (:func:`~mico_chat.instruct_data.feature_store.item_identity`); None for an in-memory source."""
+    from mico_chat.instruct_data.feature_store import item_identity
+
     if not isinstance(item.source, (str, Path)):
         return None
-    return item.modality.value, str(item.source), json.dumps(item.options, sort_keys=True, default=str)
+    return item_identity(item.modality.value, str(item.source), item.options)
 
 
 def stored_encoder_features(
