@@ -186,7 +186,9 @@ class TrainSection:
             is one; ``false`` starts fresh; a path resumes from that checkpoint.
         export: write the final model (LoRA merged) to ``output_dir/model``, loadable by
             ``ChatModel.load``.
-        bf16: ``auto`` = on when a CUDA device with bf16 is present.
+        bf16: ``auto`` = on when a CUDA device with bf16 is present, or when training on a CPU
+            that computes bf16 natively (AVX512_BF16, AMX; autocast only, weights stay as
+            ``model.dtype`` says); off on other CPUs, where bf16 autocast is slower than float32.
         use_cpu: ``auto`` = when no CUDA device is present.
     """
 

@@ -64,6 +64,14 @@ def _cuda_bf16() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512_BF16 or AMX): there bf16 autocast made
+    stage 2 1.67x faster (docs/benchmarks.md); on an AVX2 CPU oneDNN converts every matmul and
+    autocast is slower than float32 (docs/default_model.md, run 14)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private torch.cpu helpers
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 class TrainRecipe:
     """One run of one stage (see the module docstring).
 
@@ -209,15 +217,20 @@ class TrainRecipe:
 
     # ------------------------------------------------------------------ model
     def model_dtype(self) -> torch.dtype:
-        """Parameter dtype: ``model.dtype``, where ``auto`` is bfloat16 for bf16 GPU training, else float32."""
+        """Parameter dtype: ``model.dtype``, where ``auto`` is bfloat16 for bf16 GPU training (or
+        ``train.bf16: true`` set outright), else float32: on a CPU, ``bf16: auto`` only autocasts."""
         name = self.config.model.dtype
         if name == "auto":
-            return torch.bfloat16 if self._bf16() and not self.stage.quantize else torch.float32
+            bf16_weights = self.config.train.bf16 is True or (self._bf16() and not self._use_cpu())
+            return torch.bfloat16 if bf16_weights and not self.stage.quantize else torch.float32
         return DTYPES[name]
 
     def _bf16(self) -> bool:
+        """``train.bf16``; ``auto``: on a GPU with bf16, or on a CPU that computes bf16 natively."""
         bf16 = self.config.train.bf16
-        return _cuda_bf16() if bf16 == "auto" else bool(bf16)
+        if bf16 != "auto":
+            return bool(bf16)
+        return cpu_native_bf16() if self._use_cpu() else _cuda_bf16()
 
     def _use_cpu(self) -> bool:
         use_cpu = self.config.train.use_cpu

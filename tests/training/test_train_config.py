@@ -131,3 +131,45 @@ def test_deepspeed_configs_are_valid_json_with_their_stage():
         if stage == 3:
             assert zero["stage3_gather_16bit_weights_on_model_save"] is True  # exports need whole weights
         assert ds["train_micro_batch_size_per_gpu"] == "auto"  # the YAML's batch size rules
+
+
+@pytest.mark.parametrize(
+    "bf16, native, cuda, want_autocast, want_weights",
+    [
+        ("auto", True, False, True, "float32"),  # AVX512_BF16/AMX CPU: autocast, float32 weights
+        ("auto", False, False, False, "float32"),  # AVX2 CPU: plain float32
+        ("auto", False, True, True, "bfloat16"),  # GPU with bf16: bf16 weights, as before
+        (True, False, False, True, "bfloat16"),  # set outright: honoured on any CPU
+        (False, True, False, False, "float32"),
+    ],
+)
+def test_bf16_auto_follows_the_hardware(monkeypatch, bf16, native, cuda, want_autocast, want_weights):
+    import types
+
+    import torch
+
+    from mico_chat.training import recipe as recipe_module
+
+    monkeypatch.setattr(recipe_module, "cpu_native_bf16", lambda: native)
+    monkeypatch.setattr(recipe_module, "_cuda_bf16", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    cfg = config_from_dict(minimal(stage="stage2_lora", model={"dtype": "auto"}), [f"train.bf16={str(bf16).lower()}"])
+    # The two methods read only the config, the stage and the device choice: no model is built.
+    stub = types.SimpleNamespace(config=cfg, stage=types.SimpleNamespace(quantize=False))
+    stub._use_cpu = types.MethodType(TrainRecipe._use_cpu, stub)
+    stub._bf16 = types.MethodType(TrainRecipe._bf16, stub)
+    assert stub._bf16() is want_autocast
+    assert TrainRecipe.model_dtype(stub) == getattr(torch, want_weights)
+
+
+def test_cpu_native_bf16_reads_torch_and_survives_its_absence(monkeypatch):
+    import torch
+
+    from mico_chat.training.recipe import cpu_native_bf16
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert cpu_native_bf16() is True
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert cpu_native_bf16() is False
