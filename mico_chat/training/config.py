@@ -186,9 +186,10 @@ class TrainSection:
             is one; ``false`` starts fresh; a path resumes from that checkpoint.
         export: write the final model (LoRA merged) to ``output_dir/model``, loadable by
             ``ChatModel.load``.
-        bf16: ``auto`` = on when a CUDA device with bf16 is present, or when training on a CPU
-            that computes bf16 natively (AVX512_BF16, AMX; autocast only, weights stay as
-            ``model.dtype`` says); off on other CPUs, where bf16 autocast is slower than float32.
+        bf16: ``auto`` = on when a CUDA device with bf16 is present (never on a CPU); ``native`` =
+            that, or training on a CPU that computes bf16 natively (AVX512_BF16, AMX: autocast
+            only, weights stay as ``model.dtype`` says). On other CPUs bf16 autocast is far slower
+            than float32 (16x on an AVX2 EPYC, docs/benchmarks.md).
         use_cpu: ``auto`` = when no CUDA device is present.
     """
 
@@ -296,8 +297,8 @@ def validate(config: TrainConfig, source: str = "config") -> None:
         fail("train.fp16 and train.bf16 cannot both be true")
     if not 0 <= train.warmup_ratio < 1:
         fail(f"train.warmup_ratio must be in [0, 1), got {train.warmup_ratio}")
-    if isinstance(train.bf16, str) and train.bf16 != "auto":
-        fail(f"train.bf16 must be true, false or auto, got {train.bf16!r}")
+    if isinstance(train.bf16, str) and train.bf16 not in ("auto", "native"):
+        fail(f"train.bf16 must be true, false, auto or native, got {train.bf16!r}")
     if isinstance(train.use_cpu, str) and train.use_cpu != "auto":
         fail(f"train.use_cpu must be true, false or auto, got {train.use_cpu!r}")
     if train.save_steps < 1 or train.logging_steps < 1:

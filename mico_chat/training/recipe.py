@@ -218,7 +218,7 @@ class TrainRecipe:
     # ------------------------------------------------------------------ model
     def model_dtype(self) -> torch.dtype:
         """Parameter dtype: ``model.dtype``, where ``auto`` is bfloat16 for bf16 GPU training (or
-        ``train.bf16: true`` set outright), else float32: on a CPU, ``bf16: auto`` only autocasts."""
+        ``train.bf16: true`` set outright), else float32: on a CPU, ``bf16: native`` only autocasts."""
         name = self.config.model.dtype
         if name == "auto":
             bf16_weights = self.config.train.bf16 is True or (self._bf16() and not self._use_cpu())
@@ -226,11 +226,14 @@ class TrainRecipe:
         return DTYPES[name]
 
     def _bf16(self) -> bool:
-        """``train.bf16``; ``auto``: on a GPU with bf16, or on a CPU that computes bf16 natively."""
+        """``train.bf16``; ``auto``: on a GPU with bf16; ``native``: that, or a CPU that computes
+        bf16 natively."""
         bf16 = self.config.train.bf16
-        if bf16 != "auto":
+        if bf16 not in ("auto", "native"):
             return bool(bf16)
-        return cpu_native_bf16() if self._use_cpu() else _cuda_bf16()
+        if self._use_cpu():
+            return bf16 == "native" and cpu_native_bf16()
+        return _cuda_bf16()
 
     def _use_cpu(self) -> bool:
         use_cpu = self.config.train.use_cpu

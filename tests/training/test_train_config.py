@@ -51,7 +51,7 @@ def test_yaml_values_and_dotted_overrides_reach_the_dataclasses():
         (["stage.name=stage3"], "stage.name 'stage3' is not a registered stage"),
         (["train.learning_rate"], "must look like key=value"),
         (["stage=new_modality"], r"stage new_modality trains the connectors of named modalities"),
-        (["train.bf16=sometimes"], "train.bf16 must be true, false or auto"),
+        (["train.bf16=sometimes"], "train.bf16 must be true, false, auto or native"),
         (["data.pack_length=512"], "data.pack_length needs data.packing=true"),
         (["stage=stage2_qlora", "train.deepspeed=z.json"], "does not run under DeepSpeed"),
         (["model.init_from=runs/s1/model", "model.llm=/x"], "model.init_from is a saved MiCo-Chat folder"),
@@ -136,14 +136,16 @@ def test_deepspeed_configs_are_valid_json_with_their_stage():
 @pytest.mark.parametrize(
     "bf16, native, cuda, want_autocast, want_weights",
     [
-        ("auto", True, False, True, "float32"),  # AVX512_BF16/AMX CPU: autocast, float32 weights
-        ("auto", False, False, False, "float32"),  # AVX2 CPU: plain float32
+        ("native", True, False, True, "float32"),  # AVX512_BF16/AMX CPU: autocast, float32 weights
+        ("native", False, False, False, "float32"),  # AVX2 CPU: plain float32
+        ("native", False, True, True, "bfloat16"),  # GPU with bf16: bf16 weights
+        ("auto", True, False, False, "float32"),  # auto never autocasts on a CPU
         ("auto", False, True, True, "bfloat16"),  # GPU with bf16: bf16 weights, as before
         (True, False, False, True, "bfloat16"),  # set outright: honoured on any CPU
         (False, True, False, False, "float32"),
     ],
 )
-def test_bf16_auto_follows_the_hardware(monkeypatch, bf16, native, cuda, want_autocast, want_weights):
+def test_bf16_native_follows_the_hardware(monkeypatch, bf16, native, cuda, want_autocast, want_weights):
     import types
 
     import torch
