@@ -11,7 +11,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from conftest import data_url
+from helpers.serve_api import data_url
 from test_serve_cli import start_command, stop_with_ctrl_c
 
 CHROMIUM = "/usr/bin/chromium"

@@ -9,7 +9,7 @@ import threading
 import httpx
 import openai
 import pytest
-from conftest import TINY_NAME, data_url, start_api
+from helpers.serve_api import TINY_NAME, data_url, start_api
 
 from mico_chat.api import GenerationSettings
 
