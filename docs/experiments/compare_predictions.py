@@ -2,8 +2,8 @@
 
     python docs/experiments/compare_predictions.py runs/a/eval/synth runs/b/eval/synth [--limit 300] [--by topic]
 
-Each argument is a folder holding ``synth_predictions.jsonl`` (or the file itself). Only the items
-every run answered are counted (the first ``--limit`` of each, matched by item id), so a run that
+Each argument is a folder holding ``synth_predictions.jsonl`` (or the file itself), read with the
+evaluators' own reader (a missing file or a malformed line is named). Only the items every run answered are counted (the first ``--limit`` of each, matched by item id), so a run that
 was stopped early is compared on the same items as the others. Prints ``correct/items`` per group.
 """
 
@@ -11,28 +11,18 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 from pathlib import Path
 
-FILE = "synth_predictions.jsonl"
+from mico_chat.eval.benchmarks.synth import FAMILIES, PREDICTIONS
+from mico_chat.eval.items import ItemError
+from mico_chat.eval.scores import read_jsonl
 
 
 def load(path: Path, limit: int | None) -> dict[str, dict]:
     """``{item id: row}`` of one run's predictions (the first ``limit`` rows)."""
-    file = path / FILE if path.is_dir() else path
-    if not file.is_file():
-        raise SystemExit(f"{file}: no predictions file (run `mico-chat eval synth` first)")
-    rows: dict[str, dict] = {}
-    with file.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if limit is not None and len(rows) >= limit:
-                break
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise SystemExit(f"{file}:{number}: not JSON ({error.msg})") from None
-            rows[row["id"]] = row
-    return rows
+    file = path / PREDICTIONS if path.is_dir() else path
+    rows = read_jsonl(file, ["id", "family", "correct"])[:limit]
+    return {row["id"]: row for row in rows}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,7 +34,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="group items by this (topic is family/topic)")  # fmt: skip
     args = parser.parse_args(argv)
 
-    runs = [load(path, args.limit) for path in args.runs]
+    try:
+        runs = [load(path, args.limit) for path in args.runs]
+    except ItemError as error:
+        raise SystemExit(str(error)) from None
     shared = set(runs[0]).intersection(*runs[1:])
     if not shared:
         raise SystemExit("the runs share no item ids: are they scored on the same world?")
@@ -60,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     width = max(len(key) for key in [*groups, "overall"])
     cell_width = max(12, *(len(name) for name in names))
     print(f"{'':<{width}}  " + "  ".join(f"{name:>{cell_width}}" for name in names))
-    for key in sorted(groups):
+    rank = {family: n for n, family in enumerate(FAMILIES)}  # families in the evaluator's order
+    for key in sorted(groups, key=lambda k: (rank.get(k.split("/")[0], len(rank)), k)):
         ids = groups[key]
         cells = [f"{sum(bool(run[i]['correct']) for i in ids)}/{len(ids)}" for run in runs]
         print(f"{key:<{width}}  " + "  ".join(f"{cell:>{cell_width}}" for cell in cells))
